@@ -1,0 +1,1 @@
+"""Command-line doors into `tlt.stages`, with TLT v1's command names and flags."""
