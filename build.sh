@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# TLT Pipelines build entry point. Usage: ./build.sh <command> [args]
+#
+#   setup     create .venv and install the pinned dependencies and the package (idempotent)
+#   test      setup if needed, then run the test suite (extra args go to pytest; --all adds slow tests)
+#   demo      setup if needed, make the bundled sample data and run the detection pipeline locally
+#   compile   regenerate KFP components, compiled pipelines and Argo manifests
+#   protos    regenerate lib/tlt/proto/*_pb2.py from the .proto files
+#   images    build the container image(s) with docker or podman
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+VENV="${TLT_VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+STAMP="$VENV/.tlt-setup-stamp"
+IMAGE="${TLT_IMAGE:-ghcr.io/tlt-pipelines/tlt:0.1.0}"
+
+log() { printf '[build.sh] %s\n' "$*" >&2; }
+die() { printf '[build.sh] error: %s\n' "$*" >&2; exit 1; }
+
+find_python() {
+  for cand in "${PYTHON:-}" python3.11 python3; do
+    [ -n "$cand" ] || continue
+    if command -v "$cand" >/dev/null 2>&1 &&
+       "$cand" -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else 1)' 2>/dev/null; then
+      echo "$cand"; return 0
+    fi
+  done
+  return 1
+}
+
+setup_digest() {
+  cat requirements.txt requirements-test.txt pyproject.toml | sha256sum | cut -d' ' -f1
+}
+
+cmd_setup() {
+  if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(setup_digest)" ] && [ -x "$PY" ]; then
+    return 0
+  fi
+  local base
+  base="$(find_python)" || die "Python >= 3.11 not found (set PYTHON=/path/to/python3.11)"
+  if [ ! -x "$PY" ]; then
+    log "creating virtual environment in $VENV with $base"
+    "$base" -m venv "$VENV"
+  fi
+  log "installing pinned dependencies (first run downloads TensorFlow; a few minutes)"
+  "$PY" -m pip install --quiet --upgrade pip
+  "$PY" -m pip install --quiet -r requirements.txt -r requirements-test.txt
+  "$PY" -m pip install --quiet --no-deps -e .
+  setup_digest > "$STAMP"
+  log "setup done: activate with 'source $VENV/bin/activate'"
+}
+
+cmd_test() {
+  cmd_setup
+  local args=()
+  for a in "$@"; do
+    if [ "$a" = "--all" ]; then args+=(-m "not gpu"); else args+=("$a"); fi
+  done
+  "$PY" -m pytest "${args[@]}"
+}
+
+cmd_demo() {
+  cmd_setup
+  local out="${TLT_DEMO_DIR:-$ROOT/demo-output}"
+  mkdir -p "$out"
+  log "making the bundled sample data set in $out/sample-data"
+  "$VENV/bin/tlt-sample-data" detection "$out/sample-data" --frames 80 --width 480 --height 272 --seed 7
+  log "running the detection pipeline locally (kfp.local, no cluster)"
+  "$VENV/bin/tlt-pipeline" run detection --local --pipeline-root "$out/pipeline-root" \
+    --param "dataset_root=$out/sample-data" "$@"
+}
+
+cmd_compile() { cmd_setup; "$VENV/bin/tlt-pipeline" compile "$@"; }
+
+cmd_protos() { cmd_setup; "$PY" -m tlt.proto.generate "$@"; }
+
+cmd_images() {
+  local engine=""
+  for e in docker podman; do
+    if command -v "$e" >/dev/null 2>&1 && "$e" info >/dev/null 2>&1; then engine="$e"; break; fi
+  done
+  [ -n "$engine" ] || die "no usable container engine: install docker or podman and make sure its daemon/service runs ('docker info' must succeed)"
+  log "building $IMAGE with $engine"
+  "$engine" build -t "$IMAGE" -f Dockerfile .
+}
+
+main() {
+  local cmd="${1:-}"
+  [ $# -gt 0 ] && shift
+  case "$cmd" in
+    setup) cmd_setup "$@" ;;
+    test) cmd_test "$@" ;;
+    demo) cmd_demo "$@" ;;
+    compile) cmd_compile "$@" ;;
+    protos) cmd_protos "$@" ;;
+    images) cmd_images "$@" ;;
+    -h|--help|help|"") sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+    *) die "unknown command '$cmd' (try ./build.sh help)" ;;
+  esac
+}
+
+main "$@"
