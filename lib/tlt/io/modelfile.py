@@ -36,6 +36,7 @@ from tlt.errors import ModelFileError, ModelKeyError
 from tlt.io import storage
 
 __all__ = [
+    "MAGIC",
     "FORMAT_VERSION",
     "KEY_ENV",
     "save_model_file",

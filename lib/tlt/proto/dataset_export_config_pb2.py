@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%tlt/proto/dataset_export_config.proto\x12\x03tlt\"\xa5\x02\n\x0bKITTIConfig\x12\x1b\n\x13root_directory_path\x18\x01 \x01(\t\x12\x16\n\x0eimage_dir_name\x18\x02 \x01(\t\x12\x16\n\x0elabel_dir_name\x18\x03 \x01(\t\x12\x18\n\x10point_clouds_dir\x18\x04 \x01(\t\x12\x18\n\x10\x63\x61librations_dir\x18\x05 \x01(\t\x12%\n\x1dkitti_sequence_to_frames_file\x18\x06 \x01(\t\x12\x17\n\x0fimage_extension\x18\x07 \x01(\t\x12\x16\n\x0enum_partitions\x18\x08 \x01(\r\x12\x12\n\nnum_shards\x18\t \x01(\r\x12\x16\n\x0epartition_mode\x18\n \x01(\t\x12\x11\n\tval_split\x18\x0b \x01(\x02\"t\n\x13\x44\x61tasetExportConfig\x12(\n\x0ckitti_config\x18\x01 \x01(\x0b\x32\x10.tlt.KITTIConfigH\x00\x12\x1c\n\x14image_directory_path\x18\x02 \x01(\tB\x15\n\x13\x63onvert_config_typeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%tlt/proto/dataset_export_config.proto\x12\x03tlt\"\xe4\x02\n\x0bKITTIConfig\x12\x1b\n\x13root_directory_path\x18\x01 \x01(\t\x12\x16\n\x0eimage_dir_name\x18\x02 \x01(\t\x12\x16\n\x0elabel_dir_name\x18\x03 \x01(\t\x12\x18\n\x10point_clouds_dir\x18\x04 \x01(\t\x12\x18\n\x10\x63\x61librations_dir\x18\x05 \x01(\t\x12%\n\x1dkitti_sequence_to_frames_file\x18\x06 \x01(\t\x12\x17\n\x0fimage_extension\x18\x07 \x01(\t\x12\x1b\n\x0enum_partitions\x18\x08 \x01(\rH\x00\x88\x01\x01\x12\x17\n\nnum_shards\x18\t \x01(\rH\x01\x88\x01\x01\x12\x16\n\x0epartition_mode\x18\n \x01(\t\x12\x16\n\tval_split\x18\x0b \x01(\x02H\x02\x88\x01\x01\x42\x11\n\x0f_num_partitionsB\r\n\x0b_num_shardsB\x0c\n\n_val_split\"t\n\x13\x44\x61tasetExportConfig\x12(\n\x0ckitti_config\x18\x01 \x01(\x0b\x32\x10.tlt.KITTIConfigH\x00\x12\x1c\n\x14image_directory_path\x18\x02 \x01(\tB\x15\n\x13\x63onvert_config_typeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tlt.proto.dataset_export_co
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_KITTICONFIG']._serialized_start=47
-  _globals['_KITTICONFIG']._serialized_end=340
-  _globals['_DATASETEXPORTCONFIG']._serialized_start=342
-  _globals['_DATASETEXPORTCONFIG']._serialized_end=458
+  _globals['_KITTICONFIG']._serialized_end=403
+  _globals['_DATASETEXPORTCONFIG']._serialized_start=405
+  _globals['_DATASETEXPORTCONFIG']._serialized_end=521
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,1 @@
+"""Inference with trained models (tlt-infer)."""

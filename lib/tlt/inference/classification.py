@@ -1,0 +1,100 @@
+"""``tlt-infer classification``: classify one image or every image of a folder."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from tlt.data.classification import ImageFolderSplit, read_class_map
+from tlt.data.images import is_image_file, probe_image
+from tlt.errors import DataError
+
+__all__ = ["Prediction", "infer_classification"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    """One image's top class."""
+
+    path: str
+    class_index: int
+    class_name: str
+    confidence: float
+
+
+def infer_classification(model_uri: str, *, image: str | None = None, image_dir: str | None = None,
+                         key: str | None = None, batch_size: int = 1,
+                         class_map: str | None = None) -> tuple[list[Prediction], str | None]:
+    """Classify ``image`` or every image under ``image_dir``.
+
+    In folder mode ``result.csv`` is written into the folder (the guide's format: class index,
+    file path, class name, plus the confidence as a last column) and its path returned.
+
+    Args:
+        model_uri: the .tlt model.
+        image: a single image file.
+        image_dir: a folder of images (searched recursively).
+        key: the model's key.
+        batch_size: images per forward pass.
+        class_map: JSON class map (``-cm``) overriding the class names stored in the model.
+
+    Returns:
+        ``(predictions, result_csv_path or None)``.
+    """
+    from tlt.evaluation.classification import load_classifier, predict_split
+    from tlt.io.atomic import atomic_write_text
+
+    if bool(image) == bool(image_dir):
+        raise DataError("give exactly one of an image (-i) or an image folder (-d)")
+    model, metadata = load_classifier(model_uri, key)
+    classes = read_class_map(class_map) if class_map else list(metadata["classes"])
+    if len(classes) != model.outputs[0].shape[-1]:
+        raise DataError(f"class map has {len(classes)} classes, the model predicts "
+                        f"{model.outputs[0].shape[-1]}")
+    if image:
+        if not Path(image).is_file():
+            raise DataError(f"{image}: image file does not exist")
+        files = [str(image)]
+    else:
+        root = Path(image_dir)
+        if not root.is_dir():
+            raise DataError(f"{image_dir}: image folder does not exist")
+        files = sorted(str(p) for p in root.rglob("*") if p.is_file() and is_image_file(p))
+        if not files:
+            raise DataError(f"{image_dir}: no .jpg/.jpeg/.png images found")
+    readable = []
+    for path in files:
+        try:
+            probe_image(path)
+            readable.append(path)
+        except DataError as err:
+            if image:
+                raise
+            _log.warning("skipping %s", err)
+    split = ImageFolderSplit(root=Path(image_dir or Path(image).parent), class_names=classes,
+                             files=readable, labels=[0] * len(readable))
+    probabilities = predict_split(model, split, metadata["input_dims"], batch_size)
+    predictions = [
+        Prediction(path=path, class_index=int(p.argmax()), class_name=classes[int(p.argmax())],
+                   confidence=float(p.max()))
+        for path, p in zip(readable, probabilities)
+    ]
+    if image:
+        pred = predictions[0]
+        _log.info("Class label = %d", pred.class_index)
+        _log.info("Class name = %s", pred.class_name)
+        _log.info("Confidence = %.4f", pred.confidence)
+        return predictions, None
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for pred in predictions:
+        writer.writerow([pred.class_index, pred.path, pred.class_name, f"{pred.confidence:.6f}"])
+    result_csv = str(Path(image_dir) / "result.csv")
+    atomic_write_text(result_csv, buffer.getvalue())
+    _log.info("wrote %d predictions to %s", len(predictions), result_csv)
+    return predictions, result_csv

@@ -1,0 +1,1 @@
+"""Metrics computed from predictions: classification now, detection AP later."""

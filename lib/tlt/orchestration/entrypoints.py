@@ -1,0 +1,141 @@
+"""The two doors of a stage container: a KFP component body and an Argo command line.
+
+`run_component` is what a generated KFP component calls with its KFP artifact objects;
+`run_stage_argv` is what an Argo template's container runs (``tlt-pipeline stage <name> ...``).
+Both check parameters against the registry and call the same adapter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from tlt.errors import PipelineError
+from tlt.orchestration.adapters import get_adapter
+from tlt.orchestration.registry import Stage, get_stage
+
+__all__ = ["run_component", "run_stage", "build_stage_parser", "run_stage_argv"]
+
+_log = logging.getLogger(__name__)
+
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def run_stage(stage_name: str, params: Mapping[str, Any], inputs: Mapping[str, str],
+              outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Run a stage's adapter on local folders after checking names against the registry.
+
+    Args:
+        stage_name: registry key.
+        params: parameter name -> value; missing optional ones take the registry default.
+        inputs: input artifact name -> local folder.
+        outputs: output artifact name -> local folder to create.
+
+    Returns:
+        Output artifact name -> metadata for the UI.
+
+    Raises:
+        PipelineError: unknown or missing parameters or artifacts.
+    """
+    stage = get_stage(stage_name)
+    full = _complete_params(stage, params)
+    _check_names(stage, "input artifact", inputs, [a.name for a in stage.inputs])
+    _check_names(stage, "output artifact", outputs, [a.name for a in stage.outputs])
+    _log.info("stage %s: inputs %s, outputs %s", stage.name, dict(inputs), dict(outputs))
+    return get_adapter(stage.name)(full, dict(inputs), dict(outputs))
+
+
+def run_component(stage_name: str, params: Mapping[str, Any], inputs: Mapping[str, Any],
+                  outputs: Mapping[str, Any]) -> None:
+    """Body of every generated KFP component.
+
+    Args:
+        stage_name: registry key.
+        params: the component's parameter values.
+        inputs: input name -> ``kfp.dsl.Input[...]`` artifact (its ``.path`` is a local folder).
+        outputs: output name -> ``kfp.dsl.Output[...]`` artifact; its ``.metadata`` receives the
+            adapter's metadata so the Kubeflow UI shows it.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
+    meta = run_stage(stage_name, params, {k: v.path for k, v in inputs.items()},
+                     {k: v.path for k, v in outputs.items()})
+    for name, artifact in outputs.items():
+        artifact.metadata.update(meta.get(name, {}))
+
+
+def build_stage_parser(stage: Stage, prog: str | None = None) -> argparse.ArgumentParser:
+    """An argument parser for ``stage`` generated from the registry (what Argo containers run).
+
+    Flags: ``--<param>=value`` per parameter, ``--input-<name>=DIR`` per input artifact and
+    ``--output-<name>=DIR`` per output artifact.
+    """
+    parser = _RaisingParser(prog=prog, description=stage.description)
+    for p in stage.params:
+        kwargs: dict[str, Any] = {"dest": p.name, "help": p.help, "required": p.required,
+                                  "type": _parse_bool if p.type is bool else p.type}
+        if not p.required:
+            kwargs["default"] = p.default
+        parser.add_argument(f"--{p.name}", **kwargs)
+    for a in stage.inputs:
+        parser.add_argument(f"--input-{a.name}", dest=f"input__{a.name}", required=True, help=a.help)
+    for a in stage.outputs:
+        parser.add_argument(f"--output-{a.name}", dest=f"output__{a.name}", required=True, help=a.help)
+    return parser
+
+
+def run_stage_argv(stage_name: str, argv: Sequence[str], prog: str | None = None) -> dict[str, dict[str, Any]]:
+    """Parse an Argo container's flags for ``stage_name`` and run it.
+
+    Returns:
+        Output artifact name -> metadata (also in each output folder's ``metadata.json``).
+    """
+    stage = get_stage(stage_name)
+    ns = vars(build_stage_parser(stage, prog).parse_args(list(argv)))
+    params = {p.name: ns[p.name] for p in stage.params}
+    inputs = {a.name: ns[f"input__{a.name}"] for a in stage.inputs}
+    outputs = {a.name: ns[f"output__{a.name}"] for a in stage.outputs}
+    for name, path in inputs.items():
+        if not Path(path).exists():
+            raise PipelineError(f"stage {stage.name}: input artifact {name} folder {path} does not exist")
+    return run_stage(stage.name, params, inputs, outputs)
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """Library code raises instead of exiting; the CLI turns the error into one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise PipelineError(f"{self.prog}: {message}")
+
+
+def _complete_params(stage: Stage, params: Mapping[str, Any]) -> dict[str, Any]:
+    known = {p.name: p for p in stage.params}
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise PipelineError(f"stage {stage.name}: unknown parameter(s) {', '.join(unknown)}; "
+                            f"expected {', '.join(known)}")
+    full: dict[str, Any] = {}
+    for name, p in known.items():
+        if name in params:
+            full[name] = params[name]
+        elif p.required:
+            raise PipelineError(f"stage {stage.name}: parameter {name} is required ({p.help})")
+        else:
+            full[name] = p.default
+    return full
+
+
+def _check_names(stage: Stage, what: str, given: Mapping[str, Any], expected: list[str]) -> None:
+    if sorted(given) != sorted(expected):
+        raise PipelineError(f"stage {stage.name}: {what}s {sorted(given)} given, expected {sorted(expected)}")
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")

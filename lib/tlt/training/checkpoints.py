@@ -1,0 +1,96 @@
+"""Per-epoch checkpoints that survive ``kill -9`` and let a rerun resume where it stopped.
+
+Each checkpoint is a complete ``.keras`` file (model, weights and optimizer state, so the step
+counter and learning-rate schedule continue) written to a temporary name and renamed into place,
+then ``latest.json`` is rewritten atomically. A crash at any instant leaves either the previous
+or the new checkpoint, never a torn one; a checkpoint that does not open is skipped on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import zipfile
+from pathlib import Path
+
+import keras
+
+from tlt.io.atomic import atomic_write_text
+
+__all__ = ["EpochCheckpoint", "find_latest_checkpoint", "checkpoint_path"]
+
+_log = logging.getLogger(__name__)
+_NAME = re.compile(r"^epoch_(\d{3,})\.keras$")
+
+
+def checkpoint_path(ckpt_dir: str | Path, epoch: int) -> Path:
+    """Path of the checkpoint taken at the end of ``epoch`` (1-based)."""
+    return Path(ckpt_dir) / f"epoch_{epoch:03d}.keras"
+
+
+def _is_complete(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.testzip() is None and "config.json" in zf.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def find_latest_checkpoint(ckpt_dir: str | Path) -> tuple[int, Path] | None:
+    """Return ``(epoch, path)`` of the newest complete checkpoint, or None when there is none."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in ckpt_dir.iterdir()
+                    if (m := _NAME.match(p.name))), reverse=True)
+    for epoch, path in found:
+        if _is_complete(path):
+            return epoch, path
+        _log.warning("ignoring incomplete checkpoint %s", path)
+    return None
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Save a checkpoint every ``interval`` epochs and after the last one.
+
+    Args:
+        ckpt_dir: folder of the checkpoints.
+        interval: epochs between checkpoints.
+        total_epochs: the run's epoch count (the last epoch is always saved).
+        keep: how many recent checkpoints to keep (older ones are deleted).
+        enabled: False on non-chief workers of a multi-worker run, which must still take part in
+            any collective op but write nothing.
+    """
+
+    def __init__(self, ckpt_dir: str | Path, interval: int, total_epochs: int, *, keep: int = 3,
+                 enabled: bool = True):
+        super().__init__()
+        self.ckpt_dir = Path(ckpt_dir)
+        self.interval = max(1, int(interval))
+        self.total_epochs = int(total_epochs)
+        self.keep = max(1, int(keep))
+        self.enabled = enabled
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        if not self.enabled or (done % self.interval and done != self.total_epochs):
+            return
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        final = checkpoint_path(self.ckpt_dir, done)
+        tmp = self.ckpt_dir / f".partial-{os.getpid()}-{final.name}"
+        try:
+            self.model.save(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        atomic_write_text(self.ckpt_dir / "latest.json",
+                          json.dumps({"epoch": done, "file": final.name}) + "\n")
+        _log.info("saved checkpoint %s", final)
+        older = sorted((int(m.group(1)), p) for p in self.ckpt_dir.iterdir()
+                       if (m := _NAME.match(p.name)))
+        for _, path in older[:-self.keep]:
+            path.unlink(missing_ok=True)

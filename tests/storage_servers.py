@@ -1,0 +1,246 @@
+"""pytest plugin: real S3 and GCS servers on 127.0.0.1 for storage tests (loaded by conftest.py).
+
+Fixtures:
+    moto_endpoint (session): URL of a moto S3 server (ThreadedMotoServer).
+    gcs_endpoint (session): URL of a gcp-storage-emulator server, in memory.
+    s3_bucket: "s3://<fresh bucket>"; AWS_ENDPOINT_URL_S3 and fake credentials set for the test.
+    gcs_bucket: "gs://<fresh bucket>"; STORAGE_EMULATOR_HOST set for the test.
+    fault_proxy: factory ``fault_proxy(upstream_url) -> FaultProxy``, an HTTP proxy that answers
+        chosen requests with errors or dropped connections (to test retries), closed at teardown.
+
+Both bucket fixtures reset `tlt.io.storage`'s cached clients and settings before and after the
+test, so clients never outlive the environment they were built from.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import threading
+import uuid
+from typing import Callable, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+__all__ = ["FaultProxy"]
+
+FAKE_AWS_KEY_ID = "testing-access-key-id"
+FAKE_AWS_SECRET = "testing-secret-access-key"
+GCS_TEST_PROJECT = "tlt-test"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto S3 server on an ephemeral port; its base URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint() -> Iterator[str]:
+    """A gcp-storage-emulator server (in memory) on an ephemeral port; its base URL."""
+    from gcp_storage_emulator.server import create_server
+
+    server = create_server("127.0.0.1", 0, in_memory=True)
+    server.start()
+    try:
+        # create_server has no accessor for the bound port: read it off the HTTP server.
+        host, port = server._api._httpd.server_address[:2]
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def _reset_storage() -> None:
+    from tlt.io import storage
+
+    storage.reset_config()
+    storage.reset_clients()
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh, empty bucket on the moto server, as "s3://<name>"."""
+    import boto3
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                 "TLT_S3_ENDPOINT_URL", "AWS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_AWS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_AWS_SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # Keep the developer's ~/.aws and the instance metadata service out of the tests.
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    _reset_storage()
+    name = f"tlt-{uuid.uuid4().hex[:16]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    try:
+        yield f"s3://{name}"
+    finally:
+        _reset_storage()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh, empty bucket on the GCS emulator, as "gs://<name>"."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage as gcs
+
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_endpoint)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", GCS_TEST_PROJECT)
+    _reset_storage()
+    name = f"tlt-{uuid.uuid4().hex[:16]}"
+    gcs.Client(project=GCS_TEST_PROJECT, credentials=AnonymousCredentials()).create_bucket(name)
+    try:
+        yield f"gs://{name}"
+    finally:
+        _reset_storage()
+
+
+# --- fault injection ------------------------------------------------------------------------
+
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
+               "trailer", "upgrade", "proxy-authenticate", "proxy-authorization"}
+
+
+class FaultProxy:
+    """A forwarding HTTP proxy on 127.0.0.1 that can fail chosen requests.
+
+    ``fail(times, ...)`` arms a fault for the next ``times`` matching requests: either an HTTP
+    answer (status, body, content type) or, with ``drop=True``, a connection closed without
+    any answer. Other requests are forwarded to the upstream server unchanged. ``requests``
+    records (method, path) of every request received.
+    """
+
+    def __init__(self, upstream: str):
+        parts = urlsplit(upstream)
+        self._upstream = (parts.hostname, parts.port)
+        self._lock = threading.Lock()
+        self._faults: list[dict] = []
+        self.requests: list[tuple[str, str]] = []
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        host, port = self._server.server_address[:2]
+        self.url = f"http://{host}:{port}"
+
+    def fail(self, times: int, *, status: int = 503, body: bytes = b"",
+             content_type: str = "application/xml", drop: bool = False,
+             match: Callable[[str, str], bool] | None = None) -> None:
+        """Answer the next ``times`` requests that ``match(method, path)`` with a fault."""
+        with self._lock:
+            self._faults.append({"left": times, "status": status, "body": body, "drop": drop,
+                                 "content_type": content_type, "match": match})
+
+    def count(self, method: str | None = None, contains: str = "") -> int:
+        """Number of requests received with this method whose path contains ``contains``."""
+        with self._lock:
+            return sum(1 for m, p in self.requests if (method is None or m == method) and contains in p)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _take_fault(self, method: str, path: str) -> dict | None:
+        with self._lock:
+            self.requests.append((method, path))
+            for fault in self._faults:
+                if fault["left"] > 0 and (fault["match"] is None or fault["match"](method, path)):
+                    fault["left"] -= 1
+                    return fault
+        return None
+
+    def _handler_class(self) -> type:
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass  # quiet: the tests read proxy.requests instead
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    data = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return data
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _handle(self) -> None:
+                body = self._body()
+                fault = proxy._take_fault(self.command, self.path)
+                if fault is not None and fault["drop"]:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if fault is not None:
+                    self.send_response(fault["status"])
+                    self.send_header("Content-Type", fault["content_type"])
+                    self.send_header("Content-Length", str(len(fault["body"])))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(fault["body"])
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                if self.headers.get("Transfer-Encoding"):
+                    headers["Content-Length"] = str(len(body))
+                upstream = http.client.HTTPConnection(*proxy._upstream, timeout=60)
+                try:
+                    upstream.request(self.command, self.path, body=body or None, headers=headers)
+                    answer = upstream.getresponse()
+                    data = answer.read()
+                finally:
+                    upstream.close()
+                self.send_response(answer.status, answer.reason)
+                for key, value in answer.getheaders():
+                    if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
+                        self.send_header(key, value)
+                if self.command == "HEAD":
+                    length = answer.getheader("Content-Length")
+                    if length is not None:
+                        self.send_header("Content-Length", length)
+                else:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _handle
+
+        return Handler
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Callable[[str], FaultProxy]]:
+    """Factory of FaultProxy instances in front of a given upstream URL."""
+    proxies: list[FaultProxy] = []
+
+    def make(upstream: str) -> FaultProxy:
+        proxy = FaultProxy(upstream)
+        proxies.append(proxy)
+        return proxy
+
+    try:
+        yield make
+    finally:
+        for proxy in proxies:
+            proxy.close()
