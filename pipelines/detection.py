@@ -5,6 +5,8 @@ Compiled by ``tlt-pipeline compile`` into ``pipelines/detection.yaml`` (Kubeflow
 ``tlt-pipeline run detection --local --param dataset_root=DIR``.
 """
 
+from typing import NamedTuple
+
 from kfp import dsl
 from kfp.dsl import Dataset
 
@@ -15,11 +17,13 @@ __all__ = ["detection"]
 
 convert = load_component("convert")
 
+Outputs = NamedTuple("Outputs", [("dataset", Dataset)])
+
 
 @dsl.pipeline(name="tlt-detection",
               description="TLT DetectNet_v2 detection: KITTI data set -> TFRecords (train/evaluate next).")
 def detection(dataset_root: str = "", convert_spec: str = DEFAULT_CONVERT_SPEC,
-              validation_fold: int = -1) -> Dataset:
+              validation_fold: int = -1) -> Outputs:
     """Convert a KITTI data set into TFRecords.
 
     Args:
@@ -29,4 +33,4 @@ def detection(dataset_root: str = "", convert_spec: str = DEFAULT_CONVERT_SPEC,
     """
     convert_task = configure_task(convert(spec=convert_spec, dataset_root=dataset_root,
                                           validation_fold=validation_fold))
-    return convert_task.outputs["dataset"]
+    return Outputs(dataset=convert_task.outputs["dataset"])

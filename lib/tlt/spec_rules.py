@@ -22,6 +22,7 @@ DETECTION_ARCHS = ("resnet", "vgg", "googlenet", "mobilenet_v1", "mobilenet_v2")
 ARCH_DEPTHS = {"resnet": (10, 18, 34, 50, 101), "vgg": (16, 19)}
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg")
 
+
 def _fmt(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -35,8 +35,13 @@ def convert(params: Mapping[str, Any], inputs: Mapping[str, str],
     from tlt.stages import convert as convert_stage
 
     spec = tlt_spec.loads(params["spec"], "dataset_export")
-    if params.get("dataset_root"):
-        spec.kitti_config.root_directory_path = params["dataset_root"]
+    root = params.get("dataset_root")
+    if root:
+        old_root = spec.kitti_config.root_directory_path
+        spec.kitti_config.root_directory_path = root
+        # The image root recorded for training moves with the data set unless the spec chose another.
+        if spec.image_directory_path in ("", old_root):
+            spec.image_directory_path = root
     fold = int(params.get("validation_fold", -1))
     # Progress bars only help a person watching a terminal; pod logs would fill with \r updates.
     result = convert_stage.run(spec, outputs["dataset"], validation_fold=None if fold < 0 else fold,
@@ -48,6 +53,8 @@ def convert(params: Mapping[str, Any], inputs: Mapping[str, str],
         "frames_per_fold": _jsonable(result.frames_per_fold),
         "validation_fold": -1 if result.validation_fold is None else int(result.validation_fold),
         "class_counts": _jsonable(result.class_counts),
+        "skipped_frames": len(result.skipped_frames),
+        "skipped_objects": int(result.skipped_objects),
         "root_directory_path": spec.kitti_config.root_directory_path,
     }}
 

@@ -90,6 +90,16 @@ def _compile(model, spec, steps_per_epoch: int, num_classes: int):
     )
 
 
+def _without_optimizer(model):
+    """An uncompiled copy of ``model`` (same graph, names and weights): the shipped model does
+    not carry optimizer slots, which would triple its size for nothing."""
+    import keras
+
+    copy = keras.Model.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def train_classification(spec, results_dir: str | Path, *, key: str | None = None, gpus: int = 1,
                          spec_text: str | None = None, progress: bool = True) -> TrainResult:
     """Train (or resume training) a classifier as the spec says.
@@ -155,6 +165,7 @@ def _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec
     multi_worker = "MultiWorker" in type(strategy).__name__
     drop = multi_worker and len(train) >= global_batch
     steps_per_epoch = (len(train) // global_batch) if drop else math.ceil(len(train) / global_batch)
+    _log.info("training with %s on %d replica(s)", type(strategy).__name__, replicas)
     _log.info("found %d training images in %d classes%s; %d steps per epoch of %d images",
               len(train), num_classes,
               f", {len(val)} validation images" if val is not None else "", steps_per_epoch,
@@ -171,7 +182,9 @@ def _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec
         else:
             model = _build_new_model(spec, num_classes, key)
             _compile(model, spec, steps_per_epoch, num_classes)
-    model.summary(print_fn=lambda line, *args, **kwargs: _log.info(line))
+    summary: list[str] = []
+    model.summary(print_fn=lambda line, *args, **kwargs: summary.append(line), line_length=110)
+    _log.info("model summary:\n%s", "\n".join(summary))
 
     history: dict[str, list[float]] = {}
     if initial_epoch < tc.n_epochs:
@@ -193,7 +206,7 @@ def _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec
                                                       write_graph=False)]
         fit = model.fit(train_ds, epochs=tc.n_epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps_per_epoch, validation_data=val_ds,
-                        callbacks=callbacks, verbose=1 if progress else 2)
+                        callbacks=callbacks, shuffle=False, verbose=1 if progress else 2)
         history = {k: [float(x) for x in v] for k, v in fit.history.items()}
 
     model_path = results / FINAL_MODEL_NAME
@@ -208,7 +221,7 @@ def _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec
             "epochs": int(tc.n_epochs),
             "spec": spec_text or "",
         }
-        modelfile.save_keras_model(model, str(model_path), metadata, key=key)
+        modelfile.save_keras_model(_without_optimizer(model), str(model_path), metadata, key=key)
         write_metadata(results, "train", spec=spec, parents=[{"uri": tc.train_dataset_path}],
                        task="classification", model=FINAL_MODEL_NAME, classes=train.class_names,
                        epochs=int(tc.n_epochs), resumed_from_epoch=initial_epoch,

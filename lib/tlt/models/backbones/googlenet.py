@@ -7,8 +7,8 @@ its ImageNet head), so it ends at stride 16 for classification and detection ali
 
 Module names follow TLT: `inception_<id>_1x1`, `_3x3_reduce`, `_3x3`, `_5x5_reduce`, `_5x5`,
 `_pool` (3x3/1 max pool), `_pool_proj`, each convolution with a `_bn` batch norm, joined by
-`inception_<id>_output`. The 5,975,... parameter count is checked in the tests against the
-paper's table, summed by hand.
+`inception_<id>_output`. Without batch norm its 5,973,552 parameters are those of the paper's
+table (summed by hand in the tests).
 """
 
 from __future__ import annotations

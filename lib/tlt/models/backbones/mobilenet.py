@@ -33,14 +33,15 @@ __all__ = ["build_mobilenet_v1", "build_mobilenet_v2"]
 # v1 depthwise-separable blocks 1..13 as (pointwise filters, stride).
 _V1_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
               (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
-# Blocks from this index on are dropped in a stride-16 (detection) trunk.
-_V1_STRIDE32_FROM = 12
+# A stride-16 (detection) trunk keeps blocks 1..11 (drops 12 and 13).
+_V1_STRIDE16_BLOCKS = 11
 
 # v2 inverted-residual blocks 0..16 as (filters, stride, expansion).
 _V2_BLOCKS = ((16, 1, 1), (24, 2, 6), (24, 1, 6), (32, 2, 6), (32, 1, 6), (32, 1, 6),
               (64, 2, 6), (64, 1, 6), (64, 1, 6), (64, 1, 6), (96, 1, 6), (96, 1, 6),
               (96, 1, 6), (160, 2, 6), (160, 1, 6), (160, 1, 6), (320, 1, 6))
-_V2_STRIDE32_FROM = 13
+# A stride-16 (detection) trunk keeps blocks 0..12 (drops 13-16 and conv_1).
+_V2_STRIDE16_BLOCKS = 13
 _V2_LAST_FILTERS = 1280
 # TLT's MobileNet v2 batch norm settings (those of the original implementation).
 _V2_BN = {"epsilon": 1e-3, "momentum": 0.999}
@@ -70,7 +71,7 @@ def build_mobilenet_v1(spec: BackboneSpec, x, opts: LayerOptions, *,
     x = batch_norm(x, name="conv1_bn", opts=opts)
     x = _relu(x, "conv_block_relu")
     stride = 2
-    last = _V1_STRIDE32_FROM if for_detection else len(_V1_BLOCKS)
+    last = _V1_STRIDE16_BLOCKS if for_detection else len(_V1_BLOCKS)
     for k, (filters, block_stride) in enumerate(_V1_BLOCKS[:last], 1):
         trainable = k not in frozen
         x = zero_pad(x, 1, name=f"conv_pad_{k}")
@@ -133,7 +134,7 @@ def build_mobilenet_v2(spec: BackboneSpec, x, opts: LayerOptions, *,
     x = batch_norm(x, name="bn_conv1", opts=opts, **_V2_BN)
     x = _relu(x, "re_lu_0")
     stride = 2
-    last = _V2_STRIDE32_FROM if for_detection else len(_V2_BLOCKS)
+    last = _V2_STRIDE16_BLOCKS if for_detection else len(_V2_BLOCKS)
     for block_id, (filters, block_stride, expansion) in enumerate(_V2_BLOCKS[:last]):
         x = _inverted_residual(x, block_id, filters, block_stride, expansion, spec, opts,
                                trainable=(block_id + 1) not in frozen)
