@@ -224,8 +224,17 @@ FAMILIES = [
 ]
 
 
-@pytest.mark.parametrize("fields", FAMILIES, ids=lambda f: f"{f['arch']}{f.get('n_layers', '')}")
-@pytest.mark.parametrize("size", [32, 64])
+def _family_id(fields):
+    return f"{fields['arch']}{fields.get('n_layers', '')}"
+
+
+# Every depth at 32x32; one of each family again at 64x64 (stride 16 and 32 maps of 4 and 2).
+FORWARD_CASES = [(f, 32) for f in FAMILIES] + [
+    (f, 64) for f in FAMILIES if f.get("n_layers") in (None, 18, 16)]
+
+
+@pytest.mark.parametrize("fields, size", FORWARD_CASES,
+                         ids=[f"{_family_id(f)}-{s}" for f, s in FORWARD_CASES])
 def test_every_family_runs_forward_on_cpu(fields, size):
     backbone = build_backbone(cfg(input_image_size=f"3,{size},{size}", **fields))
     model = backbone.model()
@@ -235,8 +244,10 @@ def test_every_family_runs_forward_on_cpu(fields, size):
     side = size // backbone.stride
     assert features.shape == (2, side, side, backbone.channels)
     assert np.isfinite(features).all()
-    # Distinct images give distinct features (the graph actually uses its input).
-    assert not np.allclose(features[0], features[1])
+    # Distinct images give distinct features (the graph actually uses its input); relative
+    # test because untrained deep trunks produce tiny activations.
+    assert np.abs(features).max() > 0
+    assert not np.allclose(features[0], features[1], rtol=1e-3, atol=0)
 
 
 @pytest.mark.parametrize("fields", [dict(arch="resnet", n_layers=10), dict(arch="mobilenet_v2"),
@@ -255,7 +266,8 @@ def test_gradients_flow_to_every_trainable_weight_on_cpu(fields):
 # ---------------------------------------------------------------- names are stable, no Lambda
 
 
-@pytest.mark.parametrize("fields", FAMILIES, ids=lambda f: f"{f['arch']}{f.get('n_layers', '')}")
+@pytest.mark.parametrize("fields", [f for f in FAMILIES if f.get("n_layers") in (None, 18, 16)],
+                         ids=_family_id)
 def test_layer_names_are_stable_unique_and_lambda_free(fields):
     config = cfg(input_image_size="3,32,32", **fields)
     first = [layer.name for layer in build_backbone(config).model().layers]

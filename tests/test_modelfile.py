@@ -244,3 +244,14 @@ def test_keras_model_round_trip_encrypted(tmp_path, cheap_scrypt):
     save_model_file(tmp_path / "onnx.etlt", b"onnx", {"payload_format": "onnx"})
     with pytest.raises(ModelFileError, match="holds a 'onnx' payload, not a Keras model"):
         load_keras_model(tmp_path / "onnx.etlt")
+
+
+def test_encrypted_model_file_on_s3(s3_bucket, cheap_scrypt):
+    uri = f"{s3_bucket}/models/model.etlt"
+    save_model_file(uri, PAYLOAD, META, key="k")
+    assert read_model_header(uri)["encrypted"] is True
+    assert load_model_file(uri, key="k")[1] == PAYLOAD
+    with pytest.raises(ModelKeyError, match=f"^{uri}: cannot decrypt"):
+        load_model_file(uri, key="other")
+    with pytest.raises(ModelFileError, match=f"^{s3_bucket}/models/absent.tlt: no such model"):
+        load_model_file(f"{s3_bucket}/models/absent.tlt")

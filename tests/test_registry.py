@@ -209,3 +209,30 @@ def test_threads_publishing_different_models(tmp_path):
         t.join()
     assert errors == []
     assert [m.name for m in Registry(root).list_models()] == [f"model{i}" for i in range(6)]
+
+
+@pytest.mark.parametrize("bucket_fixture", ["s3_bucket", "gcs_bucket"])
+def test_object_store_registry_round_trip(request, tmp_path, bucket_fixture):
+    root = f"{request.getfixturevalue(bucket_fixture)}/models/"
+    reg = Registry(root)
+    assert reg.root == root.rstrip("/")
+    src = _model_dir(tmp_path)
+    reg.publish("m", "1", src, task="classification")
+    reg.publish("n", "1", src / "model.tlt")
+    reg.publish("m", "1", _model_dir(tmp_path, "b", b"replacement"), overwrite=True)
+
+    index = json.loads(storage.read_text(f"{reg.root}/index.json"))
+    assert sorted(index["models"]) == ["m", "n"]
+    location = index["models"]["m"]["versions"]["1"]["location"]
+    assert location.startswith("m/1-")
+    assert storage.list_files(f"{reg.root}/m") == [
+        f"{reg.root}/{location}/model.tlt", f"{reg.root}/{location}/sub/labels.txt"]
+
+    paths = reg.pull("m", "1", tmp_path / "out")
+    assert paths[0].read_bytes() == b"replacement"
+    assert paths[1].read_text() == "car\nperson\n"
+    storage.write_bytes(f"{reg.root}/{location}/model.tlt", b"tampered!!!")
+    with pytest.raises(RegistryError, match="sha256 mismatch after download"):
+        reg.pull("m", "1", tmp_path / "again")
+    with pytest.raises(RegistryError, match=r"^registry s3://|^registry gs://"):
+        Registry(f"{reg.root}-absent").list_models()

@@ -10,7 +10,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from tlt import spec
 from tlt.errors import SpecError
 from tlt.proto.classification_config_pb2 import ClassificationExperiment
-from tlt.proto.detection_config_pb2 import DetectionExperiment, EvaluationConfig, RegularizerConfig
+from tlt.proto.detection_config_pb2 import EvaluationConfig, RegularizerConfig
 from tlt.spec_defaults import DEFAULTS, SECTION
 
 SPECS = Path(__file__).resolve().parents[1] / "examples" / "specs"

@@ -214,7 +214,9 @@ def _translate_parse_error(exc: text_format.ParseError, text: str, desc: Descrip
     if unknown:
         name = unknown.group(1)
         where = frame.path or f"the top level of {desc.name}"
-        hint = _unknown_hint(name, text.splitlines()[line - 1][(col or 1) - 1:], index)
+        source_lines = text.splitlines()
+        rest = source_lines[line - 1][(col or 1) - 1:] if line <= len(source_lines) else ""
+        hint = _unknown_hint(name, rest, index)
         return SpecError(_unknown_field(name, frame.desc, where, hint), path=path, line=line,
                          field=child_path(frame.path, name))
     if "should not have multiple" in detail and occ is not None:
@@ -230,8 +232,8 @@ def _translate_parse_error(exc: text_format.ParseError, text: str, desc: Descrip
             and occ.fd is not None and tok is not None):
         got = tok.value if tok.kind == "string" else json.dumps(tok.value)
         expected = _type_name(occ.fd, "out of range" in detail)
-        return SpecError(f"{occ.path}: expected {expected}, got {got}",
-                         path=path, line=line, field=occ.path)
+        field = index.value_path()
+        return SpecError(f"{field}: expected {expected}, got {got}", path=path, line=line, field=field)
     if detail in ('Expected "}".', 'Expected ">".'):
         full = index_text(text, desc)[0]
         if len(full.frames) > 1:

@@ -141,7 +141,7 @@ class TextIndex:
         self.frames = [_Frame(desc, "")]
         self.current: _Occurrence | None = None
         self.state = "field"          # "field" | "name" (after a name) | "value" | "list"
-        self.list_occurrences = 0
+        self.list_items = 0           # scalars read so far in the current "name: [...]" list
         self.occurrences: list[_Occurrence] = []
 
     @property
@@ -168,10 +168,11 @@ class TextIndex:
         fd = occ.fd if occ else None
         frame = _Frame(fd.message_type if fd is not None else None,
                        occ.path if occ else self.frame.path, line=tok.line)
+        frame.in_list = self.state == "list"
         if _is_map(fd):
             frame.is_map_entry = True
             frame.label = f"[#{len(self.occurrences)}]"   # replaced when the entry's key is read
-        elif self.state == "list" and occ is not None:
+        elif frame.in_list and occ is not None:
             # Elements of "name: [{...}, {...}]" are numbered on from the name's earlier elements.
             parent = self.frame
             if fd is not None and fd.is_repeated:
@@ -179,7 +180,6 @@ class TextIndex:
                 parent.counts[occ.name] = index + 1
                 frame.base = child_path(parent.path, occ.name)
                 frame.label = f"[{index}]"
-            frame.in_list = True
         self.frames.append(frame)
         self.state = "field"
 
@@ -197,14 +197,19 @@ class TextIndex:
                 self.state = "field"
             elif v in ("{", "<"):
                 self._open(tok)
+            elif v not in (",", ";") and self.current is not None:
+                if self.list_items:  # each further scalar is one more element of the field
+                    counts = self.current.frame.counts
+                    counts[self.current.name] = counts.get(self.current.name, 0) + 1
+                self.list_items += 1
             return
         if v in ("}", ">"):
             if len(self.frames) > 1:
                 closed = self.frames.pop()
                 self.state = "list" if closed.in_list else "field"
                 if closed.in_list:
-                    self.current = next(o for o in reversed(self.occurrences)
-                                        if o.frame is self.frame)
+                    self.current = next((o for o in reversed(self.occurrences)
+                                         if o.frame is self.frame), self.current)
             return
         if self.state == "field":
             if tok.kind == "word" and v[0] not in "-0123456789.":
@@ -228,10 +233,19 @@ class TextIndex:
             if fd is not None and fd.is_repeated and fd.message_type is not None:
                 # "name: [" already counted one element; the list's blocks are numbered instead.
                 self.frame.counts[fd.name] -= 1
+            self.list_items = 0
             self.state = "list"
         else:
             self._value(tok)
             self.state = "field"
+
+    def value_path(self) -> str:
+        """Path of the value being read: the field, or its element inside a "[...]" list."""
+        path = self.current.path
+        m = re.match(r"(.*)\[(\d+)\]$", path)
+        if self.state == "list" and m:
+            return f"{m.group(1)}[{int(m.group(2)) + self.list_items}]"
+        return path
 
     def lines(self) -> dict[str, int]:
         """Every dotted path seen -> line of its first occurrence."""

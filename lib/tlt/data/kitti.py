@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image
 
@@ -51,9 +52,12 @@ _PNG_IEND = b"IEND\xaeB`\x82"
 _TAIL = 1024
 
 
-@dataclass(frozen=True)
-class KittiObject:
-    """One labelled object, with the class name lower-cased and the box normalised (x1<=x2)."""
+class KittiObject(NamedTuple):
+    """One labelled object, with the class name lower-cased and the box normalised (x1<=x2).
+
+    A named tuple rather than a dataclass: it is built once per label line, and a frozen
+    dataclass made label parsing the slowest step of a conversion.
+    """
 
     object_class: str
     truncation: float
@@ -126,16 +130,20 @@ def _parse_line(fields: list[str], width: int | None, height: int | None) -> Kit
     """Parse one split line: a KittiObject, or the description of what is wrong with it."""
     if len(fields) not in (15, 16):
         return f"{len(fields)} fields, expected 15 (or 16 with a score)"
-    values = []
-    for i, text in enumerate(fields[1:], start=1):
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            name = LABEL_FIELDS[i] if i < 15 else "score"
-            return f"field {i + 1} ({name}) is {text!r}, expected a number"
-        values.append(value)
+    try:
+        values = [float(text) for text in fields[1:]]
+        finite = math.isfinite(math.fsum(values))
+    except (ValueError, OverflowError):
+        finite = False
+    if not finite:  # the slow path only runs to name the bad field
+        for i, text in enumerate(fields[1:], start=1):
+            try:
+                ok = math.isfinite(float(text))
+            except ValueError:
+                ok = False
+            if not ok:
+                name = LABEL_FIELDS[i] if i < 15 else "score"
+                return f"field {i + 1} ({name}) is {text!r}, expected a number"
     object_class = fields[0].lower()
     dont_care = object_class == DONT_CARE
     trunc, occ, alpha, x1, y1, x2, y2 = values[:7]
@@ -152,9 +160,10 @@ def _parse_line(fields: list[str], width: int | None, height: int | None) -> Kit
             return f"box has x1={fields[4]} >= x2={fields[6]}, expected x1 < x2 (left < right)"
         if y1 >= y2:
             return f"box has y1={fields[5]} >= y2={fields[7]}, expected y1 < y2 (top < bottom)"
-    for name, value in (("x1", x1), ("y1", y1), ("x2", x2), ("y2", y2)):
-        if value < 0:
-            return f"negative coordinate {name}={value:g}, expected >= 0"
+    if min(x1, y1, x2, y2) < 0:
+        for name, value in (("x1", x1), ("y1", y1), ("x2", x2), ("y2", y2)):
+            if value < 0:
+                return f"negative coordinate {name}={value:g}, expected >= 0"
     if width is not None and height is not None and (x2 > width or y2 > height):
         return (f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is outside the {width}x{height} image, "
                 f"expected x2 <= {width} and y2 <= {height}")
@@ -212,7 +221,8 @@ def read_label_file(path: str | os.PathLike, *, display: str | None = None,
     """
     display = display or str(path)
     try:
-        text = Path(path).read_bytes().decode("utf-8")
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataError(f"{display}: not UTF-8 text ({err.reason} at byte {err.start}), "
                         "expected a KITTI label file") from None
@@ -267,7 +277,7 @@ def normalise_extension(extension: str) -> str:
 
 
 def pair_frames(image_dir: str | os.PathLike, label_dir: str | os.PathLike, extension: str,
-                report: DataReport | None = None) -> dict[str, tuple[Path, Path]]:
+                report: DataReport | None = None) -> dict[str, tuple[str, str]]:
     """Pair images and label files by frame id (the file name without extension).
 
     Images without a label file are skipped, as TLT does, and listed in the report together with
@@ -288,13 +298,13 @@ def pair_frames(image_dir: str | os.PathLike, label_dir: str | os.PathLike, exte
         for entry in entries:
             stem, dot, suffix = entry.name.rpartition(".")
             if dot and "." + suffix.lower() == ext and entry.is_file():
-                images[stem] = Path(entry.path)
+                images[stem] = entry.path
     labels = {}
     if os.path.isdir(label_dir):
         with os.scandir(label_dir) as entries:
             for entry in entries:
                 if entry.name.endswith(".txt") and entry.is_file():
-                    labels[entry.name[:-4]] = Path(entry.path)
+                    labels[entry.name[:-4]] = entry.path
     if report is not None:
         report.images_without_labels.extend(sorted(images.keys() - labels.keys()))
         report.labels_without_images.extend(sorted(labels.keys() - images.keys()))

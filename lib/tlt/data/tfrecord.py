@@ -55,7 +55,7 @@ _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 
 
-def _varint(value: int) -> bytes:
+def _varint_slow(value: int) -> bytes:
     if value < 0:
         value += 1 << 64  # int64 negatives are 10-byte two's complement varints
     out = bytearray()
@@ -66,32 +66,55 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+# Lengths below 2**14 (every field but the image) are looked up instead of computed: encoding
+# was the largest cost of a conversion before this table.
+_SMALL = [_varint_slow(v) for v in range(1 << 14)]
+
+
+def _varint(value: int) -> bytes:
+    return _SMALL[value] if 0 <= value < 16384 else _varint_slow(value)
+
+
 def _len_field(tag: int, payload_len: int) -> bytes:
     return bytes((tag,)) + _varint(payload_len)
 
 
+def _key_head(key: str) -> bytes:
+    """Start of a map entry: the key field, then the tag of the Feature value."""
+    key_b = key.encode("utf-8")
+    return b"\x0a" + _varint(len(key_b)) + key_b + b"\x12"
+
+
+_KEY_HEADS = {key: _key_head(key) for key in FRAME_KEYS + TARGET_KEYS}
+
+
 def _feature_entry(key: str, feature: bytes) -> bytes:
     """A map<string, Feature> entry of Features, with its field-1 header."""
-    key_b = key.encode("utf-8")
-    entry = _len_field(0x0A, len(key_b)) + key_b + _len_field(0x12, len(feature)) + feature
-    return _len_field(0x0A, len(entry)) + entry
+    head = _KEY_HEADS.get(key) or _key_head(key)
+    size = _varint(len(feature))
+    return b"\x0a" + _varint(len(head) + len(size) + len(feature)) + head + size + feature
 
 
 def _bytes_feature(values: Sequence[bytes]) -> bytes:
-    payload = b"".join(_len_field(0x0A, len(v)) + v for v in values)
-    return _len_field(0x0A, len(payload)) + payload
+    payload = b"".join([b"\x0a" + _varint(len(v)) + v for v in values])
+    return b"\x0a" + _varint(len(payload)) + payload
 
 
 def _float_feature(values: Sequence[float]) -> bytes:
+    if not values:
+        return b"\x12\x00"
+    n = 4 * len(values)
     packed = struct.pack(f"<{len(values)}f", *values)
-    payload = _len_field(0x0A, len(packed)) + packed if values else b""
-    return _len_field(0x12, len(payload)) + payload
+    inner = b"\x0a" + _varint(n) + packed
+    return b"\x12" + _varint(len(inner)) + inner
 
 
 def _int64_feature(values: Sequence[int]) -> bytes:
-    packed = b"".join(_varint(v) for v in values)
-    payload = _len_field(0x0A, len(packed)) + packed if values else b""
-    return _len_field(0x1A, len(payload)) + payload
+    if not values:
+        return b"\x1a\x00"
+    packed = b"".join([_varint(v) for v in values])
+    inner = b"\x0a" + _varint(len(packed)) + packed
+    return b"\x1a" + _varint(len(inner)) + inner
 
 
 def encode_example(frame_id: str, width: int, height: int, image_format: str, image: bytes,
@@ -119,20 +142,21 @@ def encode_example(frame_id: str, width: int, height: int, image_format: str, im
                        _bytes_feature([o.object_class.encode("utf-8") for o in objects])),
         _feature_entry("target/occlusion", _int64_feature([o.occlusion for o in objects])),
     ]
-    for key, attr in TARGET_FLOAT_ATTRS.items():
-        entries.append(_feature_entry(key, _float_feature([getattr(o, attr) for o in objects])))
+    columns = list(zip(*[[getattr(o, a) for a in TARGET_FLOAT_ATTRS.values()] for o in objects]))
+    for i, key in enumerate(TARGET_FLOAT_ATTRS):
+        entries.append(_feature_entry(key, _float_feature(columns[i] if columns else ())))
     if objects and all(o.score is not None for o in objects):
         entries.append(_feature_entry("target/score", _float_feature([o.score for o in objects])))
     # frame/encoded goes last so that its bytes can follow the head unchanged.
-    key_b = b"frame/encoded"
-    bytes_list_len = 1 + len(_varint(len(image))) + len(image)
+    key_head = _KEY_HEADS["frame/encoded"]
+    value_len = _varint(len(image))
+    bytes_list_len = 1 + len(value_len) + len(image)
     feature_len = 1 + len(_varint(bytes_list_len)) + bytes_list_len
-    entry_len = 2 + len(key_b) + 1 + len(_varint(feature_len)) + feature_len
-    encoded_head = (_len_field(0x0A, entry_len) + _len_field(0x0A, len(key_b)) + key_b
-                    + _len_field(0x12, feature_len) + _len_field(0x0A, bytes_list_len)
-                    + _len_field(0x0A, len(image)))
+    entry_len = len(key_head) + len(_varint(feature_len)) + feature_len
+    encoded_head = b"".join([b"\x0a", _varint(entry_len), key_head, _varint(feature_len),
+                             b"\x0a", _varint(bytes_list_len), b"\x0a", value_len])
     features_len = sum(map(len, entries)) + len(encoded_head) + len(image)
-    head = b"".join([_len_field(0x0A, features_len), *entries, encoded_head])
+    head = b"".join([b"\x0a", _varint(features_len), *entries, encoded_head])
     return head, image
 
 

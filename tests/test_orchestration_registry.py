@@ -1,0 +1,148 @@
+"""The stage registry and the KFP components generated from it."""
+
+import inspect
+
+import pytest
+
+from tlt.errors import PipelineError
+from tlt.orchestration import adapters, registry
+from tlt.orchestration.components import (
+    GENERATED_MARK, configure_task, load_component, render_component_source, render_readme,
+)
+from tlt.orchestration.entrypoints import build_stage_parser, run_stage
+from tlt.orchestration.paths import DEFAULT_IMAGE, project_image, repo_root
+from tlt.orchestration.registry import Artifact, Param, Stage, get_stage
+
+_KFP_TYPES = {str: "String", int: "Integer", float: "Float", bool: "Boolean"}
+
+
+def test_every_stage_has_an_adapter_and_a_stage_module(repo_root):
+    for name in registry.STAGES:
+        assert name in adapters.ADAPTERS
+        assert (repo_root / "lib" / "tlt" / "stages" / f"{name}.py").is_file()
+    assert get_stage("convert").cli == "tlt-dataset-convert"
+
+
+def test_unknown_stage_names_the_known_ones():
+    with pytest.raises(PipelineError, match=r"unknown stage 'trian': expected one of convert"):
+        get_stage("trian")
+
+
+def test_registry_entries_are_checked_when_declared():
+    with pytest.raises(PipelineError, match=r"parameter n: default '3' is not a int"):
+        Param("n", int, "a count", "3")
+    with pytest.raises(PipelineError, match=r"type must be one of str, int, float, bool"):
+        Param("x", list, "a list")
+    with pytest.raises(PipelineError, match=r"kind must be one of .*got 'Tensor'"):
+        Artifact("m", "Tensor", "a model")
+    with pytest.raises(PipelineError, match=r"stage s: names used twice: x"):
+        Stage("s", "tlt-s", "d", params=(Param("x", str, "h"),), outputs=(Artifact("x", "Model", "h"),))
+
+
+@pytest.mark.parametrize("name", list(registry.STAGES))
+def test_generated_component_matches_registry(name):
+    stage = get_stage(name)
+    comp = load_component(name)
+    spec = comp.component_spec
+    assert spec.name == name
+    assert spec.implementation.container.image == DEFAULT_IMAGE
+    assert list(spec.inputs) == [p.name for p in stage.params if p.required] + \
+        [a.name for a in stage.inputs] + [p.name for p in stage.params if not p.required]
+    for p in stage.params:
+        assert spec.inputs[p.name].type == _KFP_TYPES[p.type]
+        assert spec.inputs[p.name].optional is (not p.required)
+        assert spec.inputs[p.name].description == p.help
+        if not p.required:
+            assert spec.inputs[p.name].default == p.default
+    for a in stage.inputs:
+        assert spec.inputs[a.name].type == f"system.{a.kind}@0.0.1"
+    assert {k: v.type for k, v in spec.outputs.items()} == \
+        {a.name: f"system.{a.kind}@0.0.1" for a in stage.outputs}
+    # The function is thin: everything it does is one call into the library.
+    source = inspect.getsource(comp.python_func)
+    assert "from tlt.orchestration.entrypoints import run_component" in source
+    assert source.count("\n    ") - source.count("\n        ") < 12
+
+
+def test_convert_component_signature():
+    sig = inspect.signature(load_component("convert").python_func)
+    assert list(sig.parameters) == ["spec", "dataset", "dataset_root", "validation_fold"]
+    assert sig.parameters["validation_fold"].default == -1
+    assert sig.parameters["dataset_root"].default == ""
+
+
+def test_rendered_sources_are_marked_generated_and_follow_the_image():
+    stage = get_stage("convert")
+    src = render_component_source(stage, "registry.example/tlt:dev")
+    assert src.startswith(f"# {GENERATED_MARK}\n")
+    assert '@dsl.component(base_image="registry.example/tlt:dev", install_kfp_package=False)' in src
+    readme = render_readme(stage)
+    assert "| `validation_fold` | int | `-1` | 0-based fold to mark as validation; -1 for none. |" in readme
+    assert "| `dataset` | Dataset |" in readme
+    assert "`tlt-storage-credentials` (optional)" in readme
+
+
+def test_project_image_env_and_override(monkeypatch):
+    monkeypatch.delenv("TLT_IMAGE", raising=False)
+    assert project_image() == DEFAULT_IMAGE
+    monkeypatch.setenv("TLT_IMAGE", "mirror.local/tlt:1")
+    assert project_image() == "mirror.local/tlt:1"
+    assert project_image("x/y:z") == "x/y:z"
+
+
+def test_repo_root_from_env_and_package(monkeypatch, tmp_path, repo_root):
+    monkeypatch.delenv("TLT_REPO_ROOT", raising=False)
+    assert repo_root.resolve() == __import__("tlt.orchestration.paths").orchestration.paths.repo_root()
+    monkeypatch.setenv("TLT_REPO_ROOT", str(tmp_path))
+    with pytest.raises(PipelineError, match=r"is not a TLT Pipelines checkout: expected folders pipelines and components"):
+        __import__("tlt.orchestration.paths").orchestration.paths.repo_root()
+
+
+def test_argo_argv_and_stage_parser_agree():
+    stage = get_stage("convert")
+    argv = stage.argv()
+    assert argv[:3] == ["tlt-pipeline", "stage", "convert"]
+    assert "--validation_fold={{inputs.parameters.validation_fold}}" in argv
+    assert "--output-dataset=/tmp/tlt/outputs/dataset" in argv
+    ns = build_stage_parser(stage).parse_args(["--spec=x", "--output-dataset=/o", "--validation_fold=3"])
+    assert (ns.spec, ns.dataset_root, ns.validation_fold, ns.output__dataset) == ("x", "", 3, "/o")
+    with pytest.raises(PipelineError, match=r"the following arguments are required: --output-dataset"):
+        build_stage_parser(stage, prog="p").parse_args(["--spec=x"])
+    with pytest.raises(PipelineError, match=r"argument --validation_fold: invalid int value: 'x'"):
+        build_stage_parser(stage).parse_args(["--spec=x", "--output-dataset=/o", "--validation_fold=x"])
+
+
+def test_run_stage_checks_names():
+    with pytest.raises(PipelineError, match=r"stage convert: unknown parameter\(s\) fold; expected spec, dataset_root, validation_fold"):
+        run_stage("convert", {"spec": "", "fold": 1}, {}, {"dataset": "/x"})
+    with pytest.raises(PipelineError, match=r"stage convert: parameter spec is required"):
+        run_stage("convert", {}, {}, {"dataset": "/x"})
+    with pytest.raises(PipelineError, match=r"output artifacts \[\] given, expected \['dataset'\]"):
+        run_stage("convert", {"spec": "x"}, {}, {})
+
+
+def test_configure_task_applies_resources_and_secrets():
+    # The retry policy is checked in the compiled pipeline (tests/test_pipeline_compile.py).
+    from kfp import dsl
+
+    comp = load_component("convert")
+    captured = {}
+
+    @dsl.pipeline(name="probe")
+    def probe(spec: str):
+        captured["task"] = configure_task(comp(spec=spec))
+
+    task = captured["task"]
+    res = task.container_spec.resources
+    stage = get_stage("convert")
+    assert (res.cpu_request, res.cpu_limit) == (stage.resources.cpu_request, stage.resources.cpu_limit)
+    assert (res.memory_request, res.memory_limit) == (stage.resources.memory_request, stage.resources.memory_limit)
+    assert res.accelerator_count is None
+    secret = task.platform_config["kubernetes"]["secretAsEnv"][0]
+    assert secret["secretName"] == "tlt-storage-credentials" and secret["optional"] is True
+    assert [k["envVar"] for k in secret["keyToEnv"]] == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"]
+
+
+def test_missing_component_file_says_how_to_fix(tmp_path):
+    with pytest.raises(PipelineError, match=r"component file .*components/convert/component.py is missing: run `tlt-pipeline compile`"):
+        load_component("convert", root=tmp_path)

@@ -1,0 +1,112 @@
+"""Compiled pipelines: content of the IR, determinism, and staleness of the checked-in copies."""
+
+import shutil
+
+import pytest
+import yaml
+
+from tlt.cli import pipeline as cli
+from tlt.orchestration.compile import compile_tree, stale_files
+from tlt.orchestration.paths import DEFAULT_IMAGE
+from tlt.orchestration.pipelines import DEFAULT_CONVERT_SPEC, PIPELINES
+from tlt.orchestration.registry import STAGES, get_stage
+
+
+@pytest.fixture(scope="module")
+def compiled(repo_root):
+    return compile_tree(repo_root, DEFAULT_IMAGE)
+
+
+def test_checked_in_generated_files_are_fresh(compiled, repo_root):
+    stale = stale_files(compiled, repo_root)
+    assert stale == [], f"stale generated files (run `tlt-pipeline compile`): {stale}"
+
+
+def test_compile_is_deterministic(compiled, repo_root):
+    again = compile_tree(repo_root, DEFAULT_IMAGE)
+    assert again == compiled
+    expected = {f"components/{s}/{f}" for s in STAGES for f in ("component.py", "component.yaml", "README.md")}
+    expected |= {f"pipelines/{p}.yaml" for p in PIPELINES} | {f"manifests/workflows/{p}.yaml" for p in PIPELINES}
+    expected |= {f"manifests/templates/{s}.yaml" for s in STAGES}
+    expected |= {"manifests/artifact-repositories.yaml", "manifests/kustomization.yaml"}
+    assert set(compiled) == expected
+
+
+def test_detection_ir_has_tasks_params_images_resources_and_retry(compiled):
+    text = compiled["pipelines/detection.yaml"]
+    ir, platform = list(yaml.safe_load_all(text))
+    assert ir["pipelineInfo"]["name"] == "tlt-detection"
+    params = ir["root"]["inputDefinitions"]["parameters"]
+    assert sorted(params) == ["convert_spec", "dataset_root", "validation_fold"]
+    assert params["convert_spec"]["defaultValue"] == DEFAULT_CONVERT_SPEC
+    assert params["validation_fold"]["parameterType"] == "NUMBER_INTEGER"
+    assert params["validation_fold"]["defaultValue"] == -1
+    tasks = ir["root"]["dag"]["tasks"]
+    assert list(tasks) == ["convert"]
+    convert = tasks["convert"]
+    assert convert["inputs"]["parameters"]["spec"] == {"componentInputParameter": "convert_spec"}
+    stage = get_stage("convert")
+    assert convert["retryPolicy"] == {"backoffDuration": "30s", "backoffFactor": 2.0,
+                                      "backoffMaxDuration": "600s", "maxRetryCount": stage.retry.num_retries}
+    container = ir["deploymentSpec"]["executors"]["exec-convert"]["container"]
+    assert container["image"] == DEFAULT_IMAGE
+    assert container["resources"]["resourceCpuLimit"] == stage.resources.cpu_limit
+    assert container["resources"]["resourceMemoryRequest"] == stage.resources.memory_request
+    assert container["args"][-2:] == ["--function_to_execute", "convert"]
+    assert "run_component(" in container["command"][-1]
+    # No pip install at start-up: the project image already holds kfp and tlt.
+    assert "pip install" not in " ".join(container["command"])
+    assert ir["root"]["dag"]["outputs"]["artifacts"]["dataset"]["artifactSelectors"] == [
+        {"outputArtifactKey": "dataset", "producerSubtask": "convert"}]
+    secret = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-convert"]["secretAsEnv"][0]
+    assert secret["secretName"] == "tlt-storage-credentials"
+
+
+def test_kfp_header_with_multiline_default_stays_yaml(compiled):
+    # KFP 2.17 leaves multi-line defaults uncommented in its header; the compile step repairs it.
+    header = compiled["pipelines/detection.yaml"].split("\ncomponents:")[0]
+    assert all(line.startswith("#") for line in header.splitlines())
+    assert '#  root_directory_path: "data/sample-kitti"' in header
+
+
+def test_default_convert_spec_is_a_valid_dataset_export_spec():
+    from tlt import spec
+
+    msg = spec.loads(DEFAULT_CONVERT_SPEC, "dataset_export")
+    assert msg.kitti_config.root_directory_path == "data/sample-kitti"
+    assert msg.kitti_config.num_shards == 2
+
+
+def test_component_yaml_loads_back(compiled, tmp_path):
+    from kfp import components
+
+    path = tmp_path / "component.yaml"
+    path.write_text(compiled["components/convert/component.yaml"])
+    comp = components.load_component_from_file(str(path))
+    assert comp.component_spec.name == "convert"
+    assert sorted(comp.component_spec.inputs) == ["dataset_root", "spec", "validation_fold"]
+
+
+def _copy_checkout(repo_root, dest):
+    for folder in ("components", "pipelines", "manifests"):
+        shutil.copytree(repo_root / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def test_compile_check_reports_stale_files_and_compile_fixes_them(repo_root, tmp_path, monkeypatch, capsys):
+    _copy_checkout(repo_root, tmp_path)
+    monkeypatch.setenv("TLT_REPO_ROOT", str(tmp_path))
+    monkeypatch.delenv("TLT_IMAGE", raising=False)
+    assert cli.main(["compile", "--check"]) == 0
+    assert "generated files are up to date" in capsys.readouterr().out
+    (tmp_path / "manifests/templates/convert.yaml").write_text("edited by hand\n")
+    (tmp_path / "components/convert/README.md").unlink()
+    assert cli.main(["compile", "--check"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == ["stale: components/convert/README.md", "stale: manifests/templates/convert.yaml"]
+    assert "2 generated file(s) are stale: run `tlt-pipeline compile`" in captured.err
+    assert cli.main(["compile"]) == 0
+    assert "wrote manifests/templates/convert.yaml" in capsys.readouterr().out
+    assert cli.main(["compile", "--check"]) == 0
+    # Another image makes every image-bearing file stale.
+    assert cli.main(["compile", "--check", "--image", "mirror.local/tlt:dev"]) == 1
+    assert "stale: manifests/templates/convert.yaml" in capsys.readouterr().out
