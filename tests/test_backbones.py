@@ -37,7 +37,8 @@ def build_detectnet_reference(num_classes: int, input_image_size: str = "3,544,9
     cov = keras.layers.Conv2D(num_classes, 1, activation="sigmoid", name="output_cov")(
         backbone.features)
     bbox = keras.layers.Conv2D(4 * num_classes, 1, name="output_bbox")(backbone.features)
-    outputs = [to_channels_first(cov, "output_cov_nchw"), to_channels_first(bbox, "output_bbox_nchw")]
+    outputs = [to_channels_first(cov, "output_cov_nchw"),
+               to_channels_first(bbox, "output_bbox_nchw")]
     return backbone, keras.Model(backbone.inputs, outputs, name="resnet18_detectnet_v2")
 
 
@@ -67,8 +68,8 @@ def test_detectnet_v2_resnet18_three_classes_matches_tlt_log():
 
 
 def test_resnet_layer_names_follow_tlt():
-    names = [layer.name for layer in
-             build_backbone(cfg(arch="resnet", n_layers=10, input_image_size="3,32,32")).model().layers]
+    backbone = build_backbone(cfg(arch="resnet", n_layers=10, input_image_size="3,32,32"))
+    names = [layer.name for layer in backbone.model().layers]
     assert names[:5] == ["input_1", "input_to_nhwc", "conv1", "bn_conv1", "conv1_relu"]
     block = ["block_1a_conv_1", "block_1a_bn_1", "block_1a_relu_1", "block_1a_conv_2",
              "block_1a_conv_shortcut", "block_1a_bn_2", "block_1a_bn_shortcut", "block_1a_add",

@@ -10,7 +10,8 @@ from tlt.orchestration.components import (
     GENERATED_MARK, configure_task, load_component, render_component_source, render_readme,
 )
 from tlt.orchestration.entrypoints import build_stage_parser, run_stage
-from tlt.orchestration.paths import DEFAULT_IMAGE, project_image, repo_root
+from tlt.orchestration.paths import DEFAULT_IMAGE, project_image
+from tlt.orchestration.paths import repo_root as find_repo_root
 from tlt.orchestration.registry import Artifact, Param, Stage, get_stage
 
 _KFP_TYPES = {str: "String", int: "Integer", float: "Float", bool: "Boolean"}
@@ -92,10 +93,10 @@ def test_project_image_env_and_override(monkeypatch):
 
 def test_repo_root_from_env_and_package(monkeypatch, tmp_path, repo_root):
     monkeypatch.delenv("TLT_REPO_ROOT", raising=False)
-    assert repo_root.resolve() == __import__("tlt.orchestration.paths").orchestration.paths.repo_root()
+    assert find_repo_root() == repo_root.resolve()
     monkeypatch.setenv("TLT_REPO_ROOT", str(tmp_path))
     with pytest.raises(PipelineError, match=r"is not a TLT Pipelines checkout: expected folders pipelines and components"):
-        __import__("tlt.orchestration.paths").orchestration.paths.repo_root()
+        find_repo_root()
 
 
 def test_argo_argv_and_stage_parser_agree():

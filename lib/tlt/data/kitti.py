@@ -17,7 +17,6 @@ import io
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 from PIL import Image

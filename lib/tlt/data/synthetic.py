@@ -82,13 +82,13 @@ def _draw_object(draw: ImageDraw.ImageDraw, cls: str, box: tuple[float, float, f
     jitter = lambda c: tuple(int(np.clip(v + rng.integers(-20, 21), 0, 255)) for v in c)  # noqa
     if cls in ("Car", "Van"):
         body = jitter((190, 30, 35)) if cls == "Car" else jitter((215, 215, 210))
-        cabin_top = y1 if cls == "Car" else y1
+        # A car's cabin is a narrower box on top of the body; a van's is almost as wide.
         split = y1 + h * (0.45 if cls == "Car" else 0.2)
         inset = w * (0.2 if cls == "Car" else 0.03)
-        draw.rounded_rectangle((x1 + inset, cabin_top, x2 - inset, split + h * 0.1),
+        draw.rounded_rectangle((x1 + inset, y1, x2 - inset, split + h * 0.1),
                                radius=max(1, h * 0.15), fill=body)
-        draw.rectangle((x1 + inset + w * 0.05, cabin_top + h * 0.08, x2 - inset - w * 0.05,
-                        split), fill=(120, 170, 210))
+        draw.rectangle((x1 + inset + w * 0.05, y1 + h * 0.08, x2 - inset - w * 0.05, split),
+                       fill=(120, 170, 210))
         draw.rounded_rectangle((x1, split, x2, y2 - h * 0.12), radius=max(1, h * 0.12), fill=body)
         r = h * 0.17
         for cx in (x1 + w * 0.2, x2 - w * 0.2):

@@ -13,6 +13,7 @@ a serialised message. `parse_example` (TensorFlow) reads the records back, as tr
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from typing import Any, BinaryIO, Iterator, Sequence
@@ -117,6 +118,17 @@ def _int64_feature(values: Sequence[int]) -> bytes:
     return b"\x1a" + _varint(len(inner)) + inner
 
 
+@functools.lru_cache(maxsize=4096)
+def _float_entry_head(key: str, count: int) -> bytes:
+    """Everything of a float-list entry before its packed values: fixed for a key and a count."""
+    return _feature_entry(key, _float_feature([0.0] * count))[:-4 * count or None]
+
+
+@functools.lru_cache(maxsize=1024)
+def _float_packer(count: int):
+    return struct.Struct(f"<{count}f").pack
+
+
 def encode_example(frame_id: str, width: int, height: int, image_format: str, image: bytes,
                    objects: Sequence[Any]) -> tuple[bytes, bytes]:
     """Serialise one frame as a ``tf.train.Example``.
@@ -142,9 +154,11 @@ def encode_example(frame_id: str, width: int, height: int, image_format: str, im
                        _bytes_feature([o.object_class.encode("utf-8") for o in objects])),
         _feature_entry("target/occlusion", _int64_feature([o.occlusion for o in objects])),
     ]
+    n = len(objects)
     columns = list(zip(*[[getattr(o, a) for a in TARGET_FLOAT_ATTRS.values()] for o in objects]))
+    pack = _float_packer(n)
     for i, key in enumerate(TARGET_FLOAT_ATTRS):
-        entries.append(_feature_entry(key, _float_feature(columns[i] if columns else ())))
+        entries.append(_float_entry_head(key, n) + (pack(*columns[i]) if n else b""))
     if objects and all(o.score is not None for o in objects):
         entries.append(_feature_entry("target/score", _float_feature([o.score for o in objects])))
     # frame/encoded goes last so that its bytes can follow the head unchanged.

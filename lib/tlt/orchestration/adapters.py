@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 from tlt.errors import PipelineError
 
-__all__ = ["ADAPTERS", "get_adapter", "convert"]
+__all__ = ["ADAPTERS", "get_adapter", "convert", "train", "evaluate"]
 
 Adapter = Callable[[Mapping[str, Any], Mapping[str, str], Mapping[str, str]], dict[str, dict[str, Any]]]
 
@@ -59,9 +59,70 @@ def convert(params: Mapping[str, Any], inputs: Mapping[str, str],
     }}
 
 
+def train(params: Mapping[str, Any], inputs: Mapping[str, str],
+          outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Run `tlt.stages.train` into the model artifact folder (a rerun resumes from checkpoints).
+
+    The model key comes from the TLT_KEY environment variable (a Kubernetes secret), never from a
+    parameter, which the Kubeflow UI would display.
+    """
+    from tlt import spec as tlt_spec
+    from tlt.io.modelfile import resolve_key
+    from tlt.stages import train as train_stage
+
+    task = params["task"]
+    spec = tlt_spec.loads(params["spec"], task)
+    if params.get("train_dataset"):
+        spec.train_config.train_dataset_path = params["train_dataset"]
+    if params.get("val_dataset"):
+        spec.train_config.val_dataset_path = params["val_dataset"]
+    result = train_stage.run(spec, outputs["model"], task=task, key=resolve_key(None),
+                             gpus=int(params.get("gpus", 1)), progress=sys.stderr.isatty())
+    return {"model": {
+        "stage": "train",
+        "task": task,
+        "model_file": "model.tlt",
+        "classes": list(result.class_names),
+        "epochs": int(result.epochs),
+        "resumed_from_epoch": int(result.resumed_from_epoch),
+        "final_metrics": {k: float(v[-1]) for k, v in result.history.items() if v},
+    }}
+
+
+def evaluate(params: Mapping[str, Any], inputs: Mapping[str, str],
+             outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Evaluate the train stage's model.tlt; shape the numbers as KFP Metrics/ClassificationMetrics."""
+    from pathlib import Path
+
+    from tlt.io.modelfile import resolve_key
+    from tlt.stages import evaluate as evaluate_stage
+
+    if params["task"] != "classification":
+        raise PipelineError(f"evaluate: task {params['task']!r} is not supported; expected classification")
+    Path(outputs["metrics"]).mkdir(parents=True, exist_ok=True)
+    Path(outputs["confusion"]).mkdir(parents=True, exist_ok=True)
+    result = evaluate_stage.run_classification(
+        str(Path(inputs["model"]) / "model.tlt"), params["data_dir"], key=resolve_key(None),
+        batch_size=int(params["batch_size"]), top_k=int(params["top_k"]),
+        results_json=str(Path(outputs["metrics"]) / "evaluation.json"))
+    m = result.metrics
+    scalars = {"accuracy": m["accuracy"], f"top_{m['top_k']}_accuracy": m["top_k_accuracy"],
+               "macro_f1": m["macro_f1"], "num_images": m["num_images"]}
+    scalars.update({f"f1_{name}": row["f1"] for name, row in m["per_class"].items()})
+    # The structure kfp.dsl.ClassificationMetrics.log_confusion_matrix writes, built here so the
+    # adapter stays independent of KFP objects.
+    confusion = {"confusionMatrix": {
+        "annotationSpecs": [{"displayName": name} for name in m["class_names"]],
+        "rows": [{"row": [int(v) for v in row]} for row in m["confusion_matrix"]],
+    }}
+    return {"metrics": _jsonable(scalars), "confusion": confusion}
+
+
 #: Registry key -> adapter. Every `tlt.orchestration.registry.STAGES` key has one (a test checks).
 ADAPTERS: dict[str, Adapter] = {
     "convert": convert,
+    "train": train,
+    "evaluate": evaluate,
 }
 
 

@@ -10,6 +10,7 @@ and apply the registry's resources, retry policy and secrets with `configure_tas
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -143,20 +144,28 @@ def render_readme(stage: Stage, image: str | None = None) -> str:
     return "\n".join(lines)
 
 
-# Set by `using_components` while a pipeline file is imported, so it takes its components from
-# the same tree it is compiled with.
+# Set by `using_components` while a pipeline file is imported: the tree its components come from
+# (the one it is compiled with) and whether its tasks get the registry's retry policy.
 _components_root: Path | None = None
+_retries = True
 
 
 @contextlib.contextmanager
-def using_components(root: str | Path) -> Iterator[Path]:
-    """Within the block, `load_component` reads ``<root>/components/`` by default."""
-    global _components_root
-    previous, _components_root = _components_root, Path(root)
+def using_components(root: str | Path, *, retries: bool = True) -> Iterator[Path]:
+    """Within the block, `load_component` reads ``<root>/components/`` by default.
+
+    Args:
+        root: folder holding ``components/``.
+        retries: False makes `configure_task` leave retries out: kfp.local honours them with their
+            full backoff, which only delays the report of a local failure.
+    """
+    global _components_root, _retries
+    previous = _components_root, _retries
+    _components_root, _retries = Path(root), retries
     try:
         yield _components_root
     finally:
-        _components_root = previous
+        _components_root, _retries = previous
 
 
 def load_component(stage_name: str, root: str | Path | None = None) -> Any:
@@ -175,7 +184,7 @@ def load_component(stage_name: str, root: str | Path | None = None) -> Any:
     path = Path(root) / "components" / stage.name / "component.py"
     if not path.is_file():
         raise PipelineError(f"component file {path} is missing: run `tlt-pipeline compile`")
-    module_name = f"tlt_components_{stage.name}_{abs(hash(str(path.resolve())))}"
+    module_name = f"tlt_components_{stage.name}_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     # Registered so inspect.getsource (used by KFP) and pickling find the module again.
@@ -203,8 +212,9 @@ def configure_task(task: Any, stage_name: str | None = None) -> Any:
     if r.gpus:
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(r.gpus)
         kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
-    task.set_retry(num_retries=retry.num_retries, backoff_duration=f"{retry.backoff_seconds}s",
-                   backoff_factor=retry.backoff_factor, backoff_max_duration=f"{retry.backoff_max_seconds}s")
+    if _retries:
+        task.set_retry(num_retries=retry.num_retries, backoff_duration=f"{retry.backoff_seconds}s",
+                       backoff_factor=retry.backoff_factor, backoff_max_duration=f"{retry.backoff_max_seconds}s")
     for secret in stage.secrets:
         kubernetes.use_secret_as_env(task, secret_name=secret.secret, secret_key_to_env=dict(secret.keys),
                                      optional=secret.optional)

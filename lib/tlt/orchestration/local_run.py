@@ -124,7 +124,7 @@ def _artifact(name: str, value: Any) -> LocalArtifact:
 
 def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
               pipeline_root: str | Path = DEFAULT_PIPELINE_ROOT, root: str | Path | None = None,
-              echo: TextIO | None = None) -> LocalRunResult:
+              echo: TextIO | None = None, retries: bool = False) -> LocalRunResult:
     """Run pipeline ``name`` with kfp.local's SubprocessRunner in the current environment.
 
     Args:
@@ -133,6 +133,8 @@ def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
         pipeline_root: folder that receives the run's artifacts.
         root: the checkout holding ``pipelines/`` and ``components/``; default `repo_root`.
         echo: a stream that also receives the tasks' output (the CLI passes stdout).
+        retries: apply the registry's retry policies (kfp.local waits out their backoff, 30 s and
+            more, before reporting a failure; off by default).
 
     Returns:
         The run folder, its log and its output artifacts with their metadata.
@@ -144,7 +146,7 @@ def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
     from kfp import local
 
     info = get_pipeline(name)
-    func = load_pipeline(info.name, root=root)
+    func = load_pipeline(info.name, root=root, retries=retries)
     args = dict(params) if isinstance(params, Mapping) else parse_params(params, func)
     proot = Path(pipeline_root).expanduser().resolve()
     proot.mkdir(parents=True, exist_ok=True)
@@ -155,6 +157,8 @@ def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
     with open(pending_log, "w", encoding="utf-8") as log, warnings.catch_warnings():
         # The project image is not a "python" image; in a SubprocessRunner the image is unused anyway.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+        # Requests and limits only matter on a cluster; kfp.local says so for every task.
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         tee = _Tee(log, echo)
         with contextlib.redirect_stdout(tee):
             try:

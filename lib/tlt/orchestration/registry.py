@@ -220,6 +220,42 @@ STAGES: dict[str, Stage] = {
             resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi"),
             retry=RetryPolicy(num_retries=2, backoff_seconds=30, backoff_factor=2, backoff_max_seconds=600),
         ),
+        Stage(
+            name="train",
+            cli="tlt-train",
+            description="Train a model from an experiment spec; a retried task resumes from its last checkpoint.",
+            params=(
+                Param("task", str, "classification (detection follows in a later step).", "classification"),
+                Param("spec", str, "Experiment spec (TLT prototxt text, as tlt-train -e reads)."),
+                Param("train_dataset", str, "URI of the training images; overrides "
+                      "train_config.train_dataset_path when not empty.", ""),
+                Param("val_dataset", str, "URI of the validation images; overrides "
+                      "train_config.val_dataset_path when not empty.", ""),
+                Param("gpus", int, "Replicas to train on (MirroredStrategy).", 1),
+            ),
+            outputs=(Artifact("model", "Model", "Results folder: model.tlt, checkpoints, training log, "
+                              "class map and metadata.json."),),
+            resources=Resources(cpu_request="2", cpu_limit="4", memory_request="4Gi", memory_limit="8Gi"),
+            retry=RetryPolicy(num_retries=3, backoff_seconds=30, backoff_factor=2, backoff_max_seconds=600),
+        ),
+        Stage(
+            name="evaluate",
+            cli="tlt-evaluate",
+            description="Evaluate a trained model; metrics and the confusion matrix go to the Kubeflow UI.",
+            params=(
+                Param("task", str, "classification (detection follows in a later step).", "classification"),
+                Param("data_dir", str, "URI of the evaluation images (one sub-folder per class)."),
+                Param("batch_size", int, "Images per batch.", 32),
+                Param("top_k", int, "k of the top-k accuracy.", 5),
+            ),
+            inputs=(Artifact("model", "Model", "Output of the train stage (its model.tlt is evaluated)."),),
+            outputs=(
+                Artifact("metrics", "Metrics", "Scalar metrics (accuracy, top-k, per-class F1) and "
+                         "evaluation.json."),
+                Artifact("confusion", "ClassificationMetrics", "Confusion matrix for the Kubeflow UI."),
+            ),
+            resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi"),
+        ),
     )
 }
 

@@ -279,6 +279,7 @@ def run(spec: DatasetExportConfig | str | os.PathLike, out_dir: str | os.PathLik
             results = write_shards(tasks, num_workers=num_workers, progress=progress)
         for res in results:
             report.merge(res.report)
+        report.messages.sort()  # by file, whatever shard each frame went to
         for message in report.messages:
             log.warning("%s", message)
         num_frames = sum(r.num_frames for r in results)

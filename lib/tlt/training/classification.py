@@ -24,6 +24,7 @@ from tlt.data.augment import AugmentConfig
 from tlt.data.classification import scan_image_folder, write_class_map
 from tlt.data.classification_input import PREPROCESSING, build_classification_input
 from tlt.errors import SpecError
+from tlt.io.atomic import atomic_write_text
 from tlt.status import StatusWriter
 
 __all__ = ["TrainResult", "train_classification", "build_augment_config", "FINAL_MODEL_NAME"]
@@ -135,15 +136,40 @@ def train_classification(spec, results_dir: str | Path, *, key: str | None = Non
     strategy = build_strategy(gpus)
     keras.utils.set_random_seed(spec.random_seed)
 
-    with contextlib.ExitStack() as stack:
-        train_root = stack.enter_context(storage.staged_input(tc.train_dataset_path))
-        train = scan_image_folder(train_root, workers=tc.n_workers)
-        val = None
-        if tc.val_dataset_path:
-            val_root = stack.enter_context(storage.staged_input(tc.val_dataset_path))
-            val = scan_image_folder(val_root, class_names=train.class_names, workers=tc.n_workers)
-        return _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec_text,
-                    progress)
+    try:
+        with contextlib.ExitStack() as stack:
+            train_root = stack.enter_context(storage.staged_input(tc.train_dataset_path))
+            train = scan_image_folder(train_root, workers=tc.n_workers)
+            val = None
+            if tc.val_dataset_path:
+                val_root = stack.enter_context(storage.staged_input(tc.val_dataset_path))
+                val = scan_image_folder(val_root, class_names=train.class_names,
+                                        workers=tc.n_workers)
+            return _fit(spec, results, train, val, backbone, strategy, chief, status, key,
+                        spec_text, progress)
+    except Exception as err:
+        # A UI following status.json must see the run stop, not a "running" state forever.
+        if status is not None:
+            status.failed(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise
+
+
+def _trim_training_log(path: Path, first_epoch: int) -> None:
+    """Keep only the rows of epochs before ``first_epoch`` (0-based ``epoch`` column).
+
+    A run killed after its last checkpoint has logged epochs that the resumed run trains
+    again; without this they would appear twice.
+    """
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:]
+                        if line.split(",", 1)[0].strip().isdigit()
+                        and int(line.split(",", 1)[0]) < first_epoch]
+    if first_epoch == 0 or len(kept) <= 1:
+        path.unlink()
+    elif len(kept) != len(lines):
+        atomic_write_text(path, "".join(kept))
 
 
 def _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec_text,
@@ -196,14 +222,20 @@ def _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec
         if val is not None:
             val_ds = build_classification_input(val, image_size=image_size, batch_size=global_batch,
                                                 training=False)
-        callbacks = [
+        callbacks = []
+        if chief:
+            # The CSV row of an epoch is written before its checkpoint, so a kill between the
+            # two leaves an extra row (trimmed on resume) rather than a missing one.
+            log_path = results / "training_log.csv"
+            _trim_training_log(log_path, initial_epoch)
+            callbacks.append(keras.callbacks.CSVLogger(str(log_path), append=True))
+        callbacks += [
             EpochCheckpoint(ckpt_dir, tc.checkpoint_interval, tc.n_epochs, enabled=chief),
             StatusCallback(status, tc.n_epochs),
         ]
         if chief:
-            callbacks += [keras.callbacks.CSVLogger(str(results / "training_log.csv"), append=True),
-                          keras.callbacks.TensorBoard(log_dir=str(results / "events"),
-                                                      write_graph=False)]
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(results / "events"),
+                                                         write_graph=False))
         fit = model.fit(train_ds, epochs=tc.n_epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps_per_epoch, validation_data=val_ds,
                         callbacks=callbacks, shuffle=False, verbose=1 if progress else 2)

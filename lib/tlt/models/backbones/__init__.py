@@ -15,6 +15,7 @@ from typing import Any
 
 import keras
 
+from tlt.errors import SpecError
 from tlt.models.backbones._config import (
     DEPTHS,
     FREEZE_BLOCKS,
@@ -34,7 +35,6 @@ from tlt.models.backbones.googlenet import build_googlenet
 from tlt.models.backbones.mobilenet import build_mobilenet_v1, build_mobilenet_v2
 from tlt.models.backbones.resnet import build_resnet
 from tlt.models.backbones.vgg import build_vgg
-from tlt.errors import SpecError
 
 __all__ = [
     "SUPPORTED_ARCHS",

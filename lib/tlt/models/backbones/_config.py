@@ -1,8 +1,8 @@
 """Read and validate a backbone's `model_config`.
 
-The model config is read by attribute (a `ClassificationModelConfig` proto message, or any object with
-the same fields), so the builders work before and after the spec loader exists. Every problem raises
-`tlt.errors.SpecError` naming the field (`model_config.n_layers`) and what was expected.
+The model config is read by attribute (a `ClassificationModelConfig` proto message, or any object
+with the same fields), so the builders work before and after the spec loader exists. Every problem
+raises `tlt.errors.SpecError` naming the field (`model_config.n_layers`) and what was expected.
 """
 
 from __future__ import annotations

@@ -1,0 +1,265 @@
+"""tlt.io.storage under failure: retries, credential scrubbing, atomic uploads, settings.
+
+Faults are injected at the HTTP level by a proxy between the client and the test servers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from storage_servers import FAKE_AWS_SECRET
+
+from tlt.errors import StorageError
+from tlt.io import _storage_common as common
+from tlt.io import storage as st
+
+S3_SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                b"<Message>Please reduce your request rate.</Message></Error>")
+GCS_BACKEND_ERROR = json.dumps({"error": {"code": 503, "message": "Backend Error", "errors": [
+    {"message": "Backend Error", "reason": "backendError"}]}}).encode()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    st.reset_config()
+    yield
+    st.reset_config()
+
+
+@pytest.fixture(params=["s3", "gcs"])
+def flaky(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, fault_proxy):
+    """(bucket URI, proxy, transient error body, its content type) with the client behind the proxy."""
+    if request.param == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        proxy = fault_proxy(request.getfixturevalue("moto_endpoint"))
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+        body, ctype = S3_SLOW_DOWN, "application/xml"
+    else:
+        bucket = request.getfixturevalue("gcs_bucket")
+        proxy = fault_proxy(request.getfixturevalue("gcs_endpoint"))
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        body, ctype = GCS_BACKEND_ERROR, "application/json"
+    st.configure(retry_attempts=3, retry_base_delay=0.01)  # also drops cached clients
+    return bucket, proxy, body, ctype
+
+
+def _writes(proxy, bucket: str) -> int:
+    """Upload requests the proxy saw for objects of ``bucket``."""
+    name = bucket.split("://")[1]
+    return proxy.count("PUT", f"/{name}/") + proxy.count("POST", f"/b/{name}/o")
+
+
+def test_transient_failures_are_retried(flaky) -> None:
+    bucket, proxy, body, ctype = flaky
+    uri = st.join(bucket, "retry", "ok.txt")
+    proxy.fail(2, status=503, body=body, content_type=ctype)
+    st.write_text(uri, "made it")
+    assert _writes(proxy, bucket) == 3  # two failures, then success
+
+    proxy.fail(1, drop=True)  # connection closed without an answer
+    assert st.read_text(uri) == "made it"
+    proxy.fail(1, status=429, body=b"", content_type="text/plain")
+    assert st.list_files(st.join(bucket, "retry")) == [uri]
+
+
+def test_retries_give_up_with_a_clear_error(flaky, caplog: pytest.LogCaptureFixture) -> None:
+    bucket, proxy, body, ctype = flaky
+    uri = st.join(bucket, "never.txt")
+    proxy.fail(1000, status=503, body=body, content_type=ctype)
+    with pytest.raises(StorageError) as err:
+        st.write_bytes(uri, b"x")
+    assert _writes(proxy, bucket) == 3
+    if bucket.startswith("s3://"):
+        expected = f"{uri}: write failed after 3 attempts: SlowDown (HTTP 503): Please reduce your request rate."
+    else:
+        expected = (f"{uri}: write failed after 3 attempts: HTTP 503: POST {proxy.url}/upload/storage/v1/"
+                    f"b/{bucket[5:]}/o?uploadType=multipart: Backend Error")
+    assert str(err.value) == expected
+    retries = [r.getMessage() for r in caplog.records if r.name == "tlt.io.storage"]
+    assert len(retries) == 2 and retries[0].startswith(f"{uri}: write attempt 1/3 failed (")
+
+
+def test_permanent_errors_are_not_retried(flaky) -> None:
+    bucket, proxy, _body, _ctype = flaky
+    uri = st.join(bucket, "forbidden.txt")
+    proxy.fail(1000, status=403, body=b"", content_type="text/plain")
+    with pytest.raises(StorageError) as err:
+        st.write_bytes(uri, b"x")
+    assert _writes(proxy, bucket) == 1
+    assert str(err.value).startswith(f"{uri}: access denied: ")
+
+
+def test_unreachable_endpoint(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # discard port: refused
+    st.configure(retry_attempts=2, retry_base_delay=0)
+    uri = st.join(s3_bucket, "x.txt")
+    with pytest.raises(StorageError) as err:
+        st.read_bytes(uri)
+    assert str(err.value) == (f'{uri}: read failed after 2 attempts: EndpointConnectionError: '
+                              f'Could not connect to the endpoint URL: "http://127.0.0.1:9/{s3_bucket[5:]}/x.txt"')
+
+
+def test_scrub_removes_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINIO_ROOT_PASSWORD", "hunter2-minio-pw")
+    common.register_secret("profile-secret-value-123")
+    cases = {
+        "key AKIAIOSFODNN7EXAMPLE denied": "key *** denied",
+        "GET https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F2024"
+        "&X-Amz-Signature=9f86d081884c7d65&X-Amz-Expires=60":
+            "GET https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=***"
+            "&X-Amz-Signature=***&X-Amz-Expires=60",
+        "https://storage.googleapis.com/b/o?GoogleAccessId=sa@p.iam&Signature=abc%2Bdef":
+            "https://storage.googleapis.com/b/o?GoogleAccessId=***&Signature=***",
+        "headers {'Authorization': 'Bearer ya29.a0AfH6SMB'}": "headers {'Authorization': '***'}",
+        "token ya29.c.Kp8BBwhatever here": "token *** here",
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG": "aws_secret_access_key = ***",
+        '{"private_key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"}':
+            '{"private_key": "***\n"}',
+        "connect to http://admin:s3cr3tpass@minio:9000/": "connect to http://***@minio:9000/",
+        "login with hunter2-minio-pw failed": "login with *** failed",
+        "profile-secret-value-123 leaked": "*** leaked",
+        "s3://bucket/key: no such object": "s3://bucket/key: no such object",
+    }
+    for raw, clean in cases.items():
+        assert common.scrub(raw) == clean, raw
+
+
+def test_secrets_in_server_errors_are_scrubbed(flaky, caplog: pytest.LogCaptureFixture) -> None:
+    bucket, proxy, _body, _ctype = flaky
+    uri = st.join(bucket, "secret.txt")
+    leak = (f"key {FAKE_AWS_SECRET} sig https://x/o?X-Amz-Signature=0123abcd&X-Goog-Signature=fe01 "
+            f"Authorization: Bearer ya29.A0ARrdaM-token")
+    if bucket.startswith("s3://"):
+        body = f"<Error><Code>SlowDown</Code><Message>{leak}</Message></Error>".encode()
+        denied = f"<Error><Code>AccessDenied</Code><Message>{leak}</Message></Error>".encode()
+        ctype = "application/xml"
+    else:
+        body = json.dumps({"error": {"code": 503, "message": leak}}).encode()
+        denied = json.dumps({"error": {"code": 403, "message": leak}}).encode()
+        ctype = "application/json"
+    proxy.fail(2, status=503, body=body, content_type=ctype)
+    proxy.fail(1, status=403, body=denied, content_type=ctype)
+    with pytest.raises(StorageError) as err:
+        st.write_bytes(uri, b"x")
+    text = str(err.value) + "\n" + "\n".join(r.getMessage() for r in caplog.records)
+    for secret in (FAKE_AWS_SECRET, "0123abcd", "fe01", "ya29", "A0ARrdaM"):
+        assert secret not in text
+    assert str(err.value).startswith(f"{uri}: access denied: ")
+    assert str(err.value).endswith("key *** sig https://x/o?X-Amz-Signature=***&X-Goog-Signature=*** "
+                                   "Authorization: ***")
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def test_failed_s3_multipart_upload_publishes_nothing(s3_bucket: str, moto_endpoint: str, fault_proxy,
+                                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import boto3
+
+    uri = st.join(s3_bucket, "model.bin")
+    st.write_bytes(uri, b"old model")
+    proxy = fault_proxy(moto_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+    st.configure(retry_attempts=2, retry_base_delay=0, multipart_threshold=5 * 2**20,
+                 multipart_chunksize=5 * 2**20)
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"n" * (12 * 2**20))  # three parts
+    proxy.fail(1000, status=500, body=b"<Error><Code>InternalError</Code><Message>disk on fire</Message></Error>",
+               match=lambda method, path: method == "PUT" and "partNumber=2" in path)
+    with pytest.raises(StorageError) as err:
+        st.upload_file(big, uri)
+    assert str(err.value) == f"{uri}: upload failed after 2 attempts: InternalError (HTTP 500): disk on fire"
+    assert st.read_bytes(uri) == b"old model"  # the old object is untouched
+    uploads = boto3.client("s3", endpoint_url=moto_endpoint).list_multipart_uploads(Bucket=s3_bucket[5:])
+    assert uploads.get("Uploads", []) == []  # aborted, no orphaned parts
+
+
+def test_failed_gcs_resumable_upload_publishes_nothing(gcs_bucket: str, gcs_endpoint: str, fault_proxy,
+                                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    uri = st.join(gcs_bucket, "model.bin")
+    st.write_bytes(uri, b"old model")
+    proxy = fault_proxy(gcs_endpoint)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    st.configure(retry_attempts=2, retry_base_delay=0, gcs_chunk_size=4 * 2**20)
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"n" * (9 * 2**20))  # resumable (> 8 MiB), three chunks
+    # The first chunk lands, every later one fails: the upload never completes.
+    proxy.fail(1000, status=503, body=GCS_BACKEND_ERROR, content_type="application/json",
+               match=lambda method, path: method == "PUT" and "upload_id=" in path
+               and proxy.count("PUT", "upload_id=") > 1)
+    with pytest.raises(StorageError) as err:
+        st.upload_file(big, uri)
+    assert str(err.value).startswith(f"{uri}: upload failed after 2 attempts: HTTP 503")
+    assert proxy.count("PUT", "upload_id=") == 3  # chunk 1 ok + chunk 2 failed, then chunk 1 failed
+    assert st.read_bytes(uri) == b"old model"
+
+
+def test_endpoint_settings(s3_bucket: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = st.join(s3_bucket, "e.txt")
+    st.write_text(uri, "endpoint")
+    st.configure(retry_attempts=1)
+    # An explicit endpoint wins over AWS_ENDPOINT_URL_S3.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    monkeypatch.setenv("TLT_S3_ENDPOINT_URL", moto_endpoint)
+    st.reset_config()
+    assert st.read_text(uri) == "endpoint"
+    monkeypatch.delenv("TLT_S3_ENDPOINT_URL")
+    st.reset_config()
+    st.configure(s3_endpoint_url=moto_endpoint)
+    assert st.read_text(uri) == "endpoint"
+    # boto3 reads the global AWS_ENDPOINT_URL by itself.
+    st.reset_config()
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    st.reset_clients()
+    assert st.read_text(uri) == "endpoint"
+
+
+def test_settings_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(StorageError) as err:
+        st.configure(gcs_chunk_size=1000)
+    assert str(err.value) == "storage setting gcs_chunk_size must be a positive multiple of 262144, got 1000"
+    with pytest.raises(StorageError) as err:
+        st.configure(retry_attempts=0)
+    assert str(err.value) == "storage setting retry_attempts must be >= 1, got 0"
+    with pytest.raises(StorageError) as err:
+        st.configure(retries=3)
+    assert str(err.value).startswith("unknown storage setting(s) retries; known: gcs_chunk_size, gcs_project,")
+    monkeypatch.setenv("TLT_STORAGE_RETRY_ATTEMPTS", "7")
+    monkeypatch.setenv("TLT_STORAGE_RETRY_BASE_DELAY", "0.25")
+    st.reset_config()
+    assert (common.get_config().retry_attempts, common.get_config().retry_base_delay) == (7, 0.25)
+    assert st.configure(retry_attempts=2).retry_attempts == 2
+
+
+def test_client_cache_is_thread_safe() -> None:
+    created: list[object] = []
+
+    def factory() -> object:
+        time.sleep(0.05)  # widen the race window
+        created.append(object())
+        return created[-1]
+
+    seen: list[object] = []
+    threads = [threading.Thread(target=lambda: seen.append(common.cached_client("test", factory)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(created) == 1 and all(s is created[0] for s in seen)
+    st.reset_clients()
+    assert common.cached_client("test", factory) is created[1]
+
+
+def test_import_is_cheap() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, tlt.io.storage; "
+            "print(sorted(m for m in ('boto3', 'botocore', 'google.cloud.storage') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
