@@ -66,7 +66,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=960)
     parser.add_argument("--height", type=int, default=544)
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs of each")
-    parser.add_argument("--workers", type=int, default=None, help="convert workers (default: cores)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="convert workers (default: one per core)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     root = _dataset(args.frames, args.width, args.height)
@@ -77,13 +78,19 @@ def main() -> None:
         _copy(files, work / "warm")  # bring the data set into the page cache
         copy_s, convert_s = [], []
         for i in range(args.repeat):
-            copy_s.append(_copy(files, work / "copy.bin"))
-            convert_s.append(_convert(root, work / "convert", args.workers))
+            # Fresh destinations, removed outside the timed part: each run measures its own
+            # writes, not the freeing of the previous run's output.
+            copy_s.append(_copy(files, work / f"copy-{i}.bin"))
+            convert_s.append(_convert(root, work / f"convert-{i}", args.workers))
+            (work / f"copy-{i}.bin").unlink()
+            shutil.rmtree(work / f"convert-{i}")
         copy_mbs, convert_mbs = size_mb / min(copy_s), size_mb / min(convert_s)
         print(f"data set: {args.frames} frames, {len(files)} files, {size_mb:.1f} MB; "
               f"cores: {os.cpu_count()}; convert workers: {args.workers or 'all cores'}")
-        print(f"copy (floor): {copy_mbs:.1f} MB/s (best {min(copy_s):.3f} s of {args.repeat})")
-        print(f"convert:      {convert_mbs:.1f} MB/s (best {min(convert_s):.3f} s of {args.repeat})")
+        print(f"copy (floor): {copy_mbs:.1f} MB/s "
+              f"(best {min(copy_s):.3f} s of {args.repeat})")
+        print(f"convert:      {convert_mbs:.1f} MB/s "
+              f"(best {min(convert_s):.3f} s of {args.repeat})")
         print(f"ratio convert/copy: {convert_mbs / copy_mbs:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -20,8 +20,9 @@ def dataset(tmp_path) -> Path:
 
 def _spec_file(tmp_path: Path, root, extra: str = "") -> str:
     path = tmp_path / "convert_spec.txt"
-    path.write_text(f'kitti_config {{\n  root_directory_path: "{root}"\n  image_dir_name: "images"\n'
-                    f'  label_dir_name: "labels"\n  image_extension: ".png"\n  num_shards: 2\n'
+    path.write_text(f'kitti_config {{\n  root_directory_path: "{root}"\n'
+                    f'  image_dir_name: "images"\n  label_dir_name: "labels"\n'
+                    f'  image_extension: ".png"\n  num_shards: 2\n'
                     f'{extra}}}\nimage_directory_path: "{root}"\n')
     return str(path)
 

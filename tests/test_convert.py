@@ -81,13 +81,15 @@ def test_random_mode_shards_folds_and_counts(dataset, tmp_path):
 
 
 def test_records_parse_back_with_tensorflow(kitti_samples, tmp_path):
-    tfrecord = pytest.importorskip("tlt.data.tfrecord")
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
+    from tlt.data.tfrecord import parse_example
+
     result = run(_spec(kitti_samples, num_shards=1), tmp_path / "o", num_workers=1, progress=False)
     seen = set()
     for shard in result.shards:
         for raw in tf.data.TFRecordDataset(shard).as_numpy_iterator():
-            ex = {k: v.numpy() for k, v in tfrecord.parse_example(raw).items()}
+            ex = {k: v.numpy() for k, v in parse_example(raw).items()}
             fid = ex["frame/id"].decode()
             seen.add(fid)
             image_file = kitti_samples / "images" / f"{fid}.png"
@@ -97,7 +99,8 @@ def test_records_parse_back_with_tensorflow(kitti_samples, tmp_path):
                 (1224, 370) if fid == "000000" else (1242, 375))
             lines = [ln.split() for ln in (kitti_samples / "labels" / f"{fid}.txt").read_text()
                      .splitlines()]
-            assert [c.decode() for c in ex["target/object_class"]] == [ln[0].lower() for ln in lines]
+            classes = [c.decode() for c in ex["target/object_class"]]
+            assert classes == [ln[0].lower() for ln in lines]
             assert list(ex["target/occlusion"]) == [int(ln[2]) for ln in lines]
             keys = ["truncation", "occlusion", "observation_angle", "coordinates_x1",
                     "coordinates_y1", "coordinates_x2", "coordinates_y2", "world_bbox_h",

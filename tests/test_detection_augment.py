@@ -123,7 +123,7 @@ def test_crop_and_resize_matrix():
     image = rng.uniform(0, 255, (H, W, 3)).astype(np.float32)
     m = da.preprocessing_matrix(H, W, 48, 80)
     ours = da.warp_image(image, m, 48, 80, fill="nearest").numpy()
-    np.testing.assert_allclose(ours, tf.image.resize(image, (48, 80)).numpy(), atol=1e-3)
+    np.testing.assert_allclose(ours, tf.image.resize(image, (48, 80)).numpy(), atol=0.01)
 
 
 def test_colour_identity_shape_range_and_grey_axis():
@@ -138,12 +138,13 @@ def test_colour_identity_shape_range_and_grey_axis():
         out = da.apply_color_matrix(image, da.random_color_matrix(strong, _seed(i))).numpy()
         assert out.shape == image.shape and out.dtype == np.float32
         assert out.min() >= 0.0 and out.max() <= 255.0 and not np.allclose(out, image, atol=1)
-    # Hue rotation and saturation turn about the grey axis: grey pixels stay put.
+    # Hue rotation and saturation turn about the grey axis: grey pixels stay put (within one
+    # level: TLT's coefficients are rounded to three decimals).
     grey = np.repeat(rng.uniform(0, 255, (H, W, 1)), 3, axis=2).astype(np.float32)
     hue_sat = da.ColorConfig(hue_rotation_max=120, saturation_shift_max=0.9)
     for i in range(5):
         out = da.apply_color_matrix(grey, da.random_color_matrix(hue_sat, _seed(i))).numpy()
-        np.testing.assert_allclose(out, grey, atol=0.05)
+        np.testing.assert_allclose(out, grey, atol=1.0)
     # Contrast pivots on contrast_center: that grey level is a fixed point.
     pivot = np.full((4, 4, 3), 0.25 * 255, np.float32)
     contrast = da.ColorConfig(contrast_scale_max=0.9, contrast_center=0.25)

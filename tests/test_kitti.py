@@ -19,7 +19,8 @@ CAR = "Car 0.00 0 -1.58 587.01 173.33 614.12 200.12 1.65 1.67 3.64 -0.65 1.71 46
 def _image_bytes(fmt: str, size=(40, 30), mode="RGB") -> bytes:
     buf = io.BytesIO()
     # Noise, so that most of the file is pixel data and cutting it keeps the header intact.
-    image = Image.frombytes("RGB", size, bytes((i * 7919) % 251 for i in range(size[0] * size[1] * 3)))
+    noise = bytes((i * 7919) % 251 for i in range(size[0] * size[1] * 3))
+    image = Image.frombytes("RGB", size, noise)
     (image if mode == "RGB" else image.convert(mode)).save(buf, fmt)
     return buf.getvalue()
 

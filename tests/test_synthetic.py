@@ -17,7 +17,8 @@ from tlt.errors import DataError
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_detection_dataset_is_deterministic(tmp_path):
@@ -111,7 +112,7 @@ def test_classification_dataset_deterministic_and_learnable(tmp_path):
                 ys.append(c)
         return np.array(xs), np.array(ys)
 
-    # Even a nearest-centroid classifier on the shape's colour separates the classes on held-out images.
+    # Even a nearest-centroid classifier on the shape's colour separates held-out images.
     x_train, y_train = features("train")
     x_test, y_test = features("test")
     centroids = np.stack([x_train[y_train == c].mean(axis=0) for c in range(3)])

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset export spec (prototxt, YAML or JSON)")
     parser.add_argument("-o", "--output_filename", "--output-filename", required=True,
                         metavar="OUTPUT_FILENAME",
-                        help="output prefix: a path or gs:// / s3:// URI; its folder gets the shards")
+                        help="output prefix: a path or gs:// / s3:// URI; its folder gets "
+                             "the shards")
     parser.add_argument("-f", "--validation_fold", "--validation-fold", type=int, default=None,
                         metavar="VALIDATION_FOLD",
                         help="0-based fold training validates on (recorded in metadata.json)")

@@ -191,31 +191,72 @@ def random_color_matrix(config: ColorConfig, seed):
     return hue_sat @ contrast_m @ shift_m
 
 
-def warp_image(image, matrix, out_height: int, out_width: int, *, fill: str = "constant"):
-    """Resample ``image`` (HWC) so that source point p lands at ``matrix @ p``.
+def _shift_image(image, matrix, out_height: int, out_width: int):
+    """`warp_image` of a CHW image for whole-pixel moves (flips, integer shifts): pad and slice."""
+    import tensorflow as tf
+
+    shape = tf.shape(image)
+    src_h, src_w = shape[1], shape[2]
+    flip_x, flip_y = matrix[0, 0] < 0, matrix[1, 1] < 0
+    image = tf.cond(flip_x, lambda: tf.reverse(image, [2]), lambda: image)
+    image = tf.cond(flip_y, lambda: tf.reverse(image, [1]), lambda: image)
+    # After the flip, x' = x + tx - W_src (flipped) or x + tx.
+    dx = tf.cast(tf.round(matrix[0, 2]), tf.int32) - tf.where(flip_x, src_w, 0)
+    dy = tf.cast(tf.round(matrix[1, 2]), tf.int32) - tf.where(flip_y, src_h, 0)
+    top, left = tf.maximum(dy, 0), tf.maximum(dx, 0)
+    bottom = tf.maximum(out_height - dy - src_h, 0)
+    right = tf.maximum(out_width - dx - src_w, 0)
+    padded = tf.pad(image, [[0, 0], [top, bottom], [left, right]])
+    return padded[:, top - dy:top - dy + out_height, left - dx:left - dx + out_width]
+
+
+def warp_image(image, matrix, out_height: int, out_width: int, *, fill: str = "constant",
+               channels_first: bool = False):
+    """Resample ``image`` so that source point p lands at ``matrix @ p``.
+
+    Whole-pixel moves (any flips and integer shifts, scale 1: TLT's default augmentation on
+    images of the network size) copy pixels; anything else is resampled bilinearly.
 
     Args:
-        image: HWC image, any real dtype; returned as float32.
-        matrix: 3x3 source -> output matrix (affine).
+        image: HWC (or CHW) image, any real dtype.
+        matrix: 3x3 source -> output matrix (affine, axis-aligned).
         out_height: output height.
         out_width: output width.
         fill: "constant" (black outside the source, as TLT) or "nearest" (edge pixels repeated:
             plain resizing then matches ``tf.image.resize`` at the borders).
+        channels_first: the image is CHW, and so is the result. Pipelines warp CHW: the planes
+            are resampled as a batch of one-channel images and need no transposition later.
+
+    Returns:
+        The warped image, float32, in the input's layout.
     """
     import tensorflow as tf
 
-    inverse = tf.linalg.inv(matrix)
-    # The op samples input index coordinates (pixel centres at integers) for output indices;
-    # continuous coordinates are index + 0.5 on both sides.
-    a = inverse[0]
-    b = inverse[1]
-    transform = tf.stack([a[0], a[1], 0.5 * (a[0] + a[1]) + a[2] - 0.5,
-                          b[0], b[1], 0.5 * (b[0] + b[1]) + b[2] - 0.5, 0.0, 0.0])
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(image, tf.float32)[tf.newaxis], transforms=transform[tf.newaxis],
-        output_shape=tf.constant([out_height, out_width], tf.int32),
-        fill_value=tf.constant(0.0), interpolation="BILINEAR", fill_mode=fill.upper())
-    return out[0]
+    matrix = tf.cast(matrix, tf.float32)
+    chw = image if channels_first else tf.transpose(image, [2, 0, 1])
+
+    def resample():
+        inverse = tf.linalg.inv(matrix)
+        # The op samples input index coordinates (pixel centres at integers) for output
+        # indices; continuous coordinates are index + 0.5 on both sides.
+        a, b = inverse[0], inverse[1]
+        transform = tf.stack([a[0], a[1], 0.5 * (a[0] + a[1]) + a[2] - 0.5,
+                              b[0], b[1], 0.5 * (b[0] + b[1]) + b[2] - 0.5, 0.0, 0.0])
+        out = tf.raw_ops.ImageProjectiveTransformV3(
+            images=tf.cast(chw, tf.float32)[..., tf.newaxis], transforms=transform[tf.newaxis],
+            output_shape=tf.constant([out_height, out_width], tf.int32),
+            fill_value=tf.constant(0.0), interpolation="BILINEAR", fill_mode=fill.upper())
+        return out[..., 0]
+
+    def shift():
+        return tf.cast(_shift_image(chw, matrix, out_height, out_width), tf.float32)
+
+    whole = (tf.abs(tf.abs(matrix[0, 0]) - 1.0) < 1e-6) & (
+        tf.abs(tf.abs(matrix[1, 1]) - 1.0) < 1e-6) & (
+        tf.abs(matrix[0, 2] - tf.round(matrix[0, 2])) < 1e-4) & (
+        tf.abs(matrix[1, 2] - tf.round(matrix[1, 2])) < 1e-4)
+    out = tf.cond(whole, shift, resample)
+    return out if channels_first else tf.transpose(out, [1, 2, 0])
 
 
 def transform_boxes(boxes, matrix, height: int, width: int, min_width: float = 0.0,
@@ -243,12 +284,27 @@ def transform_boxes(boxes, matrix, height: int, width: int, min_width: float = 0
     return tf.stack([x1, y1, x2, y2], axis=1), keep
 
 
-def apply_color_matrix(image, matrix):
-    """Apply a 4x4 colour matrix (colours in [0, 1] units) to an HWC RGB image in [0, 255]."""
+def apply_color_matrix(image, matrix, *, channels_first: bool = False):
+    """Apply a 4x4 colour matrix (colours in [0, 1] units) to an RGB image in [0, 255].
+
+    Args:
+        image: HWC (or CHW with ``channels_first``) image.
+        matrix: TLT colour matrix, row-vector convention.
+        channels_first: the image is CHW. Each output plane is then a weighted sum of the three
+            input planes, which costs a third of the HWC matrix product.
+
+    Returns:
+        The image in the same layout, float32 clipped to [0, 255].
+    """
     import tensorflow as tf
 
+    image = tf.cast(image, tf.float32)
+    if channels_first:
+        out = tf.einsum("chw,cd->dhw", image, matrix[:3, :3]) + 255.0 * tf.reshape(
+            matrix[3, :3], [3, 1, 1])
+        return tf.clip_by_value(out, 0.0, 255.0)
     shape = tf.shape(image)
-    flat = tf.reshape(tf.cast(image, tf.float32), [-1, 3])
+    flat = tf.reshape(image, [-1, 3])
     out = flat @ matrix[:3, :3] + 255.0 * matrix[3, :3]
     return tf.reshape(tf.clip_by_value(out, 0.0, 255.0), shape)
 
@@ -256,9 +312,9 @@ def apply_color_matrix(image, matrix):
 class DetectionAugment:
     """Per-frame pre-processing (+ augmentation when training) of an image and its boxes.
 
-    Call with ``(image HWC, boxes [N, 4] in source pixels, seed [2])``; returns
-    ``(image [H, W, C] float32 in [0, 255], boxes [N, 4] in network pixels, keep [N] bool,
-    matrix 3x3 source -> network)``.
+    Call with ``(image HWC, boxes [N, 4] in source pixels, seed [2], channels_first=False)``;
+    returns ``(image [H, W, C] (or [C, H, W]) float32 in [0, 255], boxes [N, 4] in network
+    pixels, keep [N] bool, matrix 3x3 source -> network)``.
     """
 
     def __init__(self, out_height: int, out_width: int, channels: int,
@@ -278,18 +334,23 @@ class DetectionAugment:
             m = random_spatial_matrix(self.spatial, self.out_height, self.out_width, seed) @ m
         return m
 
-    def __call__(self, image, boxes, seed):
+    def __call__(self, image, boxes, seed, *, channels_first: bool = False):
         import tensorflow as tf
 
         shape = tf.shape(image)
         m = self.matrix(shape[0], shape[1], seed)
+        # Work on CHW planes: transposing the decoded 8-bit image is the cheapest place.
+        chw = tf.transpose(image, [2, 0, 1])
         # Without augmentation only crop/resize remains: repeat edge pixels like tf.image.resize.
-        out = warp_image(image, m, self.out_height, self.out_width,
+        out = warp_image(chw, m, self.out_height, self.out_width, channels_first=True,
                          fill="constant" if self.spatial is not None else "nearest")
         if self.color is not None:
             seed2 = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)[1]
-            out = apply_color_matrix(out, random_color_matrix(self.color, seed2))
-        out = tf.ensure_shape(out, [self.out_height, self.out_width, self.channels])
+            out = apply_color_matrix(out, random_color_matrix(self.color, seed2),
+                                     channels_first=True)
+        out = tf.ensure_shape(out, [self.channels, self.out_height, self.out_width])
+        if not channels_first:
+            out = tf.transpose(out, [1, 2, 0])
         boxes, keep = transform_boxes(boxes, m, self.out_height, self.out_width, *self.min_bbox)
         return out, boxes, keep, m
 

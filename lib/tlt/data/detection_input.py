@@ -32,7 +32,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from tlt.data.class_mapping import ClassMapping, build_class_mapping, check_class_presence
-from tlt.data.classification_input import PREPROCESSING, preprocess
+from tlt.data.classification_input import PREPROCESSING
 from tlt.data.detection_augment import build_detection_augment
 from tlt.data.tfrecord import decode_example, feature_spec, read_records
 from tlt.errors import DataError, SpecError
@@ -277,6 +277,11 @@ class _FrameDecoder:
                 "truncation": dense["target/truncation"], "occlusion": dense["target/occlusion"]}
 
 
+def _scale(image_chw):
+    """Pixels in [0, 255] -> the network's range, as `tlt.data.classification_input.preprocess`."""
+    return (image_chw - PREPROCESSING["offset"]) * PREPROCESSING["scale"]
+
+
 def _setup(experiment: Any, training: bool, use_training_set: bool, base_dir, cache_dir):
     pre = experiment.augmentation_config.preprocessing
     mapping = build_class_mapping(experiment.dataset_config,
@@ -335,10 +340,11 @@ def build_detection_input(experiment: Any, *, training: bool, batch_size: int,
     def load(ep, index, serialized):
         frame = decode(serialized)
         image, boxes, keep, _ = augment(frame["image"], frame["boxes"],
-                                        tf.stack([ep * 1_000_003 + seed, index]))
+                                        tf.stack([ep * 1_000_003 + seed, index]),
+                                        channels_first=True)
         cov, mask, bbox_t, weight = raster.tf_rasterize(
             tf.boolean_mask(boxes, keep), tf.boolean_mask(frame["class_ids"], keep))
-        return preprocess(image), {"output_cov": tf.concat([cov, mask], 0),
+        return _scale(image), {"output_cov": tf.concat([cov, mask], 0),
                                    "output_bbox": tf.concat([bbox_t, weight], 0)}
 
     def records(ep, order):
@@ -423,8 +429,9 @@ def iter_validation_frames(experiment: Any, *, batch_size: int, use_training_set
 
     def load(serialized):
         f = decode(serialized)
-        image, _, _, m = augment(f["image"], f["boxes"], tf.zeros([2], tf.int64))
-        return {"image": preprocess(image), "id": f["id"], "boxes": f["boxes"],
+        image, _, _, m = augment(f["image"], f["boxes"], tf.zeros([2], tf.int64),
+                                 channels_first=True)
+        return {"image": _scale(image), "id": f["id"], "boxes": f["boxes"],
                 "names": f["names"], "class_ids": f["class_ids"], "truncation": f["truncation"],
                 "occlusion": f["occlusion"], "to_network": tf.stack([m[0, 0], m[1, 1], m[0, 2],
                                                                      m[1, 2]])}

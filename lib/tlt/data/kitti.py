@@ -265,7 +265,7 @@ def probe_image(data: bytes, path: str, expected_format: str | None = None) -> I
 
 
 def normalise_extension(extension: str) -> str:
-    """``"png"``/``".PNG"`` -> ``".png"``; raises `DataError` for formats the converter cannot store."""
+    """``"png"``/``".PNG"`` -> ``".png"``; `DataError` for formats the converter cannot store."""
     ext = extension.strip().lower()
     if ext and not ext.startswith("."):
         ext = "." + ext

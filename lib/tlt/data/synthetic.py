@@ -108,7 +108,8 @@ def _draw_object(draw: ImageDraw.ImageDraw, cls: str, box: tuple[float, float, f
         draw.line((x1 + r, y2 - r, x2 - r, y2 - r), fill=(60, 60, 60), width=max(1, int(r * 0.2)))
         cx, head = (x1 + x2) / 2, h * 0.15
         draw.ellipse((cx - head / 2, y1, cx + head / 2, y1 + head), fill=jitter((225, 180, 140)))
-        draw.rectangle((cx - w * 0.15, y1 + head, cx + w * 0.15, y2 - r), fill=jitter((245, 140, 20)))
+        draw.rectangle((cx - w * 0.15, y1 + head, cx + w * 0.15, y2 - r),
+                       fill=jitter((245, 140, 20)))
 
 
 def _place_objects(rng: np.random.Generator, width: int, height: int) -> list[dict]:
@@ -136,7 +137,8 @@ def _place_objects(rng: np.random.Generator, width: int, height: int) -> list[di
         ry = float(rng.uniform(-math.pi, math.pi))
         x3d = (xc - width / 2) * z / focal
         objects.append({
-            "cls": cls, "box": box, "clipped": clipped, "dims": dims, "loc": (x3d, _CAMERA_HEIGHT, z),
+            "cls": cls, "box": box, "clipped": clipped, "dims": dims,
+            "loc": (x3d, _CAMERA_HEIGHT, z),
             "ry": ry, "alpha": (ry - math.atan2(x3d, z) + math.pi) % (2 * math.pi) - math.pi,
             "truncation": max(0.0, round(1.0 - vis_w * vis_h / (bw * bh), 2))})
     objects.sort(key=lambda o: o["box"][3])  # far (small ymax) first, near objects on top
@@ -176,8 +178,10 @@ def _detection_frame(rng: np.random.Generator, texture: np.ndarray, offset: tupl
         box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
         for _ in range(5):
             bx, by = rng.uniform(box[0], box[2] - 3), rng.uniform(box[1], box[3] - 3)
-            draw.rectangle((bx, by, bx + 3, by + 3), fill=tuple(int(v) for v in rng.integers(60, 200, 3)))
-        lines.append(_label_line("DontCare", -1, -1, -10, box, (-1, -1, -1), (-1000, -1000, -1000), -10))
+            colour = tuple(int(v) for v in rng.integers(60, 200, 3))
+            draw.rectangle((bx, by, bx + 3, by + 3), fill=colour)
+        lines.append(_label_line("DontCare", -1, -1, -10, box, (-1, -1, -1),
+                                 (-1000, -1000, -1000), -10))
         classes.append("DontCare")
     objects = _place_objects(rng, width, height)
     _occlusion(objects, width, height)
@@ -260,7 +264,8 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
     elif shape == "square":
         draw.polygon(polygon(4, angle + math.pi / 4), fill=color)
     elif shape == "diamond":
-        draw.polygon([(cx, cy - r), (cx + r * 0.6, cy), (cx, cy + r), (cx - r * 0.6, cy)], fill=color)
+        draw.polygon([(cx, cy - r), (cx + r * 0.6, cy), (cx, cy + r), (cx - r * 0.6, cy)],
+                     fill=color)
     elif shape == "triangle":
         draw.polygon(polygon(3, angle - math.pi / 2), fill=color)
     elif shape == "cross":
@@ -323,7 +328,8 @@ def make_classification_dataset(out_dir: str | os.PathLike, *,
                     cx, cy = (float(rng.uniform(r, size - r)) for _ in range(2))
                     _draw_shape(ImageDraw.Draw(image), shapes[cls], cx, cy, r,
                                 float(rng.uniform(0, 2 * math.pi)), color)
-                    noisy = np.asarray(image, dtype=np.int16) + rng.integers(-10, 11, (size, size, 3))
+                    noisy = (np.asarray(image, dtype=np.int16)
+                             + rng.integers(-10, 11, (size, size, 3)))
                     _save(Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)),
                           folder / f"{cls}_{i:04d}.{ext}", pil_format)
     return {"root": str(out), "classes": list(classes), "splits": splits}

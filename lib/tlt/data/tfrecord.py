@@ -312,7 +312,7 @@ def decode_example(serialized: bytes) -> dict[str, list]:
 
 
 def feature_spec() -> dict[str, Any]:
-    """The ``tf.io.parse_example`` feature spec of detection frames (frame scalars, target lists)."""
+    """The ``tf.io.parse_example`` spec of detection frames (frame scalars, target lists)."""
     import tensorflow as tf
 
     spec: dict[str, Any] = {

@@ -43,6 +43,18 @@ def _status_of(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
+def _server_message(exc: BaseException) -> str:
+    """The server's own error message (JSON ``error.message``), else the exception's text."""
+    response = getattr(exc, "response", None)
+    try:
+        message = response.json()["error"]["message"]  # type: ignore[union-attr]
+        if isinstance(message, str) and message:
+            return message
+    except Exception:  # noqa: BLE001 - no JSON error body: fall back below
+        pass
+    return str(getattr(exc, "message", None) or exc)
+
+
 class GCSBackend:
     """Object operations on gs:// URIs; every call is retried and its errors translated."""
 
@@ -74,8 +86,7 @@ class GCSBackend:
                 return KNOWN, ("no Google credentials found (set GOOGLE_APPLICATION_CREDENTIALS "
                                "or run on a machine with a service account)")
             status = _status_of(exc)
-            message = getattr(exc, "message", None) or str(exc)
-            detail = f"HTTP {status}: {message}" if status else f"{type(exc).__name__}: {exc}"
+            detail = f"HTTP {status}: {_server_message(exc)}" if status else f"{type(exc).__name__}: {exc}"
             if status is not None:
                 if status == 429 or status >= 500 or status == 408:
                     return TRANSIENT, detail

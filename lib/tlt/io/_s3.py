@@ -91,8 +91,9 @@ class S3Backend:
             from boto3.exceptions import RetriesExceededError, S3UploadFailedError  # noqa: PLC0415
             from botocore.exceptions import (  # noqa: PLC0415
                 ClientError, ConnectionError as BotoConnectionError, HTTPClientError,
-                NoCredentialsError,
+                IncompleteReadError, NoCredentialsError,
             )
+            from urllib3.exceptions import HTTPError as Urllib3Error  # noqa: PLC0415
 
             if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, ClientError):
                 exc = exc.__context__  # boto3 wraps part-upload errors; judge the original
@@ -116,8 +117,9 @@ class S3Backend:
             if isinstance(exc, NoCredentialsError):
                 return KNOWN, ("no AWS credentials found (set AWS_ACCESS_KEY_ID and "
                                "AWS_SECRET_ACCESS_KEY, a profile, or an instance role)")
+            # Connection refused/reset, timeouts, and bodies cut short while streaming.
             if isinstance(exc, (BotoConnectionError, HTTPClientError, RetriesExceededError,
-                                ConnectionError, TimeoutError)):
+                                IncompleteReadError, Urllib3Error, ConnectionError, TimeoutError)):
                 return TRANSIENT, f"{type(exc).__name__}: {exc}"
             return OTHER, f"{type(exc).__name__}: {exc}"
 

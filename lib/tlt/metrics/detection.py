@@ -123,8 +123,8 @@ class EvaluationSettings:
         if self.ap_mode not in AP_MODES:
             raise SpecError(f"AP mode must be one of: {', '.join(AP_MODES)}; got {self.ap_mode!r}")
         if self.mode == "kitti" and self.ap_mode == "all":
-            raise SpecError('AP mode "all" is not part of the KITTI benchmark; use 11 or 40 recall '
-                            "points in kitti mode")
+            raise SpecError('AP mode "all" (area under the curve) is not part of the KITTI benchmark; '
+                            "use 11 or 40 recall points in kitti mode")
 
     def overlap_for(self, class_name: str) -> float:
         """Minimum IoU of a match for ``class_name``."""
@@ -285,7 +285,8 @@ def build_evaluation_settings(spec=None, *, mode: str | None = None, ap_mode: st
         if names:
             kwargs["classes"] = tuple(names)
         overlaps = dict(DEFAULT_MIN_OVERLAP)
-        overlaps.update({k.lower(): float(v) for k, v in cfg.minimum_detection_ground_truth_overlap.items()})
+        overlaps.update({k.lower(): _decimal(v)
+                         for k, v in cfg.minimum_detection_ground_truth_overlap.items()})
         kwargs["min_overlap"] = overlaps
         if cfg.evaluation_bucket_config:
             kwargs["buckets"] = _buckets_from_spec(cfg.evaluation_bucket_config)
@@ -295,9 +296,6 @@ def build_evaluation_settings(spec=None, *, mode: str | None = None, ap_mode: st
         kwargs["ap_mode"] = str(ap_mode)
     if classes is not None:
         kwargs["classes"] = tuple(c.lower() for c in classes)
-    if kwargs.get("mode") == "kitti" and kwargs.get("ap_mode", "11") not in ("11", "40"):
-        raise SpecError(f"AP mode {kwargs['ap_mode']!r} is not available in kitti mode (expected 11 "
-                        "or 40 recall points)", field="evaluation_config.num_recall_points")
     return EvaluationSettings(**kwargs)
 
 
@@ -310,8 +308,13 @@ def _buckets_from_spec(config) -> tuple[Bucket, ...]:
         b = config[name]
         buckets.append(Bucket(name, float(b.minimum_height), float(b.maximum_height),
                               int(b.minimum_occlusion), int(b.maximum_occlusion),
-                              float(b.truncation.minimum), float(b.truncation.maximum)))
+                              _decimal(b.truncation.minimum), _decimal(b.truncation.maximum)))
     return tuple(buckets)
+
+
+def _decimal(value: float) -> float:
+    """A float32 spec value as the decimal the user wrote (0.7, not 0.699999988), as the devkit has it."""
+    return float(str(np.float32(value)))
 
 
 def evaluate_detections(ground_truth: Sequence[Sequence[GroundTruth]],

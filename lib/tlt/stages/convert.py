@@ -175,7 +175,8 @@ def _list_frames(settings: KittiSettings, images: Path, labels: Path, image_uri:
         raise DataError(f"image folder {image_uri} has no {settings.extension!r} images (found "
                         f"{', '.join(found)}); check kitti_config.image_extension")
     return [Frame(fid, img, lab, storage.join(image_uri, os.path.basename(img)),
-                  storage.join(label_uri, os.path.basename(lab))) for fid, (img, lab) in pairs.items()]
+                  storage.join(label_uri, os.path.basename(lab)))
+            for fid, (img, lab) in pairs.items()]
 
 
 def _sequence_folds(settings: KittiSettings, frame_ids: list[str]) -> tuple[list[list[str]], dict]:

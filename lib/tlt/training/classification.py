@@ -179,6 +179,9 @@ def _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec
     from tlt.io import modelfile
     from tlt.training.callbacks import StatusCallback
     from tlt.training.checkpoints import EpochCheckpoint, find_latest_checkpoint
+    # Registers the schedules with Keras: a checkpoint's optimizer refers to them by name, and a
+    # resumed run in a fresh process has not imported them yet.
+    from tlt.training import schedules  # noqa: F401
 
     image_size = (backbone.channels, backbone.height, backbone.width)
 

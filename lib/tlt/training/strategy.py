@@ -55,12 +55,13 @@ def build_strategy(gpus: int = 1):
         devices = [f"/gpu:{i}" for i in range(min(gpus, len(physical)))]
     else:
         cpu = tf.config.list_physical_devices("CPU")[0]
-        if len(tf.config.list_logical_devices("CPU")) < gpus:
-            try:
-                tf.config.set_logical_device_configuration(
-                    cpu, [tf.config.LogicalDeviceConfiguration()] * gpus)
-            except RuntimeError:
-                _log.warning("TensorFlow already initialised; cannot split the CPU into %d devices", gpus)
-        _log.warning("no GPU found: mirroring over %d logical CPU devices", gpus)
+        # Configure before anything lists logical devices: listing them initialises the runtime,
+        # after which the CPU can no longer be split.
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * gpus)
+        except RuntimeError:
+            _log.warning("TensorFlow already initialised; cannot split the CPU into %d devices", gpus)
         devices = [d.name for d in tf.config.list_logical_devices("CPU")[:gpus]]
+        _log.warning("no GPU found: mirroring over %d logical CPU devices", len(devices))
     return tf.distribute.MirroredStrategy(devices=devices)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
+from scipy.sparse import csr_matrix
 from sklearn.cluster import DBSCAN
 
 from tlt.errors import DataError, SpecError
@@ -163,12 +164,16 @@ def cluster_dbscan(boxes: np.ndarray, weights: np.ndarray, eps: float, min_sampl
     if not len(boxes):
         return []
     distance = 1.0 - iou_matrix(boxes, boxes)
+    # Only pairs within eps matter to DBSCAN: handing it that sparse neighbourhood graph (explicit
+    # zeros included) gives the same labels as the dense matrix at a fraction of the cost.
+    rows, cols = np.nonzero(distance <= eps)
+    graph = csr_matrix((distance[rows, cols], (rows, cols)), shape=distance.shape)
     # scikit-learn only takes an integer min_samples, but its core test is "summed sample_weight of
     # the neighbourhood >= min_samples": dividing the weights by TLT's float threshold and asking
     # for 1 is the same test. The weights play no other part in DBSCAN.
     sample_weight = weights / min_samples if min_samples > 0 else None
     labels = DBSCAN(eps=eps, min_samples=1, metric="precomputed").fit_predict(
-        distance, sample_weight=sample_weight)
+        graph, sample_weight=sample_weight)
     keep = labels >= 0
     if not keep.any():
         return []
@@ -260,7 +265,7 @@ def _from_clustering_config(cfg) -> ClassSettings:
     defaults = ClassSettings()
 
     def get(field: str, default: float) -> float:
-        return float(getattr(cfg, field)) if cfg.HasField(field) else default
+        return _decimal(getattr(cfg, field)) if cfg.HasField(field) else default
 
     return ClassSettings(
         coverage_threshold=get("coverage_threshold", defaults.coverage_threshold),
@@ -268,7 +273,7 @@ def _from_clustering_config(cfg) -> ClassSettings:
         dbscan_eps=get("dbscan_eps", defaults.dbscan_eps),
         dbscan_min_samples=get("dbscan_min_samples", defaults.dbscan_min_samples),
         minimum_height=get("minimum_bounding_box_height", defaults.minimum_height),
-        confidence_threshold=(float(cfg.nms_confidence_threshold) if nms
+        confidence_threshold=(_decimal(cfg.nms_confidence_threshold) if nms
                               else get("dbscan_confidence_threshold", defaults.confidence_threshold)),
         nms_iou_threshold=get("nms_iou_threshold", defaults.nms_iou_threshold),
     )
@@ -291,14 +296,18 @@ def _from_cluster_params(params, class_names, codec, image_size) -> PostProcesso
             settings[name] = ClassSettings(enabled=False)
             continue
         settings[name] = ClassSettings(
-            coverage_threshold=cluster_value(params, "min_cov_to_cluster", name),
-            dbscan_eps=cluster_value(params, "dbscan_eps", name),
-            dbscan_min_samples=cluster_value(params, "dbscan_min_samples", name),
-            minimum_height=cluster_value(params, "min_obj_height", name),
-            confidence_threshold=cluster_value(params, "confidence_th", name),
+            coverage_threshold=_decimal(cluster_value(params, "min_cov_to_cluster", name)),
+            dbscan_eps=_decimal(cluster_value(params, "dbscan_eps", name)),
+            dbscan_min_samples=_decimal(cluster_value(params, "dbscan_min_samples", name)),
+            minimum_height=_decimal(cluster_value(params, "min_obj_height", name)),
+            confidence_threshold=_decimal(cluster_value(params, "confidence_th", name)),
             output_name=params.output_map.get(name) or None,
             enabled=name in shown)
     if image_size is None and params.image_width and params.image_height:
         image_size = (params.image_width, params.image_height)
     return PostProcessor(class_names, settings, codec, image_size)
 
+
+def _decimal(value: float) -> float:
+    """A float32 spec value as the decimal written in the file (0.15, not 0.150000006)."""
+    return float(str(np.float32(value)))
