@@ -6,7 +6,7 @@ end marker, parses every label and writes the TFRecord shards. Both run in this 
 page-cached data set of synthetic 960x544 JPEG frames (generated once and cached under the temp
 folder). The last line printed is the ratio of the throughputs, convert / copy (target >= 0.5).
 
-    .venv/bin/python bench/convert.py [--frames 2000] [--repeat 3] [--workers N]
+    .venv/bin/python bench/convert.py [--frames 2000] [--repeat 5] [--workers N]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=2000)
     parser.add_argument("--width", type=int, default=960)
     parser.add_argument("--height", type=int, default=544)
-    parser.add_argument("--repeat", type=int, default=3, help="best of N runs of each")
+    parser.add_argument("--repeat", type=int, default=5, help="best of N runs of each")
     parser.add_argument("--workers", type=int, default=None,
                         help="convert workers (default: one per core)")
     args = parser.parse_args()
@@ -86,7 +86,8 @@ def main() -> None:
             shutil.rmtree(work / f"convert-{i}")
         copy_mbs, convert_mbs = size_mb / min(copy_s), size_mb / min(convert_s)
         print(f"data set: {args.frames} frames, {len(files)} files, {size_mb:.1f} MB; "
-              f"cores: {os.cpu_count()}; convert workers: {args.workers or 'all cores'}")
+              f"cores: {os.cpu_count()}; convert workers: {args.workers or 'all cores'}; "
+              f"load average: {os.getloadavg()[0]:.1f}")
         print(f"copy (floor): {copy_mbs:.1f} MB/s "
               f"(best {min(copy_s):.3f} s of {args.repeat})")
         print(f"convert:      {convert_mbs:.1f} MB/s "

@@ -118,6 +118,14 @@ def test_crop_and_resize_matrix():
     np.testing.assert_allclose(m, [[2, 0, -32], [0, 2, -16], [0, 0, 1]])
     out = da.warp_image(_white_box_image((40, 20, 60, 30)), m, 96, 192, fill="nearest").numpy()
     np.testing.assert_allclose(_found_box(out), [48, 24, 88, 44], atol=1.0)
+    # A crop to the output size is a whole-pixel move: the pixels are copied.
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (H, W, 3)).astype(np.uint8)
+    m = da.preprocessing_matrix(H, W, 48, 96, crop=(16, 8, 112, 56))
+    np.testing.assert_array_equal(da.warp_image(image, m, 48, 96).numpy(), image[8:56, 16:112])
+    flipped = da.random_spatial_matrix(da.SpatialConfig(1.0, 1.0), 48, 96, _seed(0)) @ m
+    chw = da.warp_image(image, flipped, 48, 96, channels_first=True).numpy()
+    np.testing.assert_array_equal(chw, image[8:56, 16:112][::-1, ::-1].transpose(2, 0, 1))
     # Plain resizing matches tf.image.resize (half-pixel centres, edges repeated).
     rng = np.random.default_rng(1)
     image = rng.uniform(0, 255, (H, W, 3)).astype(np.float32)
@@ -138,6 +146,10 @@ def test_colour_identity_shape_range_and_grey_axis():
         out = da.apply_color_matrix(image, da.random_color_matrix(strong, _seed(i))).numpy()
         assert out.shape == image.shape and out.dtype == np.float32
         assert out.min() >= 0.0 and out.max() <= 255.0 and not np.allclose(out, image, atol=1)
+    matrix = da.random_color_matrix(strong, _seed(9))
+    np.testing.assert_allclose(
+        da.apply_color_matrix(image.transpose(2, 0, 1), matrix, channels_first=True).numpy(),
+        da.apply_color_matrix(image, matrix).numpy().transpose(2, 0, 1), atol=1e-3)
     # Hue rotation and saturation turn about the grey axis: grey pixels stay put (within one
     # level: TLT's coefficients are rounded to three decimals).
     grey = np.repeat(rng.uniform(0, 255, (H, W, 1)), 3, axis=2).astype(np.float32)

@@ -13,7 +13,7 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with TLT v1's flags."""
     parser = argparse.ArgumentParser(prog="tlt-evaluate", description="Evaluate a TLT model.")
-    tasks = parser.add_subparsers(dest="task", required=True, metavar="{classification}")
+    tasks = parser.add_subparsers(dest="task", required=True, metavar="{classification,detection}")
     cls = tasks.add_parser("classification", help="evaluate an image classifier")
     cls.add_argument("-d", "--target_dir", required=True,
                      help="data set folder with one sub-folder per class (local, gs://, s3://)")
@@ -25,12 +25,33 @@ def build_parser() -> argparse.ArgumentParser:
     cls.add_argument("--results_json", default=None,
                      help="write every number as JSON here (default: evaluation.json next to the model)")
     cls.add_argument("-v", "--verbose", action="store_true", help="detailed logs")
+
+    det = tasks.add_parser("detection", help="evaluate a DetectNet_v2 model, or score prediction files")
+    det.add_argument("-e", "--experiment_spec_file", dest="spec", default=None,
+                     help="the training spec (validation data, classes, overlaps, buckets)")
+    det.add_argument("-m", "--model", default=None, help="the .tlt model to evaluate")
+    det.add_argument("-k", "--key", default=None, help="the model's key (default: $TLT_KEY)")
+    det.add_argument("--use_training_set", action="store_true",
+                     help="evaluate on the training data instead of the validation data")
+    det.add_argument("--labels_dir", default=None,
+                     help="ground-truth KITTI label files (with --predictions_dir: no model needed)")
+    det.add_argument("--predictions_dir", default=None,
+                     help="KITTI prediction files with the score as 16th field, matched by file name")
+    det.add_argument("--mode", choices=("voc", "kitti"), default=None,
+                     help="voc (TLT's AP) or kitti (official benchmark); default: the spec's, else voc")
+    det.add_argument("--ap_mode", choices=("11", "40", "all"), default=None,
+                     help="recall points (11, 40) or all-point interpolation (voc only)")
+    det.add_argument("-b", "--batch_size", type=int, default=None, help="frames per batch")
+    det.add_argument("--results_json", default=None, help="write every number as JSON here")
+    det.add_argument("-v", "--verbose", action="store_true", help="detailed logs")
     return parser
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    if args.task == "detection":
+        return _detection(args)
     from tlt.errors import DataError
     from tlt.io import storage
     from tlt.io.modelfile import resolve_key
@@ -47,6 +68,34 @@ def _main(argv: Sequence[str] | None) -> int:
                                          top_k=args.top_k, results_json=results_json)
     print(result.table)
     print(f"\nResults written to {result.results_json}")
+    return 0
+
+
+def _detection(args) -> int:
+    from tlt import spec as spec_loader
+    from tlt.errors import DataError
+    from tlt.io.modelfile import resolve_key
+    from tlt.stages import evaluate
+
+    spec = spec_loader.load(args.spec, "detection") if args.spec else None
+    if args.labels_dir or args.predictions_dir:
+        if not (args.labels_dir and args.predictions_dir):
+            raise DataError("--labels_dir and --predictions_dir go together")
+        results = evaluate.run_detection_files(args.labels_dir, args.predictions_dir, spec=spec,
+                                               mode=args.mode, ap_mode=args.ap_mode,
+                                               results_json=args.results_json)
+        print(results.table())
+    else:
+        if not (spec and args.model):
+            raise DataError("give -e SPEC and -m MODEL, or --labels_dir and --predictions_dir")
+        evaluation = evaluate.run_detection(spec, args.model, key=resolve_key(args.key),
+                                            use_training_set=args.use_training_set, mode=args.mode,
+                                            ap_mode=args.ap_mode, batch_size=args.batch_size,
+                                            results_json=args.results_json)
+        print(f"Validation cost: {evaluation.validation_cost:.6f}")
+        print(evaluation.results.table())
+    if args.results_json:
+        print(f"\nResults written to {args.results_json}")
     return 0
 
 

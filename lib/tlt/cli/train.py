@@ -14,17 +14,22 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with TLT v1's flags."""
     parser = argparse.ArgumentParser(prog="tlt-train", description="Train a TLT model.")
-    tasks = parser.add_subparsers(dest="task", required=True, metavar="{classification}")
-    cls = tasks.add_parser("classification", help="train an image classifier")
+    tasks = parser.add_subparsers(dest="task", required=True, metavar="{classification,detection}")
+    for task, help_text in (("classification", "train an image classifier"),
+                            ("detection", "train a DetectNet_v2 object detector")):
+        _add_task_args(tasks.add_parser(task, help=help_text), task)
+    return parser
+
+
+def _add_task_args(cls: argparse.ArgumentParser, task: str) -> None:
     cls.add_argument("-e", "--experiment_spec_file", "--experiment_spec", dest="spec", required=True,
-                     help="classification experiment spec (prototxt, YAML or JSON)")
+                     help=f"{task} experiment spec (prototxt, YAML or JSON)")
     cls.add_argument("-r", "--results_dir", required=True,
                      help="folder for checkpoints, logs and the final model.tlt; rerun to resume")
     cls.add_argument("-k", "--key", default=None,
                      help="key to encrypt the output model (default: $TLT_KEY; none = plain file)")
     cls.add_argument("--gpus", type=int, default=1, help="number of GPUs (replicas) to train on")
     cls.add_argument("-v", "--verbose", action="store_true", help="detailed logs")
-    return parser
 
 
 def _main(argv: Sequence[str] | None) -> int:

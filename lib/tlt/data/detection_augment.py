@@ -212,28 +212,27 @@ def _shift_image(image, matrix, out_height: int, out_width: int):
 
 def warp_image(image, matrix, out_height: int, out_width: int, *, fill: str = "constant",
                channels_first: bool = False):
-    """Resample ``image`` so that source point p lands at ``matrix @ p``.
+    """Resample an HWC ``image`` so that source point p lands at ``matrix @ p``.
 
     Whole-pixel moves (any flips and integer shifts, scale 1: TLT's default augmentation on
     images of the network size) copy pixels; anything else is resampled bilinearly.
 
     Args:
-        image: HWC (or CHW) image, any real dtype.
+        image: HWC image, any real dtype.
         matrix: 3x3 source -> output matrix (affine, axis-aligned).
         out_height: output height.
         out_width: output width.
         fill: "constant" (black outside the source, as TLT) or "nearest" (edge pixels repeated:
             plain resizing then matches ``tf.image.resize`` at the borders).
-        channels_first: the image is CHW, and so is the result. Pipelines warp CHW: the planes
-            are resampled as a batch of one-channel images and need no transposition later.
+        channels_first: return CHW (the network's layout). Copies transpose the 8-bit source,
+            the cheapest place to do it.
 
     Returns:
-        The warped image, float32, in the input's layout.
+        The warped image, float32.
     """
     import tensorflow as tf
 
     matrix = tf.cast(matrix, tf.float32)
-    chw = image if channels_first else tf.transpose(image, [2, 0, 1])
 
     def resample():
         inverse = tf.linalg.inv(matrix)
@@ -243,20 +242,20 @@ def warp_image(image, matrix, out_height: int, out_width: int, *, fill: str = "c
         transform = tf.stack([a[0], a[1], 0.5 * (a[0] + a[1]) + a[2] - 0.5,
                               b[0], b[1], 0.5 * (b[0] + b[1]) + b[2] - 0.5, 0.0, 0.0])
         out = tf.raw_ops.ImageProjectiveTransformV3(
-            images=tf.cast(chw, tf.float32)[..., tf.newaxis], transforms=transform[tf.newaxis],
+            images=tf.cast(image, tf.float32)[tf.newaxis], transforms=transform[tf.newaxis],
             output_shape=tf.constant([out_height, out_width], tf.int32),
-            fill_value=tf.constant(0.0), interpolation="BILINEAR", fill_mode=fill.upper())
-        return out[..., 0]
+            fill_value=tf.constant(0.0), interpolation="BILINEAR", fill_mode=fill.upper())[0]
+        return tf.transpose(out, [2, 0, 1]) if channels_first else out
 
     def shift():
-        return tf.cast(_shift_image(chw, matrix, out_height, out_width), tf.float32)
+        chw = _shift_image(tf.transpose(image, [2, 0, 1]), matrix, out_height, out_width)
+        return tf.cast(chw if channels_first else tf.transpose(chw, [1, 2, 0]), tf.float32)
 
     whole = (tf.abs(tf.abs(matrix[0, 0]) - 1.0) < 1e-6) & (
         tf.abs(tf.abs(matrix[1, 1]) - 1.0) < 1e-6) & (
         tf.abs(matrix[0, 2] - tf.round(matrix[0, 2])) < 1e-4) & (
         tf.abs(matrix[1, 2] - tf.round(matrix[1, 2])) < 1e-4)
-    out = tf.cond(whole, shift, resample)
-    return out if channels_first else tf.transpose(out, [1, 2, 0])
+    return tf.cond(whole, shift, resample)
 
 
 def transform_boxes(boxes, matrix, height: int, width: int, min_width: float = 0.0,
@@ -290,8 +289,7 @@ def apply_color_matrix(image, matrix, *, channels_first: bool = False):
     Args:
         image: HWC (or CHW with ``channels_first``) image.
         matrix: TLT colour matrix, row-vector convention.
-        channels_first: the image is CHW. Each output plane is then a weighted sum of the three
-            input planes, which costs a third of the HWC matrix product.
+        channels_first: the image is CHW (one [3, 3] x [3, H*W] product).
 
     Returns:
         The image in the same layout, float32 clipped to [0, 255].
@@ -300,9 +298,10 @@ def apply_color_matrix(image, matrix, *, channels_first: bool = False):
 
     image = tf.cast(image, tf.float32)
     if channels_first:
-        out = tf.einsum("chw,cd->dhw", image, matrix[:3, :3]) + 255.0 * tf.reshape(
-            matrix[3, :3], [3, 1, 1])
-        return tf.clip_by_value(out, 0.0, 255.0)
+        shape = tf.shape(image)
+        planes = tf.matmul(matrix[:3, :3], tf.reshape(image, [3, -1]), transpose_a=True)
+        out = planes + 255.0 * tf.reshape(matrix[3, :3], [3, 1])
+        return tf.reshape(tf.clip_by_value(out, 0.0, 255.0), shape)
     shape = tf.shape(image)
     flat = tf.reshape(image, [-1, 3])
     out = flat @ matrix[:3, :3] + 255.0 * matrix[3, :3]
@@ -339,10 +338,8 @@ class DetectionAugment:
 
         shape = tf.shape(image)
         m = self.matrix(shape[0], shape[1], seed)
-        # Work on CHW planes: transposing the decoded 8-bit image is the cheapest place.
-        chw = tf.transpose(image, [2, 0, 1])
         # Without augmentation only crop/resize remains: repeat edge pixels like tf.image.resize.
-        out = warp_image(chw, m, self.out_height, self.out_width, channels_first=True,
+        out = warp_image(image, m, self.out_height, self.out_width, channels_first=True,
                          fill="constant" if self.spatial is not None else "nearest")
         if self.color is not None:
             seed2 = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)[1]

@@ -145,8 +145,8 @@ class ClassResult:
         num_ground_truth: ground-truth boxes that count (recall denominator).
         num_ignored_ground_truth: boxes matched without counting (other bucket, neighbour class).
         num_detections: detections of the class that were scored (not ignored).
-        true_positives: at the lowest score threshold.
-        false_positives: at the lowest score threshold.
+        true_positives: over all detections (no score threshold).
+        false_positives: over all detections (kitti: DontCare-covered ones excluded).
         precision: the sampled, interpolated precision values the AP averages (fractions).
         recall: recall at the same points (voc "all" mode: the final recall only).
     """
@@ -195,10 +195,7 @@ class DetectionResults:
 
     def to_dict(self) -> dict:
         """Every number of the evaluation as JSON-serialisable data."""
-        data = asdict(self)
-        data["per_class"] = {c: {b: asdict(r) for b, r in by_bucket.items()}
-                             for c, by_bucket in self.per_class.items()}
-        return data
+        return asdict(self)
 
     def to_json(self, indent: int = 2) -> str:
         """`to_dict` as JSON text (None becomes null)."""

@@ -8,7 +8,7 @@ from tlt.errors import SpecError
 
 __all__ = ["TASKS", "run"]
 
-TASKS = ("classification",)
+TASKS = ("classification", "detection")
 
 
 def _load_spec(spec, task: str):
@@ -30,7 +30,7 @@ def run(spec, results_dir: str | Path, *, task: str = "classification", key: str
     Args:
         spec: spec file path or loaded experiment message.
         results_dir: results folder; rerunning on it resumes from the last checkpoint.
-        task: "classification".
+        task: "classification" or "detection".
         key: encryption key of the output model (None: plain file).
         gpus: number of replicas (MirroredStrategy).
         progress: per-step progress bar.
@@ -41,6 +41,11 @@ def run(spec, results_dir: str | Path, *, task: str = "classification", key: str
     if task not in TASKS:
         raise SpecError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     message, text = _load_spec(spec, task)
+    if task == "detection":
+        from tlt.training.detection import train_detection
+
+        return train_detection(message, results_dir, key=key, gpus=gpus, spec_text=text,
+                               progress=progress)
     from tlt.training.classification import train_classification
 
     return train_classification(message, results_dir, key=key, gpus=gpus, spec_text=text,

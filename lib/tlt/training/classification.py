@@ -191,10 +191,14 @@ def _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec
         write_class_map(results / "classmap.json", train.class_names)
     replicas = strategy.num_replicas_in_sync
     global_batch = tc.batch_size_per_gpu * replicas
-    multi_worker = "MultiWorker" in type(strategy).__name__
+    import tensorflow as tf
+
+    # tf.distribute.MultiWorkerMirroredStrategy's class is named CollectiveAllReduceStrategy.
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    strategy_name = "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__
     drop = multi_worker and len(train) >= global_batch
     steps_per_epoch = (len(train) // global_batch) if drop else math.ceil(len(train) / global_batch)
-    _log.info("training with %s on %d replica(s)", type(strategy).__name__, replicas)
+    _log.info("training with %s on %d replica(s)", strategy_name, replicas)
     _log.info("found %d training images in %d classes%s; %d steps per epoch of %d images",
               len(train), num_classes,
               f", {len(val)} validation images" if val is not None else "", steps_per_epoch,

@@ -13,7 +13,8 @@ import keras
 
 from tlt.errors import SpecError
 
-__all__ = ["StepSchedule", "SoftAnnealSchedule", "CosineSchedule", "build_lr_schedule"]
+__all__ = ["StepSchedule", "SoftAnnealSchedule", "CosineSchedule", "SoftStartAnnealingSchedule",
+           "build_lr_schedule", "build_soft_start_annealing"]
 
 
 @keras.saving.register_keras_serializable(package="tlt")
@@ -110,3 +111,47 @@ def build_lr_schedule(lr_config, *, steps_per_epoch: int, epochs: int):
                               lr_config.min_lr_ratio)
     raise SpecError(f"train_config.lr_config.scheduler must be one of step, soft_anneal, cosine; "
                     f"got {lr_config.scheduler!r}", field="train_config.lr_config.scheduler")
+
+
+@keras.saving.register_keras_serializable(package="tlt")
+class SoftStartAnnealingSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """DetectNet_v2's soft_start_annealing_schedule, as a function of training progress p in [0, 1].
+
+    The rate rises exponentially from ``min_lr`` to ``max_lr`` while p < soft_start, stays at
+    ``max_lr`` until p reaches ``annealing``, then decays exponentially back to ``min_lr`` at p = 1.
+    """
+
+    def __init__(self, min_lr: float, max_lr: float, total_steps: int, soft_start: float,
+                 annealing: float):
+        self.min_lr = float(min_lr)
+        self.max_lr = float(max_lr)
+        self.total_steps = max(1, int(total_steps))
+        self.soft_start = float(soft_start)
+        self.annealing = float(annealing)
+
+    def __call__(self, step):
+        from keras import ops
+
+        progress = ops.clip(ops.cast(step, "float32") / self.total_steps, 0.0, 1.0)
+        ratio = self.max_lr / self.min_lr
+        warm = self.min_lr * ops.power(ratio, progress / max(self.soft_start, 1e-8))
+        cool = self.max_lr * ops.power(1.0 / ratio, (progress - self.annealing)
+                                       / max(1.0 - self.annealing, 1e-8))
+        rate = ops.where(progress < self.soft_start, warm, self.max_lr)
+        return ops.where(progress >= self.annealing, cool, rate)
+
+    def get_config(self):
+        return {"min_lr": self.min_lr, "max_lr": self.max_lr, "total_steps": self.total_steps,
+                "soft_start": self.soft_start, "annealing": self.annealing}
+
+
+def build_soft_start_annealing(learning_rate_config, *, steps_per_epoch: int, epochs: int):
+    """Schedule of a detection ``training_config.learning_rate``."""
+    s = learning_rate_config.soft_start_annealing_schedule
+    if s.min_learning_rate <= 0 or s.max_learning_rate < s.min_learning_rate:
+        raise SpecError("training_config.learning_rate.soft_start_annealing_schedule needs "
+                        f"0 < min_learning_rate <= max_learning_rate, got {s.min_learning_rate} and "
+                        f"{s.max_learning_rate}",
+                        field="training_config.learning_rate.soft_start_annealing_schedule")
+    return SoftStartAnnealingSchedule(s.min_learning_rate, s.max_learning_rate,
+                                      steps_per_epoch * epochs, s.soft_start, s.annealing)

@@ -246,8 +246,9 @@ def build_postprocessor(config, class_names: Sequence[str] | None = None, *, cod
         config = config.postprocessing_config
     if hasattr(config, "target_classes"):
         return _from_cluster_params(config, class_names, codec, image_size)
-    if class_names is None:
-        raise SpecError("postprocessing_config: the model's class names are needed to order its outputs")
+    if not class_names:
+        raise SpecError("postprocessing_config: the model's class names are needed to order its outputs "
+                        "(cost_function_config.target_classes is empty)")
     table = config.target_class_config
     settings = {}
     for name in class_names:
