@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -37,6 +38,13 @@ def _dataset(frames: int, width: int, height: int) -> Path:
 
 def _files(root: Path) -> list[Path]:
     return sorted((root / "images").iterdir()) + sorted((root / "labels").iterdir())
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the convert workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _copy(files: list[Path], dest: Path) -> float:
@@ -76,12 +84,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tlt-bench-convert-out-"))
     try:
         _copy(files, work / "warm")  # bring the data set into the page cache
-        copy_s, convert_s = [], []
+        copy_s, convert_s, copy_cpu, convert_cpu = [], [], [], []
         for i in range(args.repeat):
             # Fresh destinations, removed outside the timed part: each run measures its own
             # writes, not the freeing of the previous run's output.
+            cpu = _cpu_seconds()
             copy_s.append(_copy(files, work / f"copy-{i}.bin"))
+            copy_cpu.append(_cpu_seconds() - cpu)
+            cpu = _cpu_seconds()
             convert_s.append(_convert(root, work / f"convert-{i}", args.workers))
+            convert_cpu.append(_cpu_seconds() - cpu)
             (work / f"copy-{i}.bin").unlink()
             shutil.rmtree(work / f"convert-{i}")
         copy_mbs, convert_mbs = size_mb / min(copy_s), size_mb / min(convert_s)
@@ -92,6 +104,10 @@ def main() -> None:
               f"(best {min(copy_s):.3f} s of {args.repeat})")
         print(f"convert:      {convert_mbs:.1f} MB/s "
               f"(best {min(convert_s):.3f} s of {args.repeat})")
+        # CPU time is what the machine's other jobs cannot take away: context for the wall times.
+        mid = args.repeat // 2
+        print(f"cpu time (all processes, median): copy {sorted(copy_cpu)[mid]:.2f} s, "
+              f"convert {sorted(convert_cpu)[mid]:.2f} s")
         print(f"ratio convert/copy: {convert_mbs / copy_mbs:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -164,6 +164,10 @@ def test_validation_fold_split_counts(records, tmp_path):
     # Training batches stay inside an epoch: 6 frames in batches of 4 -> 4, 2, 4, 2.
     ds = build_detection_input(experiment, training=True, batch_size=4)
     assert [len(x) for x, _ in ds.take(4)] == [4, 2, 4, 2]
+    with pytest.raises(DataError) as err:
+        build_detection_input(experiment, training=True, batch_size=8, drop_remainder=True)
+    assert str(err.value) == (f"{out}/kitti* (all but fold 0) holds 6 training frame(s), "
+                              "expected at least 8 (batch size 8, drop_remainder)")
     # Without convert's metadata the records are scanned: same answer.
     bare = tmp_path / "bare"
     bare.mkdir()

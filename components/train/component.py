@@ -2,7 +2,7 @@
 """KFP component `train`: Train a model from an experiment spec; a retried task resumes from its last checkpoint."""
 
 from kfp import dsl
-from kfp.dsl import Model, Output
+from kfp.dsl import Dataset, Model, Input, Output
 
 __all__ = ["train"]
 
@@ -15,24 +15,26 @@ def train(
     train_dataset: str = '',
     val_dataset: str = '',
     gpus: int = 1,
+    dataset: Input[Dataset] = None,
 ):
     """Train a model from an experiment spec; a retried task resumes from its last checkpoint.
 
     Same stage as `tlt-train` on a laptop.
 
     Args:
-        task: classification (detection follows in a later step).
+        task: classification or detection.
         spec: Experiment spec (TLT prototxt text, as tlt-train -e reads).
-        train_dataset: URI of the training images; overrides train_config.train_dataset_path when not empty.
-        val_dataset: URI of the validation images; overrides train_config.val_dataset_path when not empty.
+        train_dataset: Classification: URI of the training images; overrides train_config.train_dataset_path when not empty.
+        val_dataset: Classification: URI of the validation images; overrides train_config.val_dataset_path when not empty.
         gpus: Replicas to train on (MirroredStrategy).
-        model: Results folder: model.tlt, checkpoints, training log, class map and metadata.json.
+        dataset: Detection: TFRecords from the convert stage; they replace dataset_config.data_sources (validation_fold is kept).
+        model: Results folder: model.tlt, checkpoints, training log, status.json and metadata.json.
     """
     from tlt.orchestration.entrypoints import run_component
 
     run_component(
         "train",
         params={"task": task, "spec": spec, "train_dataset": train_dataset, "val_dataset": val_dataset, "gpus": gpus},
-        inputs={},
+        inputs={"dataset": dataset},
         outputs={"model": model},
     )

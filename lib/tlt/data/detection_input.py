@@ -303,7 +303,7 @@ def build_detection_input(experiment: Any, *, training: bool, batch_size: int,
     Args:
         experiment: a DetectionExperiment (spec).
         training: training split, shuffled each epoch and augmented, repeating forever; else the
-            validation split once, in file order, only cropped/resized.
+            validation split once, in a fixed order, only cropped/resized.
         batch_size: global batch size.
         use_training_set: evaluation on the training split (no augmentation).
         seed: base seed of shuffling and augmentation.
@@ -320,14 +320,20 @@ def build_detection_input(experiment: Any, *, training: bool, batch_size: int,
 
     Raises:
         SpecError: class mapping or split settings are inconsistent.
-        DataError: no records, a target class without examples (training), or frames of another
-            size than the network input without enable_auto_resize.
+        DataError: no records, fewer training frames than one batch, a target class without
+            examples (training), or frames of another size than the network input without
+            enable_auto_resize.
     """
     import tensorflow as tf
 
     from tlt.models.detectnet_v2.rasterizer import build_rasterizer
 
     pre, mapping, split = _setup(experiment, training, use_training_set, base_dir, cache_dir)
+    if training and split.num_frames < (batch_size if drop_remainder else 1):
+        # An epoch without a batch would make the endless training stream spin forever.
+        raise DataError(f"{split.description} holds {split.num_frames} training frame(s), "
+                        f"expected at least {batch_size if drop_remainder else 1} "
+                        f"(batch size {batch_size}{', drop_remainder' if drop_remainder else ''})")
     bbox = experiment.model_config.objective_set.bbox
     raster = build_rasterizer(experiment.bbox_rasterizer_config, mapping.target_classes,
                               input_height=pre.output_image_height,

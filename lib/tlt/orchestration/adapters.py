@@ -8,10 +8,13 @@ components and Argo containers both reach the stages only through these function
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any, Callable, Mapping
 
 from tlt.errors import PipelineError
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["ADAPTERS", "get_adapter", "convert", "train", "evaluate"]
 
@@ -59,6 +62,15 @@ def convert(params: Mapping[str, Any], inputs: Mapping[str, str],
     }}
 
 
+def _use_convert_output(spec, dataset_dir: str) -> None:
+    """Point a detection spec's data sources at the convert stage's TFRecords folder."""
+    del spec.dataset_config.data_sources[:]
+    source = spec.dataset_config.data_sources.add()
+    source.tfrecords_path = f"{dataset_dir}/tfrecords-fold-*"
+    if spec.dataset_config.WhichOneof("dataset_split_type") == "validation_data_source":
+        spec.dataset_config.validation_fold = 0
+
+
 def train(params: Mapping[str, Any], inputs: Mapping[str, str],
           outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """Run `tlt.stages.train` into the model artifact folder (a rerun resumes from checkpoints).
@@ -72,10 +84,13 @@ def train(params: Mapping[str, Any], inputs: Mapping[str, str],
 
     task = params["task"]
     spec = tlt_spec.loads(params["spec"], task)
-    if params.get("train_dataset"):
-        spec.train_config.train_dataset_path = params["train_dataset"]
-    if params.get("val_dataset"):
-        spec.train_config.val_dataset_path = params["val_dataset"]
+    if task == "classification":
+        if params.get("train_dataset"):
+            spec.train_config.train_dataset_path = params["train_dataset"]
+        if params.get("val_dataset"):
+            spec.train_config.val_dataset_path = params["val_dataset"]
+    elif "dataset" in inputs:
+        _use_convert_output(spec, inputs["dataset"])
     result = train_stage.run(spec, outputs["model"], task=task, key=resolve_key(None),
                              gpus=int(params.get("gpus", 1)), progress=sys.stderr.isatty())
     return {"model": {
@@ -91,20 +106,40 @@ def train(params: Mapping[str, Any], inputs: Mapping[str, str],
 
 def evaluate(params: Mapping[str, Any], inputs: Mapping[str, str],
              outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """Evaluate the train stage's model.tlt; shape the numbers as KFP Metrics/ClassificationMetrics."""
+    """Evaluate the train stage's model.tlt; shape the numbers as KFP Metrics/ClassificationMetrics.
+
+    The ``report`` output is a single HTML file (what the Kubeflow UI renders).
+    """
     from pathlib import Path
 
+    from tlt.io.atomic import atomic_write_text
+
+    model_file = str(Path(inputs["model"]) / "model.tlt")
+    for name in ("metrics", "confusion"):
+        Path(outputs[name]).mkdir(parents=True, exist_ok=True)
+    if params["task"] == "classification":
+        metrics, confusion, report = _evaluate_classification(params, model_file, outputs)
+    elif params["task"] == "detection":
+        metrics, confusion, report = _evaluate_detection(params, inputs, model_file, outputs)
+    else:
+        raise PipelineError(f"evaluate: unknown task {params['task']!r}; expected classification or detection")
+    atomic_write_text(outputs["report"], report)
+    return {"metrics": _jsonable(metrics), "confusion": confusion,
+            "report": {"task": params["task"]}}
+
+
+def _evaluate_classification(params, model_file: str, outputs):
+    from pathlib import Path
+
+    from tlt.evaluation.report import classification_report_html
     from tlt.io.modelfile import resolve_key
     from tlt.stages import evaluate as evaluate_stage
 
-    if params["task"] != "classification":
-        raise PipelineError(f"evaluate: task {params['task']!r} is not supported; expected classification")
-    Path(outputs["metrics"]).mkdir(parents=True, exist_ok=True)
-    Path(outputs["confusion"]).mkdir(parents=True, exist_ok=True)
+    if not params.get("data_dir"):
+        raise PipelineError("evaluate: classification needs the data_dir parameter")
     result = evaluate_stage.run_classification(
-        str(Path(inputs["model"]) / "model.tlt"), params["data_dir"], key=resolve_key(None),
-        batch_size=int(params["batch_size"]), top_k=int(params["top_k"]),
-        results_json=str(Path(outputs["metrics"]) / "evaluation.json"))
+        model_file, params["data_dir"], key=resolve_key(None), batch_size=int(params["batch_size"]),
+        top_k=int(params["top_k"]), results_json=str(Path(outputs["metrics"]) / "evaluation.json"))
     m = result.metrics
     scalars = {"accuracy": m["accuracy"], f"top_{m['top_k']}_accuracy": m["top_k_accuracy"],
                "macro_f1": m["macro_f1"], "num_images": m["num_images"]}
@@ -115,7 +150,41 @@ def evaluate(params: Mapping[str, Any], inputs: Mapping[str, str],
         "annotationSpecs": [{"displayName": name} for name in m["class_names"]],
         "rows": [{"row": [int(v) for v in row]} for row in m["confusion_matrix"]],
     }}
-    return {"metrics": _jsonable(scalars), "confusion": confusion}
+    return scalars, confusion, classification_report_html(m)
+
+
+def _evaluate_detection(params, inputs, model_file: str, outputs):
+    from pathlib import Path
+
+    from tlt import spec as tlt_spec
+    from tlt.evaluation.report import annotated_validation_samples, detection_report_html
+    from tlt.io.modelfile import load_keras_model, resolve_key
+    from tlt.stages import evaluate as evaluate_stage
+
+    model, metadata = load_keras_model(model_file, key=resolve_key(None), compile=False)
+    spec_text = params.get("spec") or metadata.get("spec", "")
+    if not spec_text:
+        raise PipelineError("evaluate: detection needs the spec parameter (the model stores none)")
+    spec = tlt_spec.loads(spec_text, "detection")
+    if "dataset" in inputs:
+        _use_convert_output(spec, inputs["dataset"])
+    evaluation = evaluate_stage.run_detection(
+        spec, model_file, key=resolve_key(None), mode=params.get("mode") or None,
+        batch_size=int(params["batch_size"]),
+        results_json=str(Path(outputs["metrics"]) / "evaluation.json"))
+    results = evaluation.results
+    _log.info("detection evaluation (validation cost %.6f):\n%s", evaluation.validation_cost,
+              results.table())
+    scalars = {"validation_cost": evaluation.validation_cost, "num_frames": evaluation.num_frames}
+    for bucket in results.buckets:
+        suffix = "" if bucket == "all" else f"_{bucket}"
+        scalars[f"mAP{suffix}"] = results.mean_ap[bucket] or 0.0
+        for cls in results.classes:
+            ap = results.per_class[cls][bucket].ap
+            if ap is not None:
+                scalars[f"AP_{cls}{suffix}"] = ap
+    samples = annotated_validation_samples(model, spec, max_frames=4)
+    return scalars, {}, detection_report_html(results, evaluation.validation_cost, samples)
 
 
 #: Registry key -> adapter. Every `tlt.orchestration.registry.STAGES` key has one (a test checks).

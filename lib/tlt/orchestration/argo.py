@@ -92,7 +92,9 @@ def build_workflow_template(stage: Stage, image: str | None = None) -> dict[str,
         },
     }
     if stage.inputs:
-        template["inputs"]["artifacts"] = [{"name": a.name, "path": input_path(a.name)} for a in stage.inputs]
+        template["inputs"]["artifacts"] = [
+            {"name": a.name, "path": input_path(a.name), **({"optional": True} if a.optional else {})}
+            for a in stage.inputs]
     env = _env(stage.secrets)
     if env:
         template["container"]["env"] = env

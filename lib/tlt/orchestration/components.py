@@ -41,9 +41,10 @@ def component_function_name(stage: Stage) -> str:
 def _signature_lines(stage: Stage) -> list[str]:
     # Python needs arguments without defaults first: required params, artifacts, then optional params.
     lines = [f"    {p.name}: {p.type.__name__}," for p in stage.params if p.required]
-    lines += [f"    {a.name}: Input[{a.kind}]," for a in stage.inputs]
+    lines += [f"    {a.name}: Input[{a.kind}]," for a in stage.inputs if not a.optional]
     lines += [f"    {a.name}: Output[{a.kind}]," for a in stage.outputs]
     lines += [f"    {p.name}: {p.type.__name__} = {p.default!r}," for p in stage.params if not p.required]
+    lines += [f"    {a.name}: Input[{a.kind}] = None," for a in stage.inputs if a.optional]
     return lines
 
 

@@ -42,7 +42,8 @@ def run_stage(stage_name: str, params: Mapping[str, Any], inputs: Mapping[str, s
     """
     stage = get_stage(stage_name)
     full = _complete_params(stage, params)
-    _check_names(stage, "input artifact", inputs, [a.name for a in stage.inputs])
+    _check_names(stage, "input artifact", inputs, [a.name for a in stage.inputs],
+                 optional=[a.name for a in stage.inputs if a.optional])
     _check_names(stage, "output artifact", outputs, [a.name for a in stage.outputs])
     _log.info("stage %s: inputs %s, outputs %s", stage.name, dict(inputs), dict(outputs))
     return get_adapter(stage.name)(full, dict(inputs), dict(outputs))
@@ -60,7 +61,7 @@ def run_component(stage_name: str, params: Mapping[str, Any], inputs: Mapping[st
             adapter's metadata so the Kubeflow UI shows it.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
-    meta = run_stage(stage_name, params, {k: v.path for k, v in inputs.items()},
+    meta = run_stage(stage_name, params, {k: v.path for k, v in inputs.items() if v is not None},
                      {k: v.path for k, v in outputs.items()})
     for name, artifact in outputs.items():
         artifact.metadata.update(meta.get(name, {}))
@@ -80,7 +81,8 @@ def build_stage_parser(stage: Stage, prog: str | None = None) -> argparse.Argume
             kwargs["default"] = p.default
         parser.add_argument(f"--{p.name}", **kwargs)
     for a in stage.inputs:
-        parser.add_argument(f"--input-{a.name}", dest=f"input__{a.name}", required=True, help=a.help)
+        parser.add_argument(f"--input-{a.name}", dest=f"input__{a.name}", required=not a.optional,
+                            default=None, help=a.help)
     for a in stage.outputs:
         parser.add_argument(f"--output-{a.name}", dest=f"output__{a.name}", required=True, help=a.help)
     return parser
@@ -97,6 +99,10 @@ def run_stage_argv(stage_name: str, argv: Sequence[str], prog: str | None = None
     params = {p.name: ns[p.name] for p in stage.params}
     inputs = {a.name: ns[f"input__{a.name}"] for a in stage.inputs}
     outputs = {a.name: ns[f"output__{a.name}"] for a in stage.outputs}
+    # An optional input Argo did not connect leaves its folder absent: the stage runs without it.
+    optional = {a.name for a in stage.inputs if a.optional}
+    inputs = {name: path for name, path in inputs.items()
+              if path is not None and not (name in optional and not Path(path).exists())}
     for name, path in inputs.items():
         if not Path(path).exists():
             raise PipelineError(f"stage {stage.name}: input artifact {name} folder {path} does not exist")
@@ -127,8 +133,10 @@ def _complete_params(stage: Stage, params: Mapping[str, Any]) -> dict[str, Any]:
     return full
 
 
-def _check_names(stage: Stage, what: str, given: Mapping[str, Any], expected: list[str]) -> None:
-    if sorted(given) != sorted(expected):
+def _check_names(stage: Stage, what: str, given: Mapping[str, Any], expected: list[str],
+                 optional: Sequence[str] = ()) -> None:
+    required = sorted(set(expected) - set(optional))
+    if set(given) - set(expected) or set(required) - set(given):
         raise PipelineError(f"stage {stage.name}: {what}s {sorted(given)} given, expected {sorted(expected)}")
 
 

@@ -83,11 +83,13 @@ class Artifact:
         name: identifier, snake_case (``dataset``, ``model`` ...).
         kind: the KFP artifact class, one of `ARTIFACT_KINDS`.
         help: one sentence for the README and the UI.
+        optional: an input a task may leave unconnected (e.g. the TFRecords only detection reads).
     """
 
     name: str
     kind: str
     help: str
+    optional: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ARTIFACT_KINDS:
@@ -225,34 +227,48 @@ STAGES: dict[str, Stage] = {
             cli="tlt-train",
             description="Train a model from an experiment spec; a retried task resumes from its last checkpoint.",
             params=(
-                Param("task", str, "classification (detection follows in a later step).", "classification"),
+                Param("task", str, "classification or detection.", "classification"),
                 Param("spec", str, "Experiment spec (TLT prototxt text, as tlt-train -e reads)."),
-                Param("train_dataset", str, "URI of the training images; overrides "
+                Param("train_dataset", str, "Classification: URI of the training images; overrides "
                       "train_config.train_dataset_path when not empty.", ""),
-                Param("val_dataset", str, "URI of the validation images; overrides "
+                Param("val_dataset", str, "Classification: URI of the validation images; overrides "
                       "train_config.val_dataset_path when not empty.", ""),
                 Param("gpus", int, "Replicas to train on (MirroredStrategy).", 1),
             ),
+            inputs=(Artifact("dataset", "Dataset", "Detection: TFRecords from the convert stage; they "
+                             "replace dataset_config.data_sources (validation_fold is kept).",
+                             optional=True),),
             outputs=(Artifact("model", "Model", "Results folder: model.tlt, checkpoints, training log, "
-                              "class map and metadata.json."),),
+                              "status.json and metadata.json."),),
             resources=Resources(cpu_request="2", cpu_limit="4", memory_request="4Gi", memory_limit="8Gi"),
             retry=RetryPolicy(num_retries=3, backoff_seconds=30, backoff_factor=2, backoff_max_seconds=600),
         ),
         Stage(
             name="evaluate",
             cli="tlt-evaluate",
-            description="Evaluate a trained model; metrics and the confusion matrix go to the Kubeflow UI.",
+            description="Evaluate a trained model; metrics, the confusion matrix and a report go to the Kubeflow UI.",
             params=(
-                Param("task", str, "classification (detection follows in a later step).", "classification"),
-                Param("data_dir", str, "URI of the evaluation images (one sub-folder per class)."),
-                Param("batch_size", int, "Images per batch.", 32),
-                Param("top_k", int, "k of the top-k accuracy.", 5),
+                Param("task", str, "classification or detection.", "classification"),
+                Param("data_dir", str, "Classification: URI of the evaluation images (one sub-folder "
+                      "per class).", ""),
+                Param("spec", str, "Detection: experiment spec text; empty uses the spec stored in "
+                      "the model.", ""),
+                Param("mode", str, "Detection: voc or kitti; empty uses the spec's evaluation_mode.", ""),
+                Param("batch_size", int, "Images per batch.", 16),
+                Param("top_k", int, "Classification: k of the top-k accuracy.", 5),
             ),
-            inputs=(Artifact("model", "Model", "Output of the train stage (its model.tlt is evaluated)."),),
+            inputs=(
+                Artifact("model", "Model", "Output of the train stage (its model.tlt is evaluated)."),
+                Artifact("dataset", "Dataset", "Detection: TFRecords from the convert stage (its "
+                         "validation fold is evaluated).", optional=True),
+            ),
             outputs=(
-                Artifact("metrics", "Metrics", "Scalar metrics (accuracy, top-k, per-class F1) and "
-                         "evaluation.json."),
-                Artifact("confusion", "ClassificationMetrics", "Confusion matrix for the Kubeflow UI."),
+                Artifact("metrics", "Metrics", "Scalar metrics (accuracy and per-class F1, or AP per "
+                         "class and bucket) and the full JSON."),
+                Artifact("confusion", "ClassificationMetrics", "Classification: confusion matrix for "
+                         "the Kubeflow UI (empty for detection)."),
+                Artifact("report", "HTML", "Evaluation report; for detection with annotated "
+                         "validation frames."),
             ),
             resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi"),
         ),
