@@ -11,6 +11,7 @@ from tlt.errors import PipelineError
 from tlt.orchestration import argo
 from tlt.orchestration.compile import compile_tree
 from tlt.orchestration.paths import DEFAULT_IMAGE
+from tlt.orchestration.pipelines import PIPELINES
 from tlt.orchestration.registry import STAGES, get_stage
 
 _PREFIX = "io.argoproj.workflow.v1alpha1."
@@ -68,7 +69,7 @@ def test_every_generated_argo_document_is_valid(schema_definitions, manifests):
             continue
         assert _validate(schema_definitions, doc["kind"], doc) == [], rel
         checked += 1
-    assert checked == len(STAGES) + 1
+    assert checked == len(STAGES) + len(PIPELINES)  # a template per stage, a workflow per pipeline
 
 
 def test_artifact_repository_is_valid(schema_definitions, manifests):
@@ -108,10 +109,11 @@ def test_workflow_template_refs_resolve(manifests):
     wf = manifests["manifests/workflows/detection.yaml"]
     assert wf["spec"]["entrypoint"] == "detection"
     wf_params = {p["name"] for p in wf["spec"]["arguments"]["parameters"]}
-    assert wf_params == {"convert_spec", "dataset_root", "validation_fold"}
+    assert wf_params == {"convert_spec", "dataset_root", "validation_fold", "train_spec",
+                         "evaluation_mode", "gpus"}
     (dag,) = [t for t in wf["spec"]["templates"] if t["name"] == wf["spec"]["entrypoint"]]
     tasks = dag["dag"]["tasks"]
-    assert [t["name"] for t in tasks] == ["convert"]
+    assert sorted(t["name"] for t in tasks) == ["convert", "evaluate", "train"]
     for task in tasks:
         ref = task["templateRef"]
         assert ref["name"] in templates, f"{task['name']}: no WorkflowTemplate {ref['name']}"

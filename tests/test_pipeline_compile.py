@@ -37,12 +37,13 @@ def test_detection_ir_has_tasks_params_images_resources_and_retry(compiled):
     ir, platform = list(yaml.safe_load_all(text))
     assert ir["pipelineInfo"]["name"] == "tlt-detection"
     params = ir["root"]["inputDefinitions"]["parameters"]
-    assert sorted(params) == ["convert_spec", "dataset_root", "validation_fold"]
+    assert sorted(params) == ["convert_spec", "dataset_root", "evaluation_mode", "gpus", "train_spec",
+                              "validation_fold"]
     assert params["convert_spec"]["defaultValue"] == DEFAULT_CONVERT_SPEC
     assert params["validation_fold"]["parameterType"] == "NUMBER_INTEGER"
-    assert params["validation_fold"]["defaultValue"] == -1
+    assert params["validation_fold"]["defaultValue"] == 0
     tasks = ir["root"]["dag"]["tasks"]
-    assert list(tasks) == ["convert"]
+    assert list(tasks) == ["convert", "evaluate", "train"]
     convert = tasks["convert"]
     assert convert["inputs"]["parameters"]["spec"] == {"componentInputParameter": "convert_spec"}
     stage = get_stage("convert")

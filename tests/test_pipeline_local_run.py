@@ -25,12 +25,37 @@ def _count_records(paths):
     return sum(1 for p in paths for _ in tf.data.TFRecordDataset(str(p)))
 
 
-def test_local_run_writes_tfrecords_and_a_dataset_artifact(kitti, tmp_path, capsys):
+def _one_epoch_spec() -> str:
+    """The pipeline's default DetectNet_v2 spec cut to one epoch at 128x64 (validation at the end)."""
+    from tlt.orchestration.pipelines import DEFAULT_DETECTION_SPEC
+
+    return (DEFAULT_DETECTION_SPEC.replace("num_epochs: 12", "num_epochs: 1")
+            .replace("output_image_width: 256", "output_image_width: 128")
+            .replace("output_image_height: 144", "output_image_height: 64")
+            .replace("validation_period_during_training: 4", "validation_period_during_training: 1")
+            .replace("first_validation_epoch: 4", "first_validation_epoch: 1"))
+
+
+def test_local_run_converts_trains_and_evaluates(kitti, tmp_path, capsys):
     root, _ = kitti
-    result = run_local("detection", [f"dataset_root={root}"], pipeline_root=tmp_path / "runs")
+    spec = _one_epoch_spec()
+    assert "num_epochs: 1" in spec and "output_image_width: 128" in spec
+    result = run_local("detection", [f"dataset_root={root}", f"train_spec={spec}"],
+                       pipeline_root=tmp_path / "runs")
     assert result.run_dir.parent == tmp_path / "runs"
     assert result.run_dir.name.startswith("tlt-detection-")
-    (art,) = result.outputs.values()
+    assert sorted(result.outputs) == ["dataset", "metrics", "model", "report"]
+    model = result.outputs["model"]
+    assert (model.path / "model.tlt").is_file()
+    assert model.metadata["task"] == "detection" and model.metadata["epochs"] == 1
+    assert model.metadata["classes"] == ["car", "pedestrian", "cyclist"]
+    metrics = result.outputs["metrics"].metadata
+    assert {"mAP", "validation_cost", "num_frames"} <= set(metrics)
+    assert 0.0 <= metrics["mAP"] <= 100.0
+    assert metrics["num_frames"] == result.outputs["dataset"].metadata["frames_per_fold"][0]
+    report = result.outputs["report"].path.read_text()
+    assert report.startswith("<!DOCTYPE html>") and "data:image/png;base64," in report
+    art = result.outputs["dataset"]
     assert (art.name, art.kind) == ("dataset", "Dataset")
     assert art.path == result.run_dir / "convert" / "dataset"
     shards = sorted(art.path.glob("tfrecords-fold-*"))
@@ -51,6 +76,7 @@ def test_local_run_writes_tfrecords_and_a_dataset_artifact(kitti, tmp_path, caps
     assert "Wrote the following numbers of objects" in log
 
 
+@pytest.mark.slow
 def test_cli_run_prints_artifact_and_metadata(kitti, tmp_path, capsys):
     root, _ = kitti
     code = cli.main(["run", "detection", "--local", "--param", f"dataset_root={root}",
@@ -96,10 +122,10 @@ def test_argo_container_command_runs_here(kitti, tmp_path, capsys):
 
 def test_bad_pipeline_and_params_are_one_line(capsys):
     assert cli.main(["run", "segmentation", "--local"]) == 1
-    assert capsys.readouterr().err == "tlt-pipeline: error: unknown pipeline 'segmentation': expected one of detection\n"
+    assert capsys.readouterr().err == "tlt-pipeline: error: unknown pipeline 'segmentation': expected one of detection, classification\n"
     assert cli.main(["run", "detection", "--local", "--param", "fold=1"]) == 1
     assert capsys.readouterr().err == ("tlt-pipeline: error: --param fold: unknown parameter; expected one of "
-                                       "convert_spec, dataset_root, validation_fold\n")
+                                       "convert_spec, dataset_root, evaluation_mode, gpus, train_spec, validation_fold\n")
     assert cli.main(["run", "detection", "--local", "--param", "validation_fold=two"]) == 1
     assert capsys.readouterr().err == "tlt-pipeline: error: --param validation_fold='two': expected an integer value\n"
     assert cli.main(["run", "detection"]) == 1

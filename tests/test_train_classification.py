@@ -203,7 +203,7 @@ def _poll_latest(path: Path) -> int:
 
 def test_resume_after_kill_9_finishes_the_run_exactly_once(tmp_path):
     data = make_shapes(tmp_path / "data", per_class=(16, 4, 1))
-    epochs = 6
+    epochs = 5
     spec = write_spec(tmp_path / "spec.txt", data / "train", data / "val", epochs=epochs,
                       checkpoint_interval=1, crop=True)
     out = tmp_path / "out"
@@ -262,6 +262,7 @@ def test_resume_after_kill_9_finishes_the_run_exactly_once(tmp_path):
 
 # ------------------------------------------------------------------ tf.distribute
 
+@pytest.mark.slow
 def test_gpus_2_on_cpu_mirrors_over_two_logical_devices(shapes, tmp_path):
     spec = write_spec(tmp_path / "spec.txt", shapes / "train", shapes / "val", epochs=1,
                       batch_size=4)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
 from typing import Sequence
 
 from tlt.cli._common import run_main, setup_logging
 
 __all__ = ["build_parser", "main"]
 
+_log = logging.getLogger("tlt-infer")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with TLT v1's flags."""
     parser = argparse.ArgumentParser(prog="tlt-infer", description="Run inference with a TLT model.")
-    tasks = parser.add_subparsers(dest="task", required=True, metavar="{classification}")
+    tasks = parser.add_subparsers(dest="task", required=True, metavar="{classification,detection}")
     cls = tasks.add_parser("classification", help="classify images")
     cls.add_argument("-m", "--model", required=True, help="the .tlt model")
     source = cls.add_mutually_exclusive_group(required=True)
@@ -24,12 +29,74 @@ def build_parser() -> argparse.ArgumentParser:
     cls.add_argument("-cm", "--class_map", default=None,
                      help="JSON class map {name: index} (default: the classes stored in the model)")
     cls.add_argument("-v", "--verbose", action="store_true", help="detailed logs")
+
+    det = tasks.add_parser("detection", help="detect objects: KITTI labels and/or annotated images")
+    det.add_argument("-m", "--model", required=True, help="the DetectNet_v2 .tlt model")
+    det.add_argument("-i", "--inference_input", required=True,
+                     help="an image, or a folder of images (.jpg/.jpeg/.png)")
+    det.add_argument("-o", "--inference_output", required=True,
+                     help="output folder: labels/ (-k) and images_annotated/ (-bo)")
+    det.add_argument("-bs", "--batch_size", type=int, default=1, help="inference batch size (default 1)")
+    det.add_argument("-k", "--kitti_dump", action="store_true",
+                     help="write KITTI label files with the score as 16th field")
+    det.add_argument("-bo", "--box_overlay", action="store_true",
+                     help="write the images with the boxes drawn")
+    det.add_argument("-cp", "--cluster_params_file", default=None,
+                     help="bbox post-processing JSON (default: the spec stored in the model)")
+    det.add_argument("-lw", "--line_width", type=int, default=2, help="overlay line width (default 2)")
+    det.add_argument("-g", "--gpu_set", type=int, default=None, help="index of the GPU to use")
+    det.add_argument("--output_cov", default="output_cov", help="name of the coverage layer")
+    det.add_argument("--output_bbox", default="output_bbox", help="name of the bbox layer")
+    det.add_argument("-ek", "--enc_key", default=None, help="the model's key (default: $TLT_KEY)")
+    det.add_argument("-v", "--verbosity", "--verbose", dest="verbose", action="store_true",
+                     help="detailed logs")
     return parser
+
+
+def _select_gpu(index: int) -> None:
+    """Make GPU ``index`` the only visible one; TensorFlow must not be loaded yet for that."""
+    from tlt.errors import DataError
+
+    if index < 0:
+        raise DataError(f"--gpu_set must be >= 0, got {index}")
+    if "tensorflow" in sys.modules:
+        _log.info("-g %d: TensorFlow is already loaded in this process; the device set stays as is",
+                  index)
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        _log.info("-g %d: no GPU is available, running on the CPU", index)
+
+
+def _detection(args) -> int:
+    from tlt.io.modelfile import resolve_key
+    from tlt.stages import infer
+
+    if args.gpu_set is not None:
+        _select_gpu(args.gpu_set)
+    result = infer.run_detection(
+        args.model, args.inference_input, args.inference_output, key=resolve_key(args.enc_key),
+        batch_size=args.batch_size, kitti_dump=args.kitti_dump, box_overlay=args.box_overlay,
+        cluster_params=args.cluster_params_file, line_width=args.line_width,
+        output_cov=args.output_cov, output_bbox=args.output_bbox, progress=sys.stderr.isatty())
+    boxes = sum(len(f.detections) for f in result.frames)
+    written = [f"KITTI labels in {result.labels_dir}"] if result.labels_dir else []
+    written += [f"annotated images in {result.annotated_dir}"] if result.annotated_dir else []
+    print(f"Processed {len(result.frames)} image(s), {boxes} box(es): {'; '.join(written)}")
+    if result.skipped:
+        print(f"Skipped {len(result.skipped)} unreadable image(s):")
+        for path, reason in result.skipped:
+            print(f"  {reason}")
+    return 0
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    if args.task == "detection":
+        return _detection(args)
     from tlt.errors import DataError
     from tlt.io.modelfile import resolve_key
     from tlt.stages import infer

@@ -48,7 +48,7 @@ _KEYS = ("frame/id", "frame/width", "frame/height", "frame/encoded", "target/obj
          "target/truncation", "target/occlusion", "target/coordinates_x1",
          "target/coordinates_y1", "target/coordinates_x2", "target/coordinates_y2")
 _MAX_NAMED = 20          # frames listed by name in a size error
-_CACHE: dict[str, str] = {}  # remote shard URI -> local copy, for this process
+_CACHE: dict[str, str] = {}  # local copy -> remote shard URI, for this process
 
 
 @dataclass
@@ -73,24 +73,21 @@ class DetectionSplit:
 
 
 def _local_copy(uri: str, cache_dir: str | None) -> str:
+    """A local path of a shard: itself, or its download (once per process and cache folder)."""
     if not storage.is_remote(uri):
         return uri
-    if uri not in _CACHE:
-        root = cache_dir or _process_cache()
-        digest = hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16]
-        local = os.path.join(root, digest, uri.rsplit("/", 1)[-1])
-        if not os.path.exists(local):
-            os.makedirs(os.path.dirname(local), exist_ok=True)
-            storage.download_file(uri, local)
-        _CACHE[uri] = local
-    return _CACHE[uri]
-
-
-def _process_cache() -> str:
-    if "" not in _CACHE:
-        _CACHE[""] = tempfile.mkdtemp(prefix="tlt-tfrecords-")
-        atexit.register(shutil.rmtree, _CACHE[""], True)
-    return _CACHE[""]
+    if cache_dir is None:
+        if "" not in _CACHE:
+            _CACHE[""] = tempfile.mkdtemp(prefix="tlt-tfrecords-")
+            atexit.register(shutil.rmtree, _CACHE[""], True)
+        cache_dir = _CACHE[""]
+    digest = hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16]
+    local = os.path.join(cache_dir, digest, uri.rsplit("/", 1)[-1])
+    if _CACHE.get(local) != uri or not os.path.exists(local):
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        storage.download_file(uri, local)
+        _CACHE[local] = uri
+    return local
 
 
 def _expand(pattern: str, base_dir: str | None) -> list[str]:
@@ -377,7 +374,10 @@ def build_detection_input(experiment: Any, *, training: bool, batch_size: int,
         ds = ds.map(lambda i, s: load(tf.constant(0, tf.int64), i, s),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Each input op on one thread: the pipeline never fans out over the trainer's cores.
+    options.threading.max_intra_op_parallelism = 1
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 @dataclass

@@ -14,6 +14,7 @@ Results folder layout (atomic writes; a rerun on the same folder resumes)::
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 from pathlib import Path
@@ -77,6 +78,34 @@ class ValidationCallback(keras.callbacks.Callback):
         if self.status is not None:
             self.status.update(last_validation={"epoch": done, "mAP": mean_ap,
                                                 "cost": evaluation.validation_cost})
+
+
+class _CSVLog(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger with one column set for a run and every resumption of it.
+
+    Keras fixes the columns at the first epoch it logs, so ``val_mAP``/``val_cost`` were dropped
+    when that epoch did not validate, and a resumed run appended rows that did not match the
+    file's header. Here the columns are the existing file's header, else the first epoch's keys
+    plus the validation keys; epochs without validation get "NA" there.
+    """
+
+    def __init__(self, filename: str, always: tuple[str, ...] = ("val_cost", "val_mAP")):
+        super().__init__(filename, append=True)
+        self._always = always
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        path = Path(self.filename)
+        if path.is_file():
+            with open(path, newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), None)
+            if header:
+                self.keys = [k for k in header if k != "epoch"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None:
+            self.keys = sorted(set(logs or {}) | set(self._always))
+        super().on_epoch_end(epoch, logs)
 
 
 def build_detection_optimizer(training_config, schedule):
@@ -186,7 +215,7 @@ def train_detection(spec, results_dir: str | Path, *, key: str | None = None, gp
             StatusCallback(status, tc.num_epochs),
         ]
         if chief:
-            callbacks += [keras.callbacks.CSVLogger(str(results / "training_log.csv"), append=True),
+            callbacks += [_CSVLog(str(results / "training_log.csv")),
                           keras.callbacks.TensorBoard(log_dir=str(results / "events"),
                                                       write_graph=False)]
         fit = model.fit(train_ds, epochs=tc.num_epochs, initial_epoch=initial_epoch,

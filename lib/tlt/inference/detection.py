@@ -1,0 +1,375 @@
+"""``tlt-infer detection``: run a DetectNet_v2 model on images, dump KITTI labels and/or overlays.
+
+Every image, whatever its size, is resized to the model input (``input_dims`` in the model's
+metadata) the way evaluation resizes validation frames (bilinear, half-pixel centres), scaled
+with the stored ``preprocessing``, run through the network, post-processed, and its boxes mapped
+back to the original pixels. Outputs (guide 7.2)::
+
+    OUT_DIR/labels/<image stem>.txt          -k: one KITTI line per box, score as 16th field
+    OUT_DIR/images_annotated/<image name>    -bo: the original image with the boxes drawn
+    OUT_DIR/metadata.json                    what ran, on what, and which images were skipped
+
+Post-processing comes from the cluster-params JSON (``-cp``, guide "Specification file for
+inference") or else from the training spec stored in the model (its ``postprocessing_config``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from tlt.data.images import is_image_file, probe_image
+from tlt.errors import DataError, ModelFileError, SpecError
+from tlt.io.atomic import atomic_path, atomic_write_text
+from tlt.metrics.detection import Detection
+
+__all__ = ["DEFAULT_PALETTE", "FrameDetections", "DetectionInferenceResult", "infer_detection",
+           "list_input_images", "kitti_score", "kitti_line", "draw_detections"]
+
+_log = logging.getLogger(__name__)
+
+LABELS_DIR = "labels"
+ANNOTATED_DIR = "images_annotated"
+# Box colours by class index when the cluster file gives none: TLT's green, magenta, cyan first.
+DEFAULT_PALETTE = ((0, 255, 0), (255, 0, 255), (0, 255, 255), (255, 0, 0), (0, 0, 255),
+                   (255, 255, 0), (255, 128, 0), (128, 0, 255))
+
+
+@dataclass
+class FrameDetections:
+    """The boxes found in one image, in its own pixels."""
+
+    path: str
+    width: int
+    height: int
+    detections: list[Detection]
+
+
+@dataclass
+class DetectionInferenceResult:
+    """What `infer_detection` did: per-image detections, skipped images and the output folders."""
+
+    frames: list[FrameDetections]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    labels_dir: str | None = None
+    annotated_dir: str | None = None
+
+
+def list_input_images(inference_input: str | Path) -> list[Path]:
+    """The image itself, or the images (.jpg/.jpeg/.png) directly inside a folder, sorted.
+
+    Raises:
+        DataError: the path does not exist, the folder holds no image, or two images of the
+            folder share a name stem (their label files would collide).
+    """
+    path = Path(inference_input)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataError(f"{inference_input}: no such image or folder (-i)")
+    files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
+    if not files:
+        raise DataError(f"{inference_input}: no .jpg/.jpeg/.png images in this folder")
+    stems: dict[str, Path] = {}
+    for p in files:
+        if p.stem in stems:
+            raise DataError(f"{stems[p.stem]} and {p} share the name {p.stem!r}: their KITTI label "
+                            f"files would both be {p.stem}.txt; rename one")
+        stems[p.stem] = p
+    return files
+
+
+def kitti_score(detection: Detection) -> float:
+    """The 16th KITTI field of a detection: ``1 - exp(-confidence)``, in [0, 1).
+
+    DBSCAN's confidence is a sum of cell coverages and can exceed 1; KITTI tools expect a score
+    in [0, 1]. The map is strictly increasing, so the ranking of detections (hence every AP
+    computed from the dump) is the same as with the raw confidence.
+    """
+    return float(-math.expm1(-max(float(detection.confidence), 0.0)))
+
+
+def kitti_line(label: str, detection: Detection) -> str:
+    """One KITTI result line (16 fields): class, unknown 3D fields as in TLT's dump, the score."""
+    return (f"{label} 0.00 0 0.00 {detection.xmin:.2f} {detection.ymin:.2f} {detection.xmax:.2f} "
+            f"{detection.ymax:.2f} 0.00 0.00 0.00 0.00 0.00 0.00 0.00 {kitti_score(detection):.4f}")
+
+
+def draw_detections(image, boxes: Sequence[tuple[Detection, tuple[int, int, int]]],
+                    line_width: int):
+    """Draw ``(detection, rgb)`` box outlines on an RGB copy of a PIL image.
+
+    Boxes only, as TLT's overlay: the per-class colour tells the classes apart, and no text
+    hides the pixels under it. The line grows inwards from the box edge.
+    """
+    from PIL import ImageDraw
+
+    out = image.convert("RGB")
+    draw = ImageDraw.Draw(out)
+    for det, colour in boxes:
+        x1, y1, x2, y2 = (int(round(v)) for v in (det.xmin, det.ymin, det.xmax, det.ymax))
+        draw.rectangle((x1, y1, max(x1, x2), max(y1, y2)), outline=colour, width=line_width)
+    return out
+
+
+def _load_model(model_uri: str, key: str | None, output_cov: str, output_bbox: str):
+    """``(network returning [cov, bbox], channels_last flags, metadata)``."""
+    import keras
+
+    from tlt.io.modelfile import load_keras_model
+
+    model, metadata = load_keras_model(model_uri, key=key, compile=False)
+    if metadata.get("task") != "detection":
+        raise ModelFileError(f"{model_uri}: is a {metadata.get('task') or 'unknown'} model, not a "
+                             "DetectNet_v2 detection model")
+    classes = list(metadata.get("classes") or [])
+    dims = list(metadata.get("input_dims") or [])
+    if not classes or len(dims) != 3:
+        raise ModelFileError(f"{model_uri}: metadata lacks the classes or input_dims [C, H, W] of "
+                             "a detection model")
+    layers, channels_last = [], []
+    for name, channels in ((output_cov, len(classes)), (output_bbox, 4 * len(classes))):
+        try:
+            layer = model.get_layer(name)
+        except ValueError:
+            outputs = ", ".join(t._keras_history.operation.name for t in model.outputs)
+            raise DataError(f"{model_uri}: has no layer {name!r} (its outputs are {outputs})") from None
+        shape = tuple(layer.output.shape)
+        first = len(shape) == 4 and shape[1] == channels
+        last = len(shape) == 4 and shape[3] == channels
+        if getattr(layer, "data_format", None) == "channels_last" and last:
+            first = False
+        if not (first or last):
+            raise DataError(f"{model_uri}: layer {name!r} has output shape {shape}, expected "
+                            f"{channels} channels for classes {', '.join(classes)}")
+        layers.append(layer.output)
+        channels_last.append(not first)
+    net = model if [t.name for t in layers] == [t.name for t in model.outputs] else \
+        keras.Model(model.inputs, layers)
+    return net, channels_last, metadata
+
+
+def _check_targets(params, classes: list[str], path: str) -> None:
+    targets = list(params.target_classes)
+    unknown = [c for c in targets if c not in classes]
+    if unknown:
+        raise SpecError(f"target_classes names {', '.join(repr(c) for c in unknown)}, which the model "
+                        f"does not have (model classes: {', '.join(classes)})", path=path,
+                        field="target_classes")
+    if targets != classes:
+        raise SpecError(f"target_classes must be the model's classes in training order "
+                        f"({', '.join(classes)}), got {', '.join(targets)}", path=path,
+                        field="target_classes")
+    for name, label in params.output_map.items():
+        if not label or len(label.split()) != 1:
+            raise SpecError(f"output_map[{name!r}] must be one word (a KITTI class name), got "
+                            f"{label!r}", path=path, field="output_map")
+
+
+def _colours(params, classes: list[str], path: str | None) -> dict[str, tuple[int, int, int]]:
+    from PIL import ImageColor
+
+    colours = {}
+    given = dict(params.color) if params is not None else {}
+    for i, name in enumerate(classes):
+        value = given.get(name, given.get("default"))
+        if value is None:
+            colours[name] = DEFAULT_PALETTE[i % len(DEFAULT_PALETTE)]
+            continue
+        try:
+            colours[name] = ImageColor.getrgb(value)[:3]
+        except ValueError:
+            raise SpecError(f"color[{name!r}] is {value!r}, expected a colour name or #rrggbb",
+                            path=path, field="color") from None
+    return colours
+
+
+def _postprocessing(metadata: dict, cluster_params: str | None, size: tuple[int, int]):
+    """``(PostProcessor, class -> output label, class -> colour)``."""
+    from tlt import spec as spec_loader
+    from tlt.models.detectnet_v2.bbox_codec import BboxCodec
+    from tlt.models.detectnet_v2.postprocess import PostProcessor, build_postprocessor
+
+    classes = list(metadata["classes"])
+    codec = BboxCodec(stride=int(metadata.get("stride", 16)),
+                      scale=float(metadata.get("bbox_scale", 35.0)),
+                      offset=float(metadata.get("bbox_offset", 0.5)))
+    params = None
+    if cluster_params:
+        params = spec_loader.load_cluster_params(cluster_params)
+        _check_targets(params, classes, str(cluster_params))
+        if (params.image_width, params.image_height) != size:
+            _log.info("%s: image_width x image_height %dx%d differ from the model input %dx%d; "
+                      "images are resized to the model input", cluster_params, params.image_width,
+                      params.image_height, *size)
+        post = build_postprocessor(params, classes, codec=codec, image_size=size)
+    elif metadata.get("spec"):
+        experiment = spec_loader.loads(metadata["spec"], "detection", path="<model spec>")
+        post = build_postprocessor(experiment, classes, codec=codec, image_size=size)
+    else:
+        _log.warning("the model stores no training spec and no -cp file was given: default "
+                     "post-processing settings are used")
+        post = PostProcessor(classes, None, codec, size)
+    labels = {name: post.settings[name].output_name or name for name in classes}
+    # The post-processor would rename; labels are applied here so colours stay keyed by class.
+    for name in classes:
+        post.settings[name] = _without_output_name(post.settings[name])
+    return post, labels, _colours(params, classes, cluster_params)
+
+
+def _without_output_name(settings):
+    import dataclasses
+
+    return dataclasses.replace(settings, output_name=None)
+
+
+def _read_image(path: Path, channels: int):
+    """``(PIL image as read, network array HWC float32 at source size)``."""
+    from PIL import Image
+
+    probe_image(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            source = img.convert("RGB")
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: unreadable image ({err.__class__.__name__}: {err})") from None
+    pixels = source.convert("L") if channels == 1 else source
+    array = np.asarray(pixels, dtype=np.float32)
+    return source, array.reshape(array.shape[0], array.shape[1], channels)
+
+
+def _network_batch(arrays: list[np.ndarray], size: tuple[int, int], preprocessing: dict) -> np.ndarray:
+    import tensorflow as tf
+
+    width, height = size
+    scale = float(preprocessing.get("scale", 1.0 / 127.5))
+    offset = float(preprocessing.get("offset", 127.5))
+    batch = []
+    for array in arrays:
+        if array.shape[:2] != (height, width):
+            array = tf.image.resize(array, (height, width), method="bilinear").numpy()
+        batch.append(np.transpose((array - offset) * scale, (2, 0, 1)))
+    return np.stack(batch).astype(np.float32)
+
+
+def infer_detection(model_uri: str, inference_input: str | Path, output_dir: str | Path, *,
+                    key: str | None = None, batch_size: int = 1, kitti_dump: bool = False,
+                    box_overlay: bool = False, cluster_params: str | None = None,
+                    line_width: int = 2, output_cov: str = "output_cov",
+                    output_bbox: str = "output_bbox", progress: bool = True) -> DetectionInferenceResult:
+    """Detect objects in one image or a folder of images.
+
+    Args:
+        model_uri: the DetectNet_v2 .tlt model (local, gs:// or s3://).
+        inference_input: an image file or a folder of images.
+        output_dir: local folder for ``labels/`` and ``images_annotated/``.
+        key: the model's key (None: plain model file).
+        batch_size: images per forward pass.
+        kitti_dump: write ``labels/<stem>.txt`` (KITTI, 16 fields, score in [0, 1]).
+        box_overlay: write ``images_annotated/<name>`` (boxes drawn on the original image).
+        cluster_params: inference clustering JSON; default: the model's stored spec.
+        line_width: box outline width in pixels.
+        output_cov: name of the coverage layer (channels-first or channels-last output).
+        output_bbox: name of the bbox layer.
+        progress: show a progress bar.
+
+    Returns:
+        Per readable image its detections in its own pixels, plus the skipped images.
+
+    Raises:
+        DataError: neither output asked for, a bad argument, no input image, or (single image)
+            an unreadable one.
+        SpecError: the cluster-params file is invalid or does not match the model's classes.
+        ModelFileError, ModelKeyError: the model cannot be loaded or is not a detection model.
+    """
+    from tlt.artifacts import write_metadata
+
+    if not (kitti_dump or box_overlay):
+        raise DataError("nothing to write: give -k/--kitti_dump (KITTI labels) and/or "
+                        "-bo/--box_overlay (annotated images)")
+    if batch_size < 1:
+        raise DataError(f"--batch_size must be >= 1, got {batch_size}")
+    if line_width < 1:
+        raise DataError(f"--line_width must be >= 1, got {line_width}")
+    files = list_input_images(inference_input)
+    net, channels_last, metadata = _load_model(str(model_uri), key, output_cov, output_bbox)
+    channels, height, width = (int(v) for v in metadata["input_dims"])
+    post, labels, colours = _postprocessing(metadata, cluster_params, (width, height))
+
+    out = Path(output_dir)
+    labels_dir = out / LABELS_DIR if kitti_dump else None
+    annotated_dir = out / ANNOTATED_DIR if box_overlay else None
+    for folder in (labels_dir, annotated_dir):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+    result = DetectionInferenceResult(frames=[], labels_dir=str(labels_dir) if labels_dir else None,
+                                      annotated_dir=str(annotated_dir) if annotated_dir else None)
+    single = Path(inference_input).is_file()
+    with tqdm(total=len(files), desc="inference", unit="image", disable=not progress) as bar:
+        for start in range(0, len(files), batch_size):
+            loaded = []
+            for path in files[start:start + batch_size]:
+                try:
+                    loaded.append((path, *_read_image(path, channels)))
+                except DataError as err:
+                    if single:
+                        raise
+                    _log.warning("skipping %s", err)
+                    result.skipped.append((str(path), str(err)))
+            if loaded:
+                batch = _network_batch([a for _, _, a in loaded], (width, height),
+                                       metadata.get("preprocessing") or {})
+                cov, bbox = (np.asarray(o) for o in net.predict_on_batch(batch))
+                if channels_last[0]:
+                    cov = np.transpose(cov, (0, 3, 1, 2))
+                if channels_last[1]:
+                    bbox = np.transpose(bbox, (0, 3, 1, 2))
+                for i, (path, image, _) in enumerate(loaded):
+                    frame = _to_source(path, image.size, post.process(cov[i], bbox[i]), (width, height))
+                    _write_outputs(frame, image, labels, colours, labels_dir, annotated_dir,
+                                   line_width)
+                    result.frames.append(frame)
+            bar.update(len(files[start:start + batch_size]))
+    if not result.frames:
+        raise DataError(f"{inference_input}: none of the {len(files)} images could be read")
+    write_metadata(out, "infer", parents=[{"uri": str(model_uri)}], task="detection",
+                   images=len(result.frames), skipped=[p for p, _ in result.skipped],
+                   kitti_dump=bool(kitti_dump), box_overlay=bool(box_overlay),
+                   cluster_params=str(cluster_params) if cluster_params else None)
+    return result
+
+
+def _to_source(path: Path, source_size: tuple[int, int], found: list[Detection],
+               network_size: tuple[int, int]) -> FrameDetections:
+    import dataclasses
+
+    sx = source_size[0] / network_size[0]
+    sy = source_size[1] / network_size[1]
+    mapped = [dataclasses.replace(d, xmin=d.xmin * sx, ymin=d.ymin * sy, xmax=d.xmax * sx,
+                                  ymax=d.ymax * sy) for d in found]
+    return FrameDetections(path=str(path), width=source_size[0], height=source_size[1],
+                           detections=mapped)
+
+
+def _write_outputs(frame: FrameDetections, image, labels: dict[str, str],
+                   colours: dict[str, tuple[int, int, int]], labels_dir: Path | None,
+                   annotated_dir: Path | None, line_width: int) -> None:
+    path = Path(frame.path)
+    if labels_dir is not None:
+        text = "".join(kitti_line(labels[d.class_name], d) + "\n" for d in frame.detections)
+        atomic_write_text(labels_dir / f"{path.stem}.txt", text)
+    if annotated_dir is not None:
+        drawn = draw_detections(image, [(d, colours[d.class_name]) for d in frame.detections],
+                                line_width)
+        fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+        # Full-resolution chroma (4:4:4) keeps thin coloured lines their colour in a JPEG.
+        options = {"quality": 95, "subsampling": 0} if fmt == "JPEG" else {}
+        with atomic_path(annotated_dir / path.name) as tmp:
+            drawn.save(tmp, format=fmt, **options)
