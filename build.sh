@@ -66,7 +66,7 @@ cmd_demo() {
   local out="${TLT_DEMO_DIR:-$ROOT/demo-output}"
   mkdir -p "$out"
   log "making the bundled sample data set in $out/sample-data"
-  "$VENV/bin/tlt-sample-data" detection "$out/sample-data" --frames 80 --width 480 --height 272 --seed 7
+  "$VENV/bin/tlt-sample-data" detection "$out/sample-data" --frames 160 --width 256 --height 144 --seed 7 --overwrite
   log "running the detection pipeline locally (kfp.local, no cluster)"
   "$VENV/bin/tlt-pipeline" run detection --local --pipeline-root "$out/pipeline-root" \
     --param "dataset_root=$out/sample-data" "$@"

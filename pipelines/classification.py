@@ -10,7 +10,7 @@ accuracy, per-class F1 and the confusion matrix in the Kubeflow UI.
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import ClassificationMetrics, Metrics, Model
+from kfp.dsl import HTML, ClassificationMetrics, Metrics, Model
 
 from tlt.orchestration.components import configure_task, load_component
 from tlt.orchestration.pipelines import DEFAULT_CLASSIFICATION_SPEC
@@ -21,7 +21,7 @@ train = load_component("train")
 evaluate = load_component("evaluate")
 
 Outputs = NamedTuple("Outputs", [("model", Model), ("metrics", Metrics),
-                                 ("confusion", ClassificationMetrics)])
+                                 ("confusion", ClassificationMetrics), ("report", HTML)])
 
 
 @dsl.pipeline(name="tlt-classification",
@@ -42,4 +42,5 @@ def classification(train_dataset: str, val_dataset: str, eval_dataset: str,
     evaluate_task = configure_task(evaluate(task="classification", data_dir=eval_dataset,
                                             model=train_task.outputs["model"]))
     return Outputs(model=train_task.outputs["model"], metrics=evaluate_task.outputs["metrics"],
-                   confusion=evaluate_task.outputs["confusion"])
+                   confusion=evaluate_task.outputs["confusion"],
+                   report=evaluate_task.outputs["report"])

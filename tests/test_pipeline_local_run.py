@@ -29,11 +29,11 @@ def _one_epoch_spec() -> str:
     """The pipeline's default DetectNet_v2 spec cut to one epoch at 128x64 (validation at the end)."""
     from tlt.orchestration.pipelines import DEFAULT_DETECTION_SPEC
 
-    return (DEFAULT_DETECTION_SPEC.replace("num_epochs: 12", "num_epochs: 1")
+    return (DEFAULT_DETECTION_SPEC.replace("num_epochs: 20", "num_epochs: 1")
             .replace("output_image_width: 256", "output_image_width: 128")
             .replace("output_image_height: 144", "output_image_height: 64")
-            .replace("validation_period_during_training: 4", "validation_period_during_training: 1")
-            .replace("first_validation_epoch: 4", "first_validation_epoch: 1"))
+            .replace("validation_period_during_training: 10", "validation_period_during_training: 1")
+            .replace("first_validation_epoch: 10", "first_validation_epoch: 1"))
 
 
 def test_local_run_converts_trains_and_evaluates(kitti, tmp_path, capsys):

@@ -35,6 +35,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--local", action="store_true", help="run here through kfp.local (the only mode so far)")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="pipeline parameter; repeatable")
+    run.add_argument("--compiled", action="store_true",
+                     help="run the compiled pipelines/<name>.yaml (what Kubeflow runs) instead of the DSL")
     run.add_argument("--pipeline-root", help="folder for the run's artifacts (default ./.tlt-local-runs)")
     run.add_argument("--retries", action="store_true",
                      help="retry failed tasks as on a cluster (waits out the backoff)")
@@ -87,7 +89,7 @@ def _run(args: argparse.Namespace) -> None:
         raise PipelineError(f"only local runs are built in: add --local, or submit pipelines/{info.name}.yaml "
                             f"to Kubeflow or manifests/workflows/{info.name}.yaml with `argo submit`")
     result = run_local(info.name, args.param, pipeline_root=args.pipeline_root or DEFAULT_PIPELINE_ROOT,
-                       echo=sys.stdout, retries=args.retries)
+                       echo=sys.stdout, retries=args.retries, compiled=args.compiled)
     print(f"pipeline {result.pipeline} finished")
     print(f"  run folder: {result.run_dir}")
     print(f"  log:        {result.log_file}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, TextIO
 
 from tlt.errors import PipelineError
+from tlt.orchestration.paths import repo_root
 from tlt.orchestration.pipelines import get_pipeline, load_pipeline
 
 __all__ = ["DEFAULT_PIPELINE_ROOT", "LocalArtifact", "LocalRunResult", "parse_params", "run_local"]
@@ -124,7 +125,8 @@ def _artifact(name: str, value: Any) -> LocalArtifact:
 
 def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
               pipeline_root: str | Path = DEFAULT_PIPELINE_ROOT, root: str | Path | None = None,
-              echo: TextIO | None = None, retries: bool = False) -> LocalRunResult:
+              echo: TextIO | None = None, retries: bool = False,
+              compiled: bool = False) -> LocalRunResult:
     """Run pipeline ``name`` with kfp.local's SubprocessRunner in the current environment.
 
     Args:
@@ -135,6 +137,8 @@ def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
         echo: a stream that also receives the tasks' output (the CLI passes stdout).
         retries: apply the registry's retry policies (kfp.local waits out their backoff, 30 s and
             more, before reporting a failure; off by default).
+        compiled: run the checked-in compiled definition ``pipelines/<name>.yaml`` (what Kubeflow
+            runs) instead of the Python DSL; its retry policies always apply.
 
     Returns:
         The run folder, its log and its output artifacts with their metadata.
@@ -146,7 +150,15 @@ def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
     from kfp import local
 
     info = get_pipeline(name)
-    func = load_pipeline(info.name, root=root, retries=retries)
+    if compiled:
+        from kfp import components
+
+        yaml_path = Path(root if root is not None else repo_root()) / "pipelines" / f"{info.name}.yaml"
+        if not yaml_path.is_file():
+            raise PipelineError(f"compiled pipeline {yaml_path} is missing (run `tlt-pipeline compile`)")
+        func = components.load_component_from_file(str(yaml_path))
+    else:
+        func = load_pipeline(info.name, root=root, retries=retries)
     args = dict(params) if isinstance(params, Mapping) else parse_params(params, func)
     proot = Path(pipeline_root).expanduser().resolve()
     proot.mkdir(parents=True, exist_ok=True)

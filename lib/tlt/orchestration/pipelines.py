@@ -123,7 +123,7 @@ cost_function_config {
 }
 training_config {
   batch_size_per_gpu: 8
-  num_epochs: 12
+  num_epochs: 20
   learning_rate { soft_start_annealing_schedule { min_learning_rate: 5e-5 max_learning_rate: 5e-3 soft_start: 0.1 annealing: 0.7 } }
   regularizer { type: L1 weight: 3e-9 }
   optimizer { adam { epsilon: 1e-08 beta1: 0.9 beta2: 0.999 } }
@@ -135,8 +135,8 @@ augmentation_config {
   color_augmentation { hue_rotation_max: 10.0 saturation_shift_max: 0.1 contrast_scale_max: 0.1 contrast_center: 0.5 }
 }
 evaluation_config {
-  validation_period_during_training: 4
-  first_validation_epoch: 4
+  validation_period_during_training: 10
+  first_validation_epoch: 10
   minimum_detection_ground_truth_overlap { key: "car" value: 0.7 }
   minimum_detection_ground_truth_overlap { key: "pedestrian" value: 0.5 }
   minimum_detection_ground_truth_overlap { key: "cyclist" value: 0.5 }

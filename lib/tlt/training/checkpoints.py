@@ -30,26 +30,40 @@ def checkpoint_path(ckpt_dir: str | Path, epoch: int) -> Path:
     return Path(ckpt_dir) / f"epoch_{epoch:03d}.keras"
 
 
-def _is_complete(path: Path) -> bool:
+def zip_has_member(path: Path, member: str) -> bool:
+    """True when ``path`` is an intact zip archive (CRC-checked) holding ``member``."""
     try:
         with zipfile.ZipFile(path) as zf:
-            return zf.testzip() is None and "config.json" in zf.namelist()
+            return zf.testzip() is None and member in zf.namelist()
     except (OSError, zipfile.BadZipFile):
         return False
 
 
-def find_latest_checkpoint(ckpt_dir: str | Path) -> tuple[int, Path] | None:
-    """Return ``(epoch, path)`` of the newest complete checkpoint, or None when there is none."""
+def find_latest(ckpt_dir: str | Path, pattern: re.Pattern, is_complete) -> tuple[int, Path] | None:
+    """``(epoch, path)`` of the newest file named like ``pattern`` (epoch in group 1) that passes
+    ``is_complete``; torn or garbage files are skipped with a warning."""
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
         return None
     found = sorted(((int(m.group(1)), p) for p in ckpt_dir.iterdir()
-                    if (m := _NAME.match(p.name))), reverse=True)
+                    if (m := pattern.match(p.name))), reverse=True)
     for epoch, path in found:
-        if _is_complete(path):
+        if is_complete(path):
             return epoch, path
         _log.warning("ignoring incomplete checkpoint %s", path)
     return None
+
+
+def prune_old(ckpt_dir: Path, pattern: re.Pattern, keep: int) -> None:
+    """Delete all but the ``keep`` newest files named like ``pattern``."""
+    older = sorted((int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := pattern.match(p.name)))
+    for _, path in older[:-keep]:
+        path.unlink(missing_ok=True)
+
+
+def find_latest_checkpoint(ckpt_dir: str | Path) -> tuple[int, Path] | None:
+    """Return ``(epoch, path)`` of the newest complete checkpoint, or None when there is none."""
+    return find_latest(ckpt_dir, _NAME, lambda p: zip_has_member(p, "config.json"))
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -90,7 +104,4 @@ class EpochCheckpoint(keras.callbacks.Callback):
         atomic_write_text(self.ckpt_dir / "latest.json",
                           json.dumps({"epoch": done, "file": final.name}) + "\n")
         _log.info("saved checkpoint %s", final)
-        older = sorted((int(m.group(1)), p) for p in self.ckpt_dir.iterdir()
-                       if (m := _NAME.match(p.name)))
-        for _, path in older[:-self.keep]:
-            path.unlink(missing_ok=True)
+        prune_old(self.ckpt_dir, _NAME, self.keep)

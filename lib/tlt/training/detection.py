@@ -37,12 +37,12 @@ FINAL_MODEL_NAME = "model.tlt"
 class ValidationCallback(keras.callbacks.Callback):
     """Evaluate AP every ``validation_period_during_training`` epochs from ``first_validation_epoch``.
 
-    Prints the AP table like TLT, writes ``validation/epoch_NNN.json`` and adds ``val_mAP`` (first
+    The last epoch is validated too. Prints the AP table like TLT, writes ``validation/epoch_NNN.json`` and adds ``val_mAP`` (first
     bucket) and ``val_cost`` to the epoch logs so the CSV and TensorBoard loggers record them.
     """
 
     def __init__(self, experiment, results_dir: Path, loss, batch_size: int, status,
-                 enabled: bool = True):
+                 enabled: bool = True, total_epochs: int | None = None):
         super().__init__()
         cfg = experiment.evaluation_config
         self.experiment = experiment
@@ -53,11 +53,14 @@ class ValidationCallback(keras.callbacks.Callback):
         self.period = max(1, int(cfg.validation_period_during_training or 1))
         self.first = max(1, int(cfg.first_validation_epoch or 1))
         self.enabled = enabled
+        self.total_epochs = total_epochs
         self.last = None
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
-        if not self.enabled or done < self.first or (done - self.first) % self.period:
+        scheduled = done >= self.first and (done - self.first) % self.period == 0
+        # The last epoch is always validated, so every run ends with the AP of its final model.
+        if not self.enabled or not (scheduled or done == self.total_epochs):
             return
         from tlt.evaluation.detection import evaluate_detection_model
 
@@ -200,7 +203,8 @@ def train_detection(spec, results_dir: str | Path, *, key: str | None = None, gp
     _log.info("model summary:\n%s", "\n".join(summary))
 
     history: dict[str, list[float]] = {}
-    validation = ValidationCallback(spec, results, loss, global_batch, status, enabled=chief)
+    validation = ValidationCallback(spec, results, loss, global_batch, status, enabled=chief,
+                                    total_epochs=int(tc.num_epochs))
     if initial_epoch < tc.num_epochs:
         train_ds = build_detection_input(spec, training=True, batch_size=global_batch,
                                          seed=spec.random_seed, epoch=initial_epoch,

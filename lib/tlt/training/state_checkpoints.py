@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import keras
 import numpy as np
 
 from tlt.io.atomic import atomic_path, atomic_write_text
+from tlt.training.checkpoints import find_latest, prune_old, zip_has_member
 
 __all__ = ["StateCheckpoint", "save_state", "load_state", "find_latest_state"]
 
@@ -58,26 +58,9 @@ def load_state(path: str | Path, model, optimizer) -> dict[str, Any]:
         return json.loads(bytes(data["extra"]).decode("utf-8"))
 
 
-def _complete(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return zf.testzip() is None and "extra.npy" in zf.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
 def find_latest_state(ckpt_dir: str | Path) -> tuple[int, Path] | None:
     """``(epoch, path)`` of the newest complete ``epoch_NNN.npz`` in ``ckpt_dir``, or None."""
-    ckpt_dir = Path(ckpt_dir)
-    if not ckpt_dir.is_dir():
-        return None
-    found = sorted(((int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _NAME.match(p.name))),
-                   reverse=True)
-    for epoch, path in found:
-        if _complete(path):
-            return epoch, path
-        _log.warning("ignoring incomplete checkpoint %s", path)
-    return None
+    return find_latest(ckpt_dir, _NAME, lambda p: zip_has_member(p, "extra.npy"))
 
 
 class StateCheckpoint(keras.callbacks.Callback):
@@ -112,7 +95,4 @@ class StateCheckpoint(keras.callbacks.Callback):
         atomic_write_text(self.ckpt_dir / "latest.json",
                           json.dumps({"epoch": done, "file": path.name}) + "\n")
         _log.info("saved checkpoint %s", path)
-        older = sorted((int(m.group(1)), p) for p in self.ckpt_dir.iterdir()
-                       if (m := _NAME.match(p.name)))
-        for _, old in older[:-self.keep]:
-            old.unlink(missing_ok=True)
+        prune_old(self.ckpt_dir, _NAME, self.keep)
