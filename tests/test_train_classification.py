@@ -289,34 +289,43 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "Keras 3.15 model.fit cannot run under MultiWorkerMirroredStrategy: its symbolic build "
-    "all-reduces a PerReplica batch eagerly and its metric reduction asks for axis 0 of "
-    "scalars (keras-team/keras#20585); fails in both workers before the first step"))
-def test_multi_worker_two_local_processes(shapes, tmp_path):
-    spec = write_spec(tmp_path / "spec.txt", shapes / "train", shapes / "val", epochs=2,
-                      batch_size=4)
+def _run_two_workers(tmp_path: Path, spec: Path, *, timeout: float = 300) -> tuple[list, list]:
+    """Run ``tlt-train classification`` as worker 0 and 1 of a local TF_CONFIG cluster.
+
+    Returns the exit codes and logs. Both processes are killed if either outlives ``timeout``
+    (a collective op waiting for a dead peer would otherwise hang the test run).
+    """
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     procs, logs = [], []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": {"worker": workers},
-                                "task": {"type": "worker", "index": index}})
-        log = open(tmp_path / f"worker{index}.log", "w")
-        logs.append(log)
-        procs.append(subprocess.Popen(
-            [str(VENV_BIN / "tlt-train"), "classification", "-e", str(spec),
-             "-r", str(tmp_path / f"out{index}")],
-            stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(TF_CONFIG=tf_config)))
     try:
-        codes = [p.wait(timeout=500) for p in procs]
+        for index in range(2):
+            tf_config = json.dumps({"cluster": {"worker": workers},
+                                    "task": {"type": "worker", "index": index}})
+            log = open(tmp_path / f"worker{index}.log", "w")
+            logs.append(log)
+            procs.append(subprocess.Popen(
+                [str(VENV_BIN / "tlt-train"), "classification", "-e", str(spec),
+                 "-r", str(tmp_path / f"out{index}")],
+                stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(TF_CONFIG=tf_config)))
+        deadline = time.monotonic() + timeout
+        codes = [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+                p.wait()
         for log in logs:
             log.close()
-    outputs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    return codes, [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+
+
+@pytest.mark.slow
+def test_multi_worker_two_local_processes(shapes, tmp_path):
+    spec = write_spec(tmp_path / "spec.txt", shapes / "train", shapes / "val", epochs=2,
+                      batch_size=4, learning_rate=0.02)
+
+    codes, outputs = _run_two_workers(tmp_path, spec)
+
     assert codes == [0, 0], outputs
     for text in outputs:
         assert "training with MultiWorkerMirroredStrategy on 2 replica(s)" in text
@@ -325,11 +334,31 @@ def test_multi_worker_two_local_processes(shapes, tmp_path):
     chief, other = tmp_path / "out0", tmp_path / "out1"
     _, meta = modelfile.load_keras_model(chief / "model.tlt")
     assert meta["classes"] == CLASSES and meta["epochs"] == 2
-    assert read_json(chief / "status.json")["state"] == "done"
-    assert len(read_csv_rows(chief / "training_log.csv")) == 3
+    status = read_json(chief / "status.json")
+    assert (status["state"], status["epoch"], status["total_epochs"]) == ("done", 2, 2)
+    assert read_json(chief / "checkpoints" / "latest.json") == {"epoch": 2,
+                                                                "file": "epoch_002.keras"}
+    rows = read_csv_rows(chief / "training_log.csv")
+    header, body = rows[0], rows[1:]
+    assert {"epoch", "loss", "accuracy", "top_k_accuracy", "val_loss", "val_accuracy",
+            "val_top_k_accuracy"} <= set(header)
+    assert [r[0] for r in body] == ["0", "1"]
+    losses = [float(r[header.index("loss")]) for r in body]
+    assert all(np.isfinite(losses)) and losses[1] < losses[0], losses
+    for row in body:
+        assert 0.0 <= float(row[header.index("val_accuracy")]) <= 1.0
+        assert np.isfinite(float(row[header.index("val_loss")]))
+    meta = read_json(chief / "metadata.json")
+    assert meta["final_metrics"]["loss"] == pytest.approx(losses[1], rel=1e-5)
+    # Both workers log the same, globally reduced, metrics for every epoch.
+    epoch_lines = [[line.split("tlt.training.callbacks: ", 1)[1] for line in text.splitlines()
+                    if "tlt.training.callbacks: epoch " in line] for text in outputs]
+    assert len(epoch_lines[0]) == 2 and epoch_lines[0] == epoch_lines[1], epoch_lines
+    # The non-chief trains in lockstep but writes nothing.
     assert not (other / "model.tlt").exists()
     assert not (other / "checkpoints").exists()
     assert not (other / "metadata.json").exists() and not (other / "status.json").exists()
+    assert not (other / "training_log.csv").exists() and not (other / "events").exists()
 
 
 # ------------------------------------------------------------------ transfer learning

@@ -179,6 +179,7 @@ def _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec
     from tlt.io import modelfile
     from tlt.training.callbacks import StatusCallback
     from tlt.training.checkpoints import EpochCheckpoint, find_latest_checkpoint
+    from tlt.training.strategy import is_multi_worker
     # Registers the schedules with Keras: a checkpoint's optimizer refers to them by name, and a
     # resumed run in a fresh process has not imported them yet.
     from tlt.training import schedules  # noqa: F401
@@ -191,10 +192,8 @@ def _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec
         write_class_map(results / "classmap.json", train.class_names)
     replicas = strategy.num_replicas_in_sync
     global_batch = tc.batch_size_per_gpu * replicas
-    import tensorflow as tf
 
-    # tf.distribute.MultiWorkerMirroredStrategy's class is named CollectiveAllReduceStrategy.
-    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    multi_worker = is_multi_worker(strategy)
     strategy_name = "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__
     drop = multi_worker and len(train) >= global_batch
     steps_per_epoch = (len(train) // global_batch) if drop else math.ceil(len(train) / global_batch)
@@ -243,9 +242,18 @@ def _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec
         if chief:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(results / "events"),
                                                          write_graph=False))
-        fit = model.fit(train_ds, epochs=tc.n_epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=steps_per_epoch, validation_data=val_ds,
-                        callbacks=callbacks, shuffle=False, verbose=1 if progress else 2)
+        if multi_worker:
+            from tlt.training.distributed_loop import fit_distributed
+
+            # Keras' fit cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+            fit = fit_distributed(model, train_ds, epochs=tc.n_epochs, initial_epoch=initial_epoch,
+                                  steps_per_epoch=steps_per_epoch, validation_data=val_ds,
+                                  callbacks=callbacks, strategy=strategy,
+                                  verbose=1 if progress else 2)
+        else:
+            fit = model.fit(train_ds, epochs=tc.n_epochs, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps_per_epoch, validation_data=val_ds,
+                            callbacks=callbacks, shuffle=False, verbose=1 if progress else 2)
         history = {k: [float(x) for x in v] for k, v in fit.history.items()}
 
     model_path = results / FINAL_MODEL_NAME

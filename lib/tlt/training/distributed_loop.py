@@ -19,6 +19,7 @@ must be disabled on non-chief workers by the caller (see ``tlt.training.strategy
 from __future__ import annotations
 
 import logging
+import math
 
 import keras
 import tensorflow as tf
@@ -65,6 +66,32 @@ def _make_step(model, strategy, step_fn):
     return step
 
 
+def _make_sync(model, strategy):
+    # Batch-norm moving statistics are non-trainable variables without an aggregation: every
+    # replica updates its own copy from its own batches, so the workers' copies drift apart and
+    # the chief would save statistics of its shard only. Averaging them at each epoch end gives
+    # every worker (and the checkpoint) the same statistics, those of the whole data.
+    variables = [v for v in model.non_trainable_variables
+                 if getattr(v, "aggregation", "none") == "none"
+                 and tf.as_dtype(v.dtype).is_floating]
+    if strategy.num_replicas_in_sync == 1 or not variables:
+        return None
+
+    shapes = [tuple(v.shape) for v in variables]
+    sizes = [math.prod(shape) for shape in shapes]
+
+    def local_values():
+        # One flat vector, so the whole model costs a single all-reduce, not one per variable.
+        return tf.concat([tf.reshape(tf.cast(v.value, tf.float32), [-1]) for v in variables], 0)
+
+    @tf.function
+    def sync():
+        mean = strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(local_values), axis=None)
+        for variable, part, shape in zip(variables, tf.split(mean, sizes), shapes):
+            variable.assign(tf.cast(tf.reshape(part, shape), variable.dtype))
+    return sync
+
+
 def _next(iterator, epoch: int, step: int, steps_per_epoch: int):
     try:
         return next(iterator)
@@ -97,7 +124,7 @@ def _evaluate(model, strategy, test_step, dataset, steps, callbacks) -> dict[str
 def fit_distributed(model, dataset, *, epochs: int, steps_per_epoch: int | None = None,
                     initial_epoch: int = 0, callbacks=None, validation_data=None,
                     validation_steps: int | None = None, strategy=None,
-                    verbose: int = 1) -> keras.callbacks.History:
+                    local_callbacks=(), verbose: int = 1) -> keras.callbacks.History:
     """Train a compiled Keras model like ``model.fit``, under any tf.distribute strategy.
 
     Args:
@@ -114,6 +141,10 @@ def fit_distributed(model, dataset, *, epochs: int, steps_per_epoch: int | None 
             its metrics are logged with a ``val_`` prefix.
         validation_steps: at most this many validation batches (None: the whole data set).
         strategy: the distribution strategy; default: the one the model was built under.
+        local_callbacks: those of ``callbacks`` that run the model by themselves on one worker
+            (validation, prediction). They get a copy of the model built outside the strategy,
+            holding the trained weights at every epoch end: the model's own ``predict`` gathers
+            across workers, and would wait forever for workers that do not call it.
         verbose: 0 silent, 1 progress bar, 2 one line per epoch (as in ``fit``).
 
     Returns:
@@ -130,6 +161,13 @@ def fit_distributed(model, dataset, *, epochs: int, steps_per_epoch: int | None 
         verbose=verbose, epochs=epochs, steps=steps_per_epoch)
 
     _build(model, strategy, dataset.element_spec)
+    local_model = None
+    if local_callbacks:
+        # Built in the caller's (default) strategy: this must run outside strategy.scope().
+        local_model = keras.models.clone_model(model)
+        local_model.set_weights(model.get_weights())
+        for callback in local_callbacks:
+            callback.set_model(local_model)
     train_step = _make_step(model, strategy, model.train_step)
     train_data = distribute_dataset(strategy, dataset)
     test_step = val_data = None
@@ -137,10 +175,13 @@ def fit_distributed(model, dataset, *, epochs: int, steps_per_epoch: int | None 
         test_step = _make_step(model, strategy, model.test_step)
         val_data = distribute_dataset(strategy, validation_data)
 
+    sync = _make_sync(model, strategy)
+
     model.stop_training = False
     callback_list.on_train_begin()
     iterator = iter(train_data) if steps_per_epoch is not None else None
     logs: dict[str, float] = {}
+    epoch_logs: dict[str, float] = {}
     for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
@@ -158,6 +199,10 @@ def fit_distributed(model, dataset, *, epochs: int, steps_per_epoch: int | None 
                 break
         if step < 0:
             raise DataError(f"the training data set yielded no batch in epoch {epoch + 1}")
+        if sync is not None:
+            sync()
+        if local_model is not None:
+            local_model.set_weights(model.get_weights())
         epoch_logs = dict(logs)
         if val_data is not None:
             epoch_logs.update(_evaluate(model, strategy, test_step, val_data, validation_steps,
@@ -166,5 +211,5 @@ def fit_distributed(model, dataset, *, epochs: int, steps_per_epoch: int | None 
         if model.stop_training:
             _log.info("training stopped by a callback after epoch %d", epoch + 1)
             break
-    callback_list.on_train_end(logs)
+    callback_list.on_train_end(epoch_logs)
     return history

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 
-__all__ = ["build_strategy", "is_chief"]
+__all__ = ["build_strategy", "is_chief", "is_multi_worker"]
 
 _log = logging.getLogger(__name__)
 
@@ -28,6 +28,19 @@ def is_chief() -> bool:
     if "chief" in config.get("cluster", {}):
         return task.get("type") == "chief"
     return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+def is_multi_worker(strategy) -> bool:
+    """True for a MultiWorkerMirroredStrategy, which Keras' ``model.fit`` cannot drive.
+
+    Trainers then use `tlt.training.distributed_loop.fit_distributed` and drop each epoch's
+    last partial batch so every worker runs the same number of steps.
+    """
+    import tensorflow as tf
+
+    # The class behind tf.distribute.MultiWorkerMirroredStrategy is CollectiveAllReduceStrategy,
+    # so its type name does not say "MultiWorker"; isinstance does.
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
 def build_strategy(gpus: int = 1):
