@@ -43,6 +43,11 @@ def _main(argv: Sequence[str] | None) -> int:
         raise SpecError(f"--gpus must be >= 1, got {args.gpus}")
     result = train.run(args.spec, args.results_dir, task=args.task, key=resolve_key(args.key),
                        gpus=args.gpus, progress=sys.stderr.isatty())
+    from tlt.training.strategy import is_chief
+
+    if not is_chief():
+        print(f"Worker finished {result.epochs} epochs (the chief writes the model)")
+        return 0
     print(f"Model written to {result.model_path} after {result.epochs} epochs"
           + (f" (resumed from epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""))
     return 0

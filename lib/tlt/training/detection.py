@@ -151,7 +151,7 @@ def train_detection(spec, results_dir: str | Path, *, key: str | None = None, gp
     from tlt.training.callbacks import StatusCallback
     from tlt.training.schedules import build_soft_start_annealing
     from tlt.training.state_checkpoints import StateCheckpoint, find_latest_state, load_state
-    from tlt.training.strategy import build_strategy, is_chief
+    from tlt.training.strategy import build_strategy, is_chief, is_multi_worker
     from tlt.training.transfer import load_pretrained_model, transfer_weights
 
     tc = spec.training_config
@@ -167,12 +167,14 @@ def train_detection(spec, results_dir: str | Path, *, key: str | None = None, gp
     split = resolve_split(spec, validation=False)
     replicas = strategy.num_replicas_in_sync
     global_batch = tc.batch_size_per_gpu * replicas
-    multi_worker = "MultiWorker" in type(strategy).__name__
+    multi_worker = is_multi_worker(strategy)
     drop = multi_worker and split.num_frames >= global_batch
     steps = (split.num_frames // global_batch) if drop else math.ceil(split.num_frames / global_batch)
     _log.info("training DetectNet_v2 (%s) on %d frames of %s with %s on %d replica(s); "
               "%d steps per epoch of %d images", ", ".join(classes), split.num_frames,
-              split.description, type(strategy).__name__, replicas, steps, global_batch)
+              split.description,
+              "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__,
+              replicas, steps, global_batch)
 
     with strategy.scope():
         model = build_detectnet_v2(spec.model_config, classes, input_height=pre.output_image_height,
@@ -222,9 +224,19 @@ def train_detection(spec, results_dir: str | Path, *, key: str | None = None, gp
             callbacks += [_CSVLog(str(results / "training_log.csv")),
                           keras.callbacks.TensorBoard(log_dir=str(results / "events"),
                                                       write_graph=False)]
-        fit = model.fit(train_ds, epochs=tc.num_epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
-                        verbose=1 if progress else 2)
+        if multi_worker:
+            from tlt.training.distributed_loop import fit_distributed
+
+            # Keras' fit cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+            # Validation predicts on the chief alone, so it gets a model outside the strategy.
+            fit = fit_distributed(model, train_ds, epochs=tc.num_epochs,
+                                  initial_epoch=initial_epoch, steps_per_epoch=steps,
+                                  callbacks=callbacks, strategy=strategy,
+                                  local_callbacks=[validation], verbose=1 if progress else 2)
+        else:
+            fit = model.fit(train_ds, epochs=tc.num_epochs, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
+                            verbose=1 if progress else 2)
         history = {k: [float(x) for x in v] for k, v in fit.history.items()}
 
     model_path = results / FINAL_MODEL_NAME

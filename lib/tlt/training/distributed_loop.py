@@ -164,7 +164,9 @@ def fit_distributed(model, dataset, *, epochs: int, steps_per_epoch: int | None 
     local_model = None
     if local_callbacks:
         # Built in the caller's (default) strategy: this must run outside strategy.scope().
-        local_model = keras.models.clone_model(model)
+        # Uncompiled: a compiled copy would need every custom loss registered for
+        # deserialisation, and callbacks that run the model only predict with it.
+        local_model = type(model).from_config(model.get_config())
         local_model.set_weights(model.get_weights())
         for callback in local_callbacks:
             callback.set_model(local_model)
