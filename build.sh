@@ -2,7 +2,8 @@
 # TLT Pipelines build entry point. Usage: ./build.sh <command> [args]
 #
 #   setup     create .venv and install the pinned dependencies and the package (idempotent)
-#   test      setup if needed, then run the test suite (extra args go to pytest; --all adds slow tests)
+#   test      setup if needed, then run the test suite (extra args go to pytest; --all, or CI=true,
+#             adds the slow tests)
 #   demo      setup if needed, make the bundled sample data and run the detection pipeline locally
 #   compile   regenerate KFP components, compiled pipelines and Argo manifests
 #   protos    regenerate lib/tlt/proto/*_pb2.py from the .proto files
@@ -54,10 +55,14 @@ cmd_setup() {
 
 cmd_test() {
   cmd_setup
-  local args=()
+  # Two pytest workers by default (TLT_TEST_WORKERS to change): most tests wait on TensorFlow
+  # start-up, subprocesses or local servers, so two share a 2-core machine well.
+  local args=(-n "${TLT_TEST_WORKERS:-2}") all=""
   for a in "$@"; do
-    if [ "$a" = "--all" ]; then args+=(-m "not gpu"); else args+=("$a"); fi
+    if [ "$a" = "--all" ]; then all=1; else args+=("$a"); fi
   done
+  # CI has the time for the slow tests too (a few minutes more); GPU tests need a GPU.
+  if [ -n "$all" ] || [ "${CI:-}" = "true" ]; then args+=(-m "not gpu"); fi
   "$PY" -m pytest "${args[@]}"
 }
 
