@@ -29,7 +29,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from tlt.data.class_mapping import ClassMapping, build_class_mapping, check_class_presence
 from tlt.data.classification_input import PREPROCESSING
 from tlt.data.detection_augment import build_detection_augment
