@@ -80,3 +80,17 @@ def test_latest_state_skips_a_torn_newest_file_and_callback_keeps_the_newest(tmp
     (tmp_path / "epoch_005.npz").write_bytes((tmp_path / "epoch_004.npz").read_bytes()[:100])
     assert find_latest_state(tmp_path) == (4, tmp_path / "epoch_004.npz")
     assert find_latest_state(tmp_path / "missing") is None
+
+
+def test_a_checkpoint_of_another_model_is_one_clear_error(tmp_path):
+    from tlt.errors import ModelFileError
+
+    model = _model()
+    path = tmp_path / "epoch_001.npz"
+    save_state(path, model, model.optimizer, {"epoch": 1})
+    inputs = keras.Input((3,))
+    other = keras.Model(inputs, keras.layers.Dense(5, name="dense")(inputs))
+    other.compile(optimizer="adam", loss="mse")
+    with pytest.raises(ModelFileError, match=r"epoch_001.npz: checkpoint does not fit the model of "
+                                             r"this spec .*use a fresh results folder"):
+        load_state(path, other, other.optimizer)

@@ -6,6 +6,7 @@ killed with SIGKILL once its second epoch starts, and ``tlt.cli.train.main`` fin
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -191,3 +192,16 @@ def test_input_size_not_a_multiple_of_16(data, tmp_path):
     assert re.fullmatch(rf"tlt-train: error: {re.escape(str(spec))}:\d+: augmentation_config\."
                         r"preprocessing\.output_image_width must be a positive multiple of 16 "
                         r"\(the output stride\), got 120", line), line
+
+
+def test_a_missing_validation_source_fails_before_any_training(data, tmp_path):
+    spec = write_spec(tmp_path / "spec.txt", data, extra_replacements=[
+        ("validation_fold: 0",
+         f'validation_data_source {{ tfrecords_path: "{tmp_path}/nowhere/val*" }}')])
+    code, _, stderr = run_main(train.main, "detection", "-e", spec, "-r", tmp_path / "r")
+    line = _one_error(code, stderr)
+    assert line == (f"tlt-train: error: dataset_config.validation_data_source.tfrecords_path "
+                    f"'{tmp_path}/nowhere/val*' matches no file")
+    assert not (tmp_path / "r" / "checkpoints").exists()
+    status = json.loads((tmp_path / "r" / "status.json").read_text())
+    assert status["state"] == "failed" and "matches no file" in status["message"]

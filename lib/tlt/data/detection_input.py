@@ -36,7 +36,7 @@ from tlt.data.tfrecord import decode_example, feature_spec, read_records
 from tlt.errors import DataError, SpecError
 from tlt.io import storage
 
-__all__ = ["PREPROCESSING", "DetectionSplit", "ValidationBatch", "resolve_split",
+__all__ = ["PREPROCESSING", "DetectionSplit", "ValidationBatch", "resolve_split", "check_split",
            "build_detection_input", "iter_validation_frames"]
 
 log = logging.getLogger("tlt.data.detection_input")
@@ -287,6 +287,17 @@ def _setup(experiment: Any, training: bool, use_training_set: bool, base_dir, ca
     if training:
         check_class_presence(split.class_counts, mapping, split.description)
     return pre, mapping, split
+
+
+def check_split(experiment: Any, *, validation: bool, base_dir: str | None = None,
+                cache_dir: str | None = None) -> DetectionSplit:
+    """Resolve a split and run its checks now (sizes; class presence for training).
+
+    Training calls this for both splits up front, so a bad validation source fails before the
+    first epoch rather than after hours of training.
+    """
+    _, _, split = _setup(experiment, not validation, False, base_dir, cache_dir)
+    return split
 
 
 def build_detection_input(experiment: Any, *, training: bool, batch_size: int,

@@ -72,13 +72,16 @@ def predict_validation_frames(model, experiment, *, batch_size: int, use_trainin
     return frame_ids, ground_truth, predictions
 
 
-def validation_cost(model, experiment, *, batch_size: int, loss=None) -> float:
-    """Mean DetectNet_v2 cost over the validation split (the guide's "Validation cost")."""
+def validation_cost(model, experiment, *, batch_size: int, loss=None,
+                    use_training_set: bool = False) -> float:
+    """Mean DetectNet_v2 cost over the validation split (the guide's "Validation cost"), or over
+    the training split with ``use_training_set``."""
     from tlt.data.detection_input import build_detection_input
     from tlt.models.detectnet_v2.loss import build_detectnet_loss
 
     loss = loss or build_detectnet_loss(experiment.cost_function_config, class_names_of(experiment))
-    dataset = build_detection_input(experiment, training=False, batch_size=batch_size)
+    dataset = build_detection_input(experiment, training=False, batch_size=batch_size,
+                                    use_training_set=use_training_set)
     total, count = 0.0, 0
     losses = loss.losses()
     for images, targets in dataset:
@@ -100,5 +103,6 @@ def evaluate_detection_model(model, experiment, *, batch_size: int, use_training
         model, experiment, batch_size=batch_size, use_training_set=use_training_set)
     results = evaluate_detections(ground_truth, predictions, settings)
     results.num_frames = len(frame_ids)
-    cost = validation_cost(model, experiment, batch_size=batch_size, loss=loss) if with_cost else None
+    cost = (validation_cost(model, experiment, batch_size=batch_size, loss=loss,
+                            use_training_set=use_training_set) if with_cost else None)
     return DetectionEvaluation(results=results, validation_cost=cost, num_frames=len(frame_ids))

@@ -177,6 +177,9 @@ def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
                 task = func(**args)
             except RuntimeError as err:  # kfp.local reports a failed task this way
                 failure = str(err)
+            except TypeError as err:  # arguments the pipeline does not take
+                pending_log.unlink(missing_ok=True)
+                raise PipelineError(f"pipeline {info.name}: {err}") from None
     new_dirs = sorted(p for p in proot.iterdir() if p.is_dir() and p not in before)
     run_dir = new_dirs[-1] if new_dirs else proot
     log_file = run_dir / LOG_FILE

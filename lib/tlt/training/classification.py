@@ -24,8 +24,8 @@ from tlt.data.augment import AugmentConfig
 from tlt.data.classification import scan_image_folder, write_class_map
 from tlt.data.classification_input import PREPROCESSING, build_classification_input
 from tlt.errors import SpecError
-from tlt.io.atomic import atomic_write_text
 from tlt.status import StatusWriter
+from tlt.training.callbacks import final_metrics, trim_training_log
 
 __all__ = ["TrainResult", "train_classification", "build_augment_config", "FINAL_MODEL_NAME"]
 
@@ -154,24 +154,6 @@ def train_classification(spec, results_dir: str | Path, *, key: str | None = Non
         raise
 
 
-def _trim_training_log(path: Path, first_epoch: int) -> None:
-    """Keep only the rows of epochs before ``first_epoch`` (0-based ``epoch`` column).
-
-    A run killed after its last checkpoint has logged epochs that the resumed run trains
-    again; without this they would appear twice.
-    """
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = lines[:1] + [line for line in lines[1:]
-                        if line.split(",", 1)[0].strip().isdigit()
-                        and int(line.split(",", 1)[0]) < first_epoch]
-    if first_epoch == 0 or len(kept) <= 1:
-        path.unlink()
-    elif len(kept) != len(lines):
-        atomic_write_text(path, "".join(kept))
-
-
 def _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec_text,
          progress) -> TrainResult:
     import keras
@@ -233,7 +215,7 @@ def _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec
             # The CSV row of an epoch is written before its checkpoint, so a kill between the
             # two leaves an extra row (trimmed on resume) rather than a missing one.
             log_path = results / "training_log.csv"
-            _trim_training_log(log_path, initial_epoch)
+            trim_training_log(log_path, initial_epoch)
             callbacks.append(keras.callbacks.CSVLogger(str(log_path), append=True))
         callbacks += [
             EpochCheckpoint(ckpt_dir, tc.checkpoint_interval, tc.n_epochs, enabled=chief),
@@ -272,7 +254,8 @@ def _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec
         write_metadata(results, "train", spec=spec, parents=[{"uri": tc.train_dataset_path}],
                        task="classification", model=FINAL_MODEL_NAME, classes=train.class_names,
                        epochs=int(tc.n_epochs), resumed_from_epoch=initial_epoch,
-                       encrypted=key is not None, final_metrics={k: v[-1] for k, v in history.items()})
+                       encrypted=key is not None,
+                       final_metrics=final_metrics(history, results))
         status.done(model=str(model_path))
     return TrainResult(model_path=str(model_path), epochs=int(tc.n_epochs),
                        resumed_from_epoch=initial_epoch, class_names=train.class_names,

@@ -25,6 +25,7 @@ from tlt.artifacts import write_metadata
 from tlt.data.classification_input import PREPROCESSING
 from tlt.io.atomic import atomic_write_text
 from tlt.status import StatusWriter
+from tlt.training.callbacks import final_metrics, trim_training_log
 from tlt.training.classification import TrainResult, _without_optimizer
 
 __all__ = ["train_detection", "ValidationCallback", "build_detection_optimizer"]
@@ -37,7 +38,8 @@ FINAL_MODEL_NAME = "model.tlt"
 class ValidationCallback(keras.callbacks.Callback):
     """Evaluate AP every ``validation_period_during_training`` epochs from ``first_validation_epoch``.
 
-    The last epoch is validated too. Prints the AP table like TLT, writes ``validation/epoch_NNN.json`` and adds ``val_mAP`` (first
+    The last epoch is validated too. Prints the AP table like TLT, writes
+    ``validation/epoch_NNN.json`` and adds ``val_mAP`` (first
     bucket) and ``val_cost`` to the epoch logs so the CSV and TensorBoard loggers record them.
     """
 
@@ -142,7 +144,7 @@ def train_detection(spec, results_dir: str | Path, *, key: str | None = None, gp
     Raises:
         SpecError, DataError, ModelFileError: bad spec, data or pretrained model.
     """
-    from tlt.data.detection_input import build_detection_input, resolve_split
+    from tlt.data.detection_input import build_detection_input, check_split
     from tlt.evaluation.detection import class_names_of
     from tlt.io import modelfile
     from tlt.models.detectnet_v2.autoweight import AutoWeighting
@@ -161,111 +163,122 @@ def train_detection(spec, results_dir: str | Path, *, key: str | None = None, gp
     results.mkdir(parents=True, exist_ok=True)
     chief = is_chief()
     status = StatusWriter(results, "train") if chief else None
-    strategy = build_strategy(gpus)
-    keras.utils.set_random_seed(spec.random_seed)
+    try:
+        strategy = build_strategy(gpus)
+        keras.utils.set_random_seed(spec.random_seed)
 
-    split = resolve_split(spec, validation=False)
-    replicas = strategy.num_replicas_in_sync
-    global_batch = tc.batch_size_per_gpu * replicas
-    multi_worker = is_multi_worker(strategy)
-    drop = multi_worker and split.num_frames >= global_batch
-    steps = (split.num_frames // global_batch) if drop else math.ceil(split.num_frames / global_batch)
-    _log.info("training DetectNet_v2 (%s) on %d frames of %s with %s on %d replica(s); "
-              "%d steps per epoch of %d images", ", ".join(classes), split.num_frames,
-              split.description,
-              "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__,
-              replicas, steps, global_batch)
+        split = check_split(spec, validation=False)
+        check_split(spec, validation=True)  # fail now, not at the first validation epoch
+        replicas = strategy.num_replicas_in_sync
+        global_batch = tc.batch_size_per_gpu * replicas
+        multi_worker = is_multi_worker(strategy)
+        drop = multi_worker and split.num_frames >= global_batch
+        steps = (split.num_frames // global_batch if drop
+                 else math.ceil(split.num_frames / global_batch))
+        _log.info("training DetectNet_v2 (%s) on %d frames of %s with %s on %d replica(s); "
+                  "%d steps per epoch of %d images", ", ".join(classes), split.num_frames,
+                  split.description,
+                  "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__,
+                  replicas, steps, global_batch)
 
-    with strategy.scope():
-        model = build_detectnet_v2(spec.model_config, classes, input_height=pre.output_image_height,
-                                   input_width=pre.output_image_width,
-                                   channels=pre.output_image_channel,
-                                   allow_small_input=pre.allow_small_input,
-                                   kernel_regularizer=_regularizer(tc))
-        loss = build_detectnet_loss(spec.cost_function_config, classes)
-        optimizer = build_detection_optimizer(
-            tc, build_soft_start_annealing(tc.learning_rate, steps_per_epoch=steps,
-                                           epochs=tc.num_epochs))
-        model.compile(optimizer=optimizer, **loss.compile_args())
-        ckpt_dir = results / "checkpoints"
-        latest = find_latest_state(ckpt_dir)
-        initial_epoch = 0
-        if latest is not None:
-            initial_epoch, path = latest
-            _log.info("resuming from %s (epoch %d of %d)", path, initial_epoch, tc.num_epochs)
-            extra = load_state(path, model, optimizer)
-            if extra.get("objective_weights"):
-                loss.set_objective_weights(extra["objective_weights"])
-        elif spec.model_config.pretrained_model_file:
-            source, _ = load_pretrained_model(spec.model_config.pretrained_model_file, key=key)
-            transfer_weights(model, source)
-            del source
-    summary: list[str] = []
-    model.summary(print_fn=lambda line, *a, **k: summary.append(line), line_length=110)
-    _log.info("model summary:\n%s", "\n".join(summary))
+        with strategy.scope():
+            model = build_detectnet_v2(spec.model_config, classes, input_height=pre.output_image_height,
+                                       input_width=pre.output_image_width,
+                                       channels=pre.output_image_channel,
+                                       allow_small_input=pre.allow_small_input,
+                                       kernel_regularizer=_regularizer(tc))
+            loss = build_detectnet_loss(spec.cost_function_config, classes)
+            optimizer = build_detection_optimizer(
+                tc, build_soft_start_annealing(tc.learning_rate, steps_per_epoch=steps,
+                                               epochs=tc.num_epochs))
+            model.compile(optimizer=optimizer, **loss.compile_args())
+            ckpt_dir = results / "checkpoints"
+            latest = find_latest_state(ckpt_dir)
+            initial_epoch = 0
+            if latest is not None:
+                initial_epoch, path = latest
+                _log.info("resuming from %s (epoch %d of %d)", path, initial_epoch, tc.num_epochs)
+                extra = load_state(path, model, optimizer)
+                if extra.get("objective_weights"):
+                    loss.set_objective_weights(extra["objective_weights"])
+            elif spec.model_config.pretrained_model_file:
+                source, _ = load_pretrained_model(spec.model_config.pretrained_model_file, key=key)
+                transfer_weights(model, source)
+                del source
+        summary: list[str] = []
+        model.summary(print_fn=lambda line, *a, **k: summary.append(line), line_length=110)
+        _log.info("model summary:\n%s", "\n".join(summary))
 
-    history: dict[str, list[float]] = {}
-    validation = ValidationCallback(spec, results, loss, global_batch, status, enabled=chief,
-                                    total_epochs=int(tc.num_epochs))
-    if initial_epoch < tc.num_epochs:
-        train_ds = build_detection_input(spec, training=True, batch_size=global_batch,
-                                         seed=spec.random_seed, epoch=initial_epoch,
-                                         drop_remainder=drop)
-        # Order matters: autoweighting sets the next epoch's weights before the checkpoint stores them.
-        callbacks = [
-            AutoWeighting(loss),
-            validation,
-            StateCheckpoint(ckpt_dir, tc.checkpoint_interval, tc.num_epochs,
-                            extra_state=lambda: {"objective_weights": loss.objective_weights()},
-                            enabled=chief),
-            StatusCallback(status, tc.num_epochs),
-        ]
+        history: dict[str, list[float]] = {}
+        validation = ValidationCallback(spec, results, loss, global_batch, status, enabled=chief,
+                                        total_epochs=int(tc.num_epochs))
+        if initial_epoch < tc.num_epochs:
+            train_ds = build_detection_input(spec, training=True, batch_size=global_batch,
+                                             seed=spec.random_seed, epoch=initial_epoch,
+                                             drop_remainder=drop)
+            # Order matters: autoweighting sets the next epoch's weights before the checkpoint stores
+            # them, and the checkpoint is taken before validation, so a failing validation loses no
+            # training.
+            callbacks = [
+                AutoWeighting(loss),
+                StateCheckpoint(ckpt_dir, tc.checkpoint_interval, tc.num_epochs,
+                                extra_state=lambda: {"objective_weights": loss.objective_weights()},
+                                enabled=chief),
+                validation,
+                StatusCallback(status, tc.num_epochs),
+            ]
+            if chief:
+                trim_training_log(results / "training_log.csv", initial_epoch)
+                callbacks += [_CSVLog(str(results / "training_log.csv")),
+                              keras.callbacks.TensorBoard(log_dir=str(results / "events"),
+                                                          write_graph=False)]
+            if multi_worker:
+                from tlt.training.distributed_loop import fit_distributed
+
+                # Keras' fit cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+                # Validation predicts on the chief alone, so it gets a model outside the strategy.
+                fit = fit_distributed(model, train_ds, epochs=tc.num_epochs,
+                                      initial_epoch=initial_epoch, steps_per_epoch=steps,
+                                      callbacks=callbacks, strategy=strategy,
+                                      local_callbacks=[validation], verbose=1 if progress else 2)
+            else:
+                fit = model.fit(train_ds, epochs=tc.num_epochs, initial_epoch=initial_epoch,
+                                steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
+                                verbose=1 if progress else 2)
+            history = {k: [float(x) for x in v] for k, v in fit.history.items()}
+
+        model_path = results / FINAL_MODEL_NAME
         if chief:
-            callbacks += [_CSVLog(str(results / "training_log.csv")),
-                          keras.callbacks.TensorBoard(log_dir=str(results / "events"),
-                                                      write_graph=False)]
-        if multi_worker:
-            from tlt.training.distributed_loop import fit_distributed
-
-            # Keras' fit cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
-            # Validation predicts on the chief alone, so it gets a model outside the strategy.
-            fit = fit_distributed(model, train_ds, epochs=tc.num_epochs,
-                                  initial_epoch=initial_epoch, steps_per_epoch=steps,
-                                  callbacks=callbacks, strategy=strategy,
-                                  local_callbacks=[validation], verbose=1 if progress else 2)
-        else:
-            fit = model.fit(train_ds, epochs=tc.num_epochs, initial_epoch=initial_epoch,
-                            steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
-                            verbose=1 if progress else 2)
-        history = {k: [float(x) for x in v] for k, v in fit.history.items()}
-
-    model_path = results / FINAL_MODEL_NAME
-    if chief:
-        bbox = spec.model_config.objective_set.bbox
-        metadata = {
-            "task": "detection",
-            "arch": spec.model_config.template or spec.model_config.arch,
-            "n_layers": int(spec.model_config.num_layers),
-            "classes": classes,
-            "input_dims": [int(pre.output_image_channel), int(pre.output_image_height),
-                           int(pre.output_image_width)],
-            "preprocessing": PREPROCESSING,
-            "stride": 16,
-            "bbox_scale": float(bbox.scale),
-            "bbox_offset": float(bbox.offset),
-            "output_names": ["output_cov", "output_bbox"],
-            "epochs": int(tc.num_epochs),
-            "spec": spec_text or "",
-        }
-        modelfile.save_keras_model(_without_optimizer(model), str(model_path), metadata, key=key)
-        final = {k: v[-1] for k, v in history.items() if v}
-        write_metadata(results, "train", spec=spec, parents=[{"uri": split.description}],
-                       task="detection", model=FINAL_MODEL_NAME, classes=classes,
-                       epochs=int(tc.num_epochs), resumed_from_epoch=initial_epoch,
-                       encrypted=key is not None, final_metrics=final)
-        if validation.last is not None:
-            atomic_write_text(results / "validation" / "final.json",
-                              validation.last.results.to_json() + "\n")
-        status.done(model=str(model_path))
-    return TrainResult(model_path=str(model_path), epochs=int(tc.num_epochs),
-                       resumed_from_epoch=initial_epoch, class_names=classes, history=history)
+            bbox = spec.model_config.objective_set.bbox
+            metadata = {
+                "task": "detection",
+                "arch": spec.model_config.template or spec.model_config.arch,
+                "n_layers": int(spec.model_config.num_layers),
+                "classes": classes,
+                "input_dims": [int(pre.output_image_channel), int(pre.output_image_height),
+                               int(pre.output_image_width)],
+                "preprocessing": PREPROCESSING,
+                "stride": 16,
+                "bbox_scale": float(bbox.scale),
+                "bbox_offset": float(bbox.offset),
+                "output_names": ["output_cov", "output_bbox"],
+                "epochs": int(tc.num_epochs),
+                "spec": spec_text or "",
+            }
+            modelfile.save_keras_model(_without_optimizer(model), str(model_path), metadata, key=key)
+            final = final_metrics(history, results)
+            write_metadata(results, "train", spec=spec, parents=[{"uri": split.description}],
+                           task="detection", model=FINAL_MODEL_NAME, classes=classes,
+                           epochs=int(tc.num_epochs), resumed_from_epoch=initial_epoch,
+                           encrypted=key is not None, final_metrics=final)
+            if validation.last is not None:
+                atomic_write_text(results / "validation" / "final.json",
+                                  validation.last.results.to_json() + "\n")
+            status.done(model=str(model_path))
+        return TrainResult(model_path=str(model_path), epochs=int(tc.num_epochs),
+                           resumed_from_epoch=initial_epoch, class_names=classes, history=history)
+    except Exception as err:
+        # A UI following status.json must see the run stop, not a "running" state forever.
+        if status is not None:
+            status.failed(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise

@@ -17,6 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tlt.errors import ModelFileError
 from tlt.io.atomic import atomic_path, atomic_write_text
 from tlt.training.checkpoints import find_latest, prune_old, zip_has_member
 
@@ -43,6 +44,15 @@ def load_state(path: str | Path, model, optimizer) -> dict[str, Any]:
     The optimizer is built on the model's trainable variables first, so its slot variables exist
     and line up with the saved ones.
     """
+    try:
+        return _restore(path, model, optimizer)
+    except ValueError as err:
+        # A rerun with another spec (classes, backbone) on an old results folder lands here.
+        raise ModelFileError(f"{path}: checkpoint does not fit the model of this spec ({err}); "
+                             f"use a fresh results folder for a changed spec") from None
+
+
+def _restore(path: str | Path, model, optimizer) -> dict[str, Any]:
     with np.load(path) as data:
         model_keys = sorted(k for k in data.files if k.startswith("model/"))
         model.set_weights([data[k] for k in model_keys])
