@@ -7,21 +7,19 @@ hue per class, so a ResNet-10 at 32x32 learns them in a couple of epochs on a CP
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from cli_processes import VENV_BIN, subprocess_env  # noqa: F401  (re-exported)
 from tlt.data.synthetic import make_classification_dataset
 
 __all__ = ["REPO", "VENV_BIN", "make_shapes", "write_spec", "spec_text", "write_png",
            "write_truncated_png", "read_json", "read_csv_rows", "run_cli", "subprocess_env"]
 
 REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
 
 _SPEC = """\
 model_config {{
@@ -105,14 +103,6 @@ def read_csv_rows(path: Path) -> list[list[str]]:
     return [line.split(",") for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
 
 
-def subprocess_env(**extra: str) -> dict:
-    """Environment of a CLI subprocess: no GPU, quiet TensorFlow, plus ``extra``."""
-    env = dict(os.environ)
-    env.update(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    env.pop("TF_CONFIG", None)
-    env.pop("TLT_KEY", None)
-    env.update(extra)
-    return env
 
 
 def run_cli(tool: str, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:

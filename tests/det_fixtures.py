@@ -14,7 +14,6 @@ import contextlib
 import csv
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cli_processes import VENV_BIN, subprocess_env  # noqa: F401  (re-exported)
 from tlt.data.synthetic import make_detection_dataset
 
 __all__ = ["REPO", "VENV_BIN", "WIDTH", "HEIGHT", "TINY_SPEC", "tiny_data", "spec_text", "write_spec",
@@ -30,7 +30,6 @@ __all__ = ["REPO", "VENV_BIN", "WIDTH", "HEIGHT", "TINY_SPEC", "tiny_data", "spe
            "load_state_extra", "write_kitti"]
 
 REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
 TINY_SPEC = REPO / "examples" / "specs" / "detection_tiny.txt"
 WIDTH, HEIGHT = 128, 64
 FRAMES = 24
@@ -53,14 +52,6 @@ image_directory_path: "{root}"
 """
 
 
-def subprocess_env(**extra: str) -> dict:
-    """Environment of a CLI subprocess: no GPU, quiet TensorFlow, unbuffered output, plus ``extra``."""
-    env = dict(os.environ)
-    env.update(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    env.pop("TF_CONFIG", None)
-    env.pop("TLT_KEY", None)
-    env.update(extra)
-    return env
 
 
 def run_cli(tool: str, *args: str, cwd: Path | None = None, timeout: float = 600,

@@ -5,11 +5,9 @@ log keys, resume, data errors, two replicas (batch-norm sync, exact validation m
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import keras
@@ -17,7 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from det_fixtures import VENV_BIN, read_csv, read_json, subprocess_env, tiny_data, write_spec
+from cli_processes import run_two_workers, subprocess_env
+from det_fixtures import read_csv, read_json, tiny_data, write_spec
 from tlt.errors import DataError
 from tlt.io import modelfile
 from tlt.training.distributed_loop import fit_distributed
@@ -215,43 +214,11 @@ def test_two_replicas_sync_batch_norm_and_report_exact_validation_metrics(tmp_pa
 
 # ------------------------------------------------------------------ detection, 2 workers
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @pytest.mark.slow
 def test_detection_trains_as_two_local_workers(tmp_path_factory, tmp_path):
     data = tiny_data(tmp_path_factory.getbasetemp() / "detection_shared")
     spec = write_spec(tmp_path / "spec.txt", data, epochs=2, batch_size=2)
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    procs, logs = [], []
-    try:
-        for index in range(2):
-            tf_config = json.dumps({"cluster": {"worker": workers},
-                                    "task": {"type": "worker", "index": index}})
-            log = open(tmp_path / f"worker{index}.log", "w")
-            logs.append(log)
-            procs.append(subprocess.Popen(
-                [str(VENV_BIN / "tlt-train"), "detection", "-e", str(spec),
-                 "-r", str(tmp_path / f"out{index}")],
-                stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(TF_CONFIG=tf_config)))
-        deadline = time.monotonic() + 400
-        codes = [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for log in logs:
-            log.close()
-    outputs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    codes, outputs = run_two_workers("detection", spec, tmp_path, timeout=400)
     assert codes == [0, 0], [text[-3000:] for text in outputs]
     for text in outputs:
         # 18 training frames, global batch 2 x 2: 4 equal steps on every worker.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 
+from cli_processes import run_two_workers
 from cls_fixtures import (VENV_BIN, make_shapes, read_csv_rows, read_json, run_cli,
                           subprocess_env, write_spec, write_truncated_png)
 from tlt import spec as spec_loader
@@ -278,53 +278,12 @@ def test_gpus_2_on_cpu_mirrors_over_two_logical_devices(shapes, tmp_path):
     assert meta["classes"] == CLASSES
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _run_two_workers(tmp_path: Path, spec: Path, *, timeout: float = 300) -> tuple[list, list]:
-    """Run ``tlt-train classification`` as worker 0 and 1 of a local TF_CONFIG cluster.
-
-    Returns the exit codes and logs. Both processes are killed if either outlives ``timeout``
-    (a collective op waiting for a dead peer would otherwise hang the test run).
-    """
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    procs, logs = [], []
-    try:
-        for index in range(2):
-            tf_config = json.dumps({"cluster": {"worker": workers},
-                                    "task": {"type": "worker", "index": index}})
-            log = open(tmp_path / f"worker{index}.log", "w")
-            logs.append(log)
-            procs.append(subprocess.Popen(
-                [str(VENV_BIN / "tlt-train"), "classification", "-e", str(spec),
-                 "-r", str(tmp_path / f"out{index}")],
-                stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(TF_CONFIG=tf_config)))
-        deadline = time.monotonic() + timeout
-        codes = [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for log in logs:
-            log.close()
-    return codes, [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
-
-
 @pytest.mark.slow
 def test_multi_worker_two_local_processes(shapes, tmp_path):
     spec = write_spec(tmp_path / "spec.txt", shapes / "train", shapes / "val", epochs=2,
                       batch_size=4, learning_rate=0.02)
 
-    codes, outputs = _run_two_workers(tmp_path, spec)
+    codes, outputs = run_two_workers("classification", spec, tmp_path)
 
     assert codes == [0, 0], outputs
     for text in outputs:

@@ -1,7 +1,7 @@
 """gs:// backend on google-cloud-storage.
 
 With STORAGE_EMULATOR_HOST set (a local emulator), the client uses anonymous credentials and
-a placeholder project; otherwise Application Default Credentials. The library's own retries
+a stand-in project id; otherwise Application Default Credentials. The library's own retries
 are switched off (``retry=None`` on every call) so `with_retries` is the single retry layer.
 Atomicity: an object appears only when its upload (single request, or the last chunk of a
 resumable upload) completes.

@@ -182,7 +182,7 @@ class Stage:
             raise PipelineError(f"stage {self.name}: names used twice: {', '.join(dupes)}")
 
     def argv(self) -> list[str]:
-        """The container command of its Argo template, with Argo placeholders.
+        """The container command of its Argo template, with Argo template expressions for the inputs.
 
         The container runs ``tlt-pipeline stage <name>``, the same adapter the KFP component calls,
         so a stage behaves identically in Kubeflow, Argo and a local run.
@@ -225,7 +225,7 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="train",
             cli="tlt-train",
-            description="Train a model from an experiment spec; a retried task resumes from its last checkpoint.",
+            description="Train a model from an experiment spec; a rerun on the same results folder resumes from its last checkpoint.",
             params=(
                 Param("task", str, "classification or detection.", "classification"),
                 Param("spec", str, "Experiment spec (TLT prototxt text, as tlt-train -e reads)."),
