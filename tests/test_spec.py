@@ -11,10 +11,10 @@ from tlt import spec
 from tlt.errors import SpecError
 from tlt.proto.classification_config_pb2 import ClassificationExperiment
 from tlt.proto.detection_config_pb2 import EvaluationConfig, RegularizerConfig
-from tlt.spec_defaults import DEFAULTS, SECTION
+from tlt.spec.defaults import DEFAULTS, SECTION
 
 SPECS = Path(__file__).resolve().parents[1] / "examples" / "specs"
-PROTO_DIR = Path(spec.__file__).parent / "proto"
+PROTO_DIR = Path(spec.__file__).parents[1] / "proto"
 
 
 def kind_of(name: str) -> str:

@@ -16,6 +16,7 @@ __all__ = [
     "ModelKeyError",
     "RegistryError",
     "PipelineError",
+    "Interrupted",
 ]
 
 
@@ -72,3 +73,14 @@ class RegistryError(TLTError):
 
 class PipelineError(TLTError):
     """A pipeline could not be compiled or run."""
+
+
+class Interrupted(TLTError):
+    """The process was asked to stop (SIGTERM from Kubernetes eviction or ``timeout``).
+
+    Raised in the main thread by `tlt.signals.sigterm_raises`, so a stage unwinds through its
+    ``finally`` blocks, leaves no partial output visible and marks ``status.json`` interrupted.
+    A rerun of the same command resumes. Exit code 143 = 128 + SIGTERM, as a shell reports it.
+    """
+
+    exit_code = 143

@@ -15,8 +15,8 @@ __all__ = ["StatusWriter"]
 class StatusWriter:
     """Keeps ``<out_dir>/status.json`` up to date.
 
-    The file always holds a complete JSON object: ``stage``, ``state`` (``running``, ``done`` or
-    ``failed``), ``started``/``updated`` Unix times and whatever fields the stage reports
+    The file always holds a complete JSON object: ``stage``, ``state`` (``running``, ``done``,
+    ``failed`` or ``interrupted``), ``started``/``updated`` Unix times and whatever fields the stage reports
     (epoch, step, progress fraction, message ...).
     """
 
@@ -38,3 +38,16 @@ class StatusWriter:
     def failed(self, message: str) -> None:
         """Mark the stage failed with a one-line reason."""
         self.update(state="failed", message=message)
+
+    def interrupted(self, message: str) -> None:
+        """Mark the stage stopped by a signal; a rerun resumes it."""
+        self.update(state="interrupted", message=message)
+
+    def finish_with(self, error: BaseException) -> None:
+        """Record why the stage ended early: ``interrupted`` for a signal, else ``failed``."""
+        from tlt.errors import Interrupted
+
+        if isinstance(error, (Interrupted, KeyboardInterrupt)):
+            self.interrupted(str(error) or type(error).__name__)
+        else:
+            self.failed(str(error) or type(error).__name__)

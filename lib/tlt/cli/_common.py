@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -9,9 +10,13 @@ from typing import Callable, Sequence
 
 from tlt.errors import TLTError
 
-__all__ = ["setup_logging", "run_main"]
+__all__ = ["HelpFormatter", "setup_logging", "run_main"]
 
 _LOG_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``-h`` shows every option's default, as TLT users expect; pass as ``formatter_class``."""
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -26,10 +31,14 @@ def run_main(prog: str, main: Callable[[Sequence[str] | None], int | None],
              argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)``; a `TLTError` becomes ``prog: error: <message>`` and its exit code.
 
+    SIGTERM becomes `tlt.errors.Interrupted` (exit 143) so stages clean up before the process ends.
     Returns the process exit code (0 on success) instead of exiting, so tests can call it.
     """
+    from tlt.signals import sigterm_raises
+
     try:
-        code = main(argv)
+        with sigterm_raises():
+            code = main(argv)
         return int(code or 0)
     except TLTError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)

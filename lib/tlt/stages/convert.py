@@ -30,7 +30,7 @@ from tlt.data.kitti import IMAGE_FORMATS, DataReport, normalise_extension, pair_
 from tlt.errors import DataError, SpecError
 from tlt.io import storage
 from tlt.proto.dataset_export_config_pb2 import DatasetExportConfig
-from tlt.spec_defaults import apply_defaults
+from tlt.spec.defaults import apply_defaults
 from tlt.status import StatusWriter
 
 __all__ = ["ConvertResult", "KittiSettings", "resolve_settings", "run"]
@@ -88,7 +88,7 @@ class KittiSettings:
 
 
 def resolve_settings(config: DatasetExportConfig) -> KittiSettings:
-    """Apply the documented defaults (`tlt.spec_defaults`) and check the values `run` relies on.
+    """Apply the documented defaults (`tlt.spec.defaults`) and check the values `run` relies on.
 
     Raises:
         SpecError: a missing or out-of-range field, named by its path.

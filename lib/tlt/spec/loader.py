@@ -32,9 +32,9 @@ from tlt.proto.classification_config_pb2 import ClassificationExperiment
 from tlt.proto.cluster_params_pb2 import ClusterParams
 from tlt.proto.dataset_export_config_pb2 import DatasetExportConfig
 from tlt.proto.detection_config_pb2 import DetectionExperiment
-from tlt.spec_defaults import apply_defaults, normalise
-from tlt.spec_locate import child_path, index_text, index_yaml, key_repr, line_of
-from tlt.spec_rules import violations
+from tlt.spec.defaults import apply_defaults, normalise
+from tlt.spec.locate import child_path, index_text, index_yaml, key_repr, line_of
+from tlt.spec.rules import violations
 
 __all__ = ["KINDS", "FORMATS", "schema_class", "load", "loads", "load_cluster_params", "validate",
            "to_text", "cluster_value"]

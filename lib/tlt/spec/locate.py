@@ -3,7 +3,7 @@
 ``google.protobuf.text_format`` reports where parsing failed but not which field was being read,
 and a parsed message no longer knows where its values came from. This module re-reads the text
 with a small tolerant tokenizer, guided by the message descriptor, and records every field
-occurrence under the same dotted path ``tlt.spec_rules`` uses in its messages::
+occurrence under the same dotted path ``tlt.spec.rules`` uses in its messages::
 
     train_config.batch_size_per_gpu
     cost_function_config.target_classes[1].objectives[0].weight_target

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 from google.protobuf.message import Message
 
-from tlt.spec_locate import child_path, key_repr
+from tlt.spec.locate import child_path, key_repr
 
 __all__ = ["CHECKS", "CLASSIFICATION_ARCHS", "DETECTION_ARCHS", "ARCH_DEPTHS", "IMAGE_EXTENSIONS",
            "violations", "parse_image_size"]
