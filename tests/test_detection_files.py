@@ -31,9 +31,9 @@ def test_voc_perfect_predictions_on_real_frames(kitti_samples, tmp_path, ap_mode
     r = evaluate_prediction_files(kitti_samples / "labels", preds, mode="voc", ap_mode=ap_mode)
     assert r.classes == CLASSES
     assert [r.ap(c) for c in CLASSES] == [100.0] * 5
-    assert r.mean_ap == {"all": 100.0}
+    assert r.mean_ap["combined"] == 100.0
     assert r.num_frames == 7
-    assert [r.per_class[c]["all"].num_ground_truth for c in CLASSES] == [8, 2, 1, 2, 1]
+    assert [r.per_class[c]["combined"].num_ground_truth for c in CLASSES] == [8, 2, 1, 2, 1]
     assert r.frames_without_predictions == [] and r.predictions_without_labels == []
 
 
@@ -41,21 +41,24 @@ def test_voc_perfect_predictions_on_real_frames(kitti_samples, tmp_path, ap_mode
 # high are easy; 33 and 30 px ones moderate/hard; 22, 21, 21 and 18 px ones are in no bucket
 # (height <= 25). Pedestrians 165 and 60 px: everywhere. The 37.5 px cyclist is moderate/hard; the
 # other one has occlusion 3 (no bucket). Truck 33 px: moderate/hard. Misc 161 px: everywhere.
-COUNTED = {"car": [2, 4, 4], "cyclist": [0, 1, 1], "misc": [1, 1, 1], "pedestrian": [2, 2, 2], "truck": [0, 1, 1]}
+# The first column, combined, counts every box of the class.
+COUNTED = {"car": [8, 2, 4, 4], "cyclist": [2, 0, 1, 1], "misc": [1, 1, 1, 1], "pedestrian": [2, 2, 2, 2],
+           "truck": [1, 0, 1, 1]}
+COLUMNS = ["combined", "easy", "moderate", "hard"]
 
 
 def test_kitti_perfect_predictions_on_real_frames(kitti_samples, tmp_path):
     preds = write_predictions(kitti_samples / "labels", tmp_path / "pred")
     r11 = evaluate_prediction_files(kitti_samples / "labels", preds, mode="kitti", ap_mode="11")
     r40 = evaluate_prediction_files(kitti_samples / "labels", preds, mode="kitti", ap_mode="40")
-    assert r11.buckets == ["easy", "moderate", "hard"]
+    assert r11.buckets == COLUMNS
     for cls, counts in COUNTED.items():
         assert [r11.per_class[cls][b].num_ground_truth for b in r11.buckets] == counts
-        assert [r11.per_class[cls][b].false_positives for b in r11.buckets] == [0, 0, 0]
+        assert [r11.per_class[cls][b].false_positives for b in r11.buckets] == [0, 0, 0, 0]
         # n <= 41 perfect boxes: the devkit's curve is 1 at samples 0 .. n-1, 0 after (see
-        # test_detection_metrics_kitti): 11 points -> 1/11 for n = 1..4; 40 points -> (n - 1) / 40
+        # test_detection_metrics_kitti): 11 points -> #{0, 4, ..} < n / 11; 40 points -> (n - 1) / 40
         assert [r11.per_class[cls][b].ap for b in r11.buckets] == pytest.approx(
-            [100 / 11 if n else None for n in counts])
+            [100 * len(range(0, n, 4)) / 11 if n else None for n in counts])
         assert [r40.per_class[cls][b].ap for b in r40.buckets] == pytest.approx(
             [100 * (n - 1) / 40 if n else None for n in counts])
 
@@ -69,10 +72,11 @@ def test_dropping_one_car(kitti_samples, tmp_path):
     assert voc11.ap("pedestrian") == 100.0
     assert evaluate_prediction_files(labels, preds, mode="voc", ap_mode="all").ap("car") == pytest.approx(87.5)
     k40 = evaluate_prediction_files(labels, preds, mode="kitti", ap_mode="40")
-    # easy: 1 of 2 found -> one threshold -> sample 0 only -> 0; moderate/hard: 3 of 4 -> 2/40
-    assert [k40.ap("car", b) for b in k40.buckets] == pytest.approx([0.0, 5.0, 5.0])
+    # combined: 7 of 8 -> 6/40; easy: 1 of 2 found -> one threshold -> sample 0 only -> 0;
+    # moderate/hard: 3 of 4 -> 2/40
+    assert [k40.ap("car", b) for b in k40.buckets] == pytest.approx([15.0, 0.0, 5.0, 5.0])
     k11 = evaluate_prediction_files(labels, preds, mode="kitti", ap_mode="11")
-    assert [k11.ap("car", b) for b in k11.buckets] == pytest.approx([100 / 11] * 3)
+    assert [k11.ap("car", b) for b in k11.buckets] == pytest.approx([200 / 11] + [100 / 11] * 3)
 
 
 def test_missing_and_unlabelled_prediction_files(kitti_samples, tmp_path, caplog):

@@ -33,15 +33,16 @@ def kitti(ap_mode="11", **kwargs):
 
 
 def aps(results, cls="car"):
-    return [results.per_class[cls][b].ap for b in results.buckets]
+    """AP of the difficulty buckets (the ``combined`` column left out)."""
+    return [results.per_class[cls][b].ap for b in BUCKETS]
 
 
 @pytest.mark.parametrize("ap_mode", ["11", "40"])
 def test_all_true_positives_with_41_boxes_is_100(ap_mode):
     gt = cars(41)
     r = evaluate_detections([gt], [hits(gt)], kitti(ap_mode))
-    assert r.buckets == BUCKETS
-    assert aps(r) == [100.0, 100.0, 100.0]
+    assert r.buckets == ["combined"] + BUCKETS
+    assert aps(r) == [100.0, 100.0, 100.0] and r.ap("car", "combined") == 100.0
     res = r.per_class["car"]["easy"]
     assert (res.num_ground_truth, res.true_positives, res.false_positives) == (41, 41, 0)
     assert res.precision == [1.0] * 41
@@ -145,7 +146,7 @@ def test_class_without_ground_truth_has_no_ap():
                             kitti(classes=["car", "cyclist"]))
     assert aps(r, "cyclist") == [None, None, None]
     assert r.per_class["cyclist"]["easy"].num_detections == 1
-    assert r.mean_ap == {"easy": 100.0, "moderate": 100.0, "hard": 100.0}
+    assert r.mean_ap == {"combined": 100.0, "easy": 100.0, "moderate": 100.0, "hard": 100.0}
 
 
 def test_get_thresholds_by_hand():
@@ -173,17 +174,35 @@ dataset_config { target_class_mapping { key: "Automobile" value: "car" } }
     gt = cars(41, "Automobile")
     loose = [Detection("car", b.xmin, b.ymin, b.xmin + 35, b.ymax, 1.0) for b in gt]  # IoU 0.7 > 0.5
     r = evaluate_detections([gt], [loose], settings)
-    assert r.buckets == ["easy", "mdrt"]
+    assert r.buckets == ["combined", "easy", "mdrt"]
     assert r.ap("car", "mdrt") == 100.0
     assert r.ap("car", "easy") is None  # 50 px boxes are all under easy's 60 px
     table = r.table().splitlines()
     assert table[0] == "AP (kitti, 40 recall points), in %:"
-    assert table[2].split() == ["class", "easy", "mdrt"]
-    assert table[4].split() == ["car", "n/a", "100.00"]
-    assert table[6].split() == ["mAP", "n/a", "100.00"]
+    assert table[2].split() == ["class", "mAP", "combined", "easy", "mdrt"]
+    assert table[4].split() == ["car", "100.00", "n/a", "100.00"]
+    assert table[6].split() == ["mAP", "100.00", "n/a", "100.00"]
 
 
 def test_kitti_mode_has_no_area_mode():
     with pytest.raises(SpecError, match=r'AP mode "all" \(area under the curve\) is not part of the KITTI '
                                         r"benchmark; use 11 or 40"):
         kitti("all")
+
+
+def test_combined_column_counts_every_object_of_the_class():
+    # the three cars outside every bucket count (and are missed) in combined; the van stays ignored
+    occluded = GroundTruth("car", 0, 300, 50, 350, truncation=0.0, occlusion=3)
+    short = GroundTruth("car", 200, 300, 250, 320)  # 20 px
+    truncated = GroundTruth("car", 100, 300, 150, 350, truncation=0.9, occlusion=0)
+    van = GroundTruth("van", 300, 300, 350, 350)
+    gt = cars(41)
+    r = evaluate_detections([gt + [occluded, short, truncated, van]], [hits(gt)], kitti("40"))
+    combined = r.per_class["car"]["combined"]
+    assert (combined.num_ground_truth, combined.num_ignored_ground_truth) == (44, 1)
+    assert [r.per_class["car"][b].num_ground_truth for b in BUCKETS] == [41, 41, 41]
+    assert aps(r) == [100.0, 100.0, 100.0]
+    # 41 of 44 found (recall 0.93): 38 thresholds, samples 0..37 -> precision 1 at 1..37 of 40
+    assert len(get_thresholds([1.0] * 41, 44)) == 38
+    assert r.ap("car", "combined") == pytest.approx(100 * 37 / 40)
+    assert r.columns()["ap_car_combined"] == pytest.approx(92.5)

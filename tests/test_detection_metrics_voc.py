@@ -35,19 +35,19 @@ PRED_4 = [[det("pedestrian", 0, 0, 100, 100, 0.9), det("pedestrian", 200, 0, 300
 def test_eleven_point_ap_by_hand():
     # interpolated precision: 1 at recall 0 .. 0.3 (4 points), 2/3 at 0.4 .. 0.6 (3 points), 0 above
     r = evaluate_detections(GT_3, PRED_4, voc("11"))
-    res = r.per_class["pedestrian"]["all"]
+    res = r.per_class["pedestrian"]["combined"]
     assert res.ap == pytest.approx(100 * 6 / 11, abs=1e-12)
     assert (res.num_ground_truth, res.num_detections, res.true_positives, res.false_positives) == (3, 4, 2, 2)
     assert res.precision == pytest.approx([1, 1, 1, 1, 2 / 3, 2 / 3, 2 / 3, 0, 0, 0, 0])
-    assert r.mean_ap == {"all": pytest.approx(100 * 6 / 11)}
+    assert r.mean_ap["combined"] == pytest.approx(100 * 6 / 11)
 
 
 def test_all_point_ap_by_hand():
     # area: 1/3 * 1 + (2/3 - 1/3) * 2/3 = 5/9
     r = evaluate_detections(GT_3, PRED_4, voc("all"))
     assert r.ap("pedestrian") == pytest.approx(100 * 5 / 9, abs=1e-12)
-    assert r.per_class["pedestrian"]["all"].recall == pytest.approx([1 / 3, 2 / 3, 1.0])
-    assert r.per_class["pedestrian"]["all"].precision == pytest.approx([1, 2 / 3, 0])
+    assert r.per_class["pedestrian"]["combined"].recall == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert r.per_class["pedestrian"]["combined"].precision == pytest.approx([1, 2 / 3, 0])
 
 
 def test_forty_point_ap_by_hand():
@@ -62,7 +62,7 @@ def test_minimum_overlap_is_inclusive_and_per_class():
     assert exact.ap("car") == 100.0
     below = evaluate_detections([frame], [[det("car", 0, 0, 69, 100, 0.9)]], voc())  # IoU 0.69
     assert below.ap("car") == 0.0
-    assert below.per_class["car"]["all"].false_positives == 1
+    assert below.per_class["car"]["combined"].false_positives == 1
     relaxed = evaluate_detections([frame], [[det("car", 0, 0, 69, 100, 0.9)]],
                                   EvaluationSettings(mode="voc", min_overlap={"car": 0.6}))
     assert relaxed.ap("car") == 100.0
@@ -75,7 +75,7 @@ def test_match_goes_to_the_best_unmatched_ground_truth():
     preds = [det("pedestrian", 10, 0, 110, 100, 0.9), det("pedestrian", 8, 0, 108, 100, 0.8)]
     r = evaluate_detections([frame], [preds], voc())
     assert r.ap("pedestrian") == 100.0
-    assert r.per_class["pedestrian"]["all"].true_positives == 2
+    assert r.per_class["pedestrian"]["combined"].true_positives == 2
 
 
 def test_detections_only_match_their_own_frame_and_class():
@@ -84,7 +84,7 @@ def test_detections_only_match_their_own_frame_and_class():
     r = evaluate_detections(gts, preds, voc())
     assert r.classes == ["car", "cyclist"]
     assert r.ap("car") == 0.0 and r.ap("cyclist") == 0.0
-    assert r.per_class["car"]["all"].false_positives == 1
+    assert r.per_class["car"]["combined"].false_positives == 1
 
 
 def test_mean_ap_skips_classes_without_ground_truth():
@@ -92,7 +92,7 @@ def test_mean_ap_skips_classes_without_ground_truth():
     preds = [[det("car", 0, 0, 100, 100, 0.9), det("cyclist", 300, 0, 350, 100, 0.5)]]
     r = evaluate_detections(gts, preds, voc(classes=["car", "pedestrian", "cyclist"]))
     assert (r.ap("car"), r.ap("pedestrian"), r.ap("cyclist")) == (100.0, 0.0, None)
-    assert r.mean_ap["all"] == 50.0
+    assert r.mean_ap["combined"] == 50.0
 
 
 def test_class_mapping_applies_to_ground_truth():
@@ -108,27 +108,82 @@ def test_table_and_json():
     r = evaluate_detections(gts, [[det("car", 0, 0, 100, 100, 1.0)]], voc(classes=["car", "pedestrian"]))
     assert r.table() == "\n".join([
         "AP (voc, 11 recall points), in %:",
-        "==========  ======",
-        "class           AP",
-        "==========  ======",
-        "car         100.00",
-        "pedestrian     n/a",
-        "==========  ======",
-        "mAP         100.00",
-        "==========  ======",
+        "==========  ========  ======  ========  ======",
+        "class mAP   combined    easy  moderate    hard",
+        "==========  ========  ======  ========  ======",
+        "car           100.00  100.00    100.00  100.00",
+        "pedestrian       n/a     n/a       n/a     n/a",
+        "==========  ========  ======  ========  ======",
+        "mAP           100.00  100.00    100.00  100.00",
+        "==========  ========  ======  ========  ======",
     ])
     data = json.loads(r.to_json())
-    assert data["mode"] == "voc" and data["buckets"] == ["all"]
-    assert data["mean_ap"] == {"all": 100.0}
-    assert data["per_class"]["car"]["all"]["ap"] == 100.0
-    assert data["per_class"]["pedestrian"]["all"]["ap"] is None
+    assert data["mode"] == "voc" and data["buckets"] == ["combined", "easy", "moderate", "hard"]
+    assert data["mean_ap"] == {"combined": 100.0, "easy": 100.0, "moderate": 100.0, "hard": 100.0}
+    assert data["per_class"]["car"]["combined"]["ap"] == 100.0
+    assert data["per_class"]["pedestrian"]["combined"]["ap"] is None
     assert data["min_overlap"] == {"car": 0.7, "pedestrian": 0.5}
+    assert data["columns"] == {
+        "ap_car_combined": 100.0, "ap_car_easy": 100.0, "ap_car_moderate": 100.0, "ap_car_hard": 100.0,
+        "ap_pedestrian_combined": None, "ap_pedestrian_easy": None, "ap_pedestrian_moderate": None,
+        "ap_pedestrian_hard": None,
+        "mAP_combined": 100.0, "mAP_easy": 100.0, "mAP_moderate": 100.0, "mAP_hard": 100.0}
+
+
+# One frame for the bucket columns (KITTI's default buckets, car needs IoU 0.7):
+# A: 100 px, visible; B: 30 px (under easy's 40, over moderate's 25); C: 100 px, occlusion 2
+# (hard only). Detections: A and B found; a 30 px false positive scores highest; C is missed.
+BUCKET_GT = [[GroundTruth("car", 0, 0, 100, 100), GroundTruth("car", 200, 0, 230, 30),
+              GroundTruth("car", 300, 0, 400, 100, truncation=0.0, occlusion=2)]]
+BUCKET_DETS = [[det("car", 500, 0, 530, 30, 0.95), det("car", 0, 0, 100, 100, 0.9),
+                det("car", 200, 0, 230, 30, 0.8)]]
+
+
+def test_bucket_columns_ignore_ground_truth_outside_them():
+    r = evaluate_detections(BUCKET_GT, BUCKET_DETS, voc())
+    assert r.buckets == ["combined", "easy", "moderate", "hard"]
+    counts = {b: (c.num_ground_truth, c.num_detections, c.true_positives, c.false_positives)
+              for b, c in r.per_class["car"].items()}
+    # easy: only A counts; the 30 px detections (B's and the false one) are ignored, not scored
+    assert counts == {"combined": (3, 3, 2, 1), "easy": (1, 1, 1, 0), "moderate": (2, 3, 2, 1),
+                      "hard": (3, 3, 2, 1)}
+    # combined / hard: precision 0, 1/2, 2/3 at recall 0, 1/3, 2/3 -> 2/3 at 7 of 11 points;
+    # moderate: recall 0, 1/2, 1 -> 2/3 at all 11 points
+    assert [r.ap("car", b) for b in r.buckets] == pytest.approx([100 * 14 / 33, 100.0, 100 * 2 / 3,
+                                                                 100 * 14 / 33])
+    assert r.columns()["ap_car_easy"] == 100.0 and r.columns()["mAP_moderate"] == pytest.approx(200 / 3)
+
+
+def test_guide_buckets_from_the_spec_in_voc_mode():
+    import tlt.spec
+
+    spec = tlt.spec.loads("""
+evaluation_config {
+  evaluation_bucket_config { key: "hard" value { minimum_height: 25 maximum_occlusion: 2 truncation { maximum: 0.5 } } }
+  evaluation_bucket_config { key: "mdrt" value { minimum_height: 25 maximum_occlusion: 1 truncation { maximum: 0.3 } } }
+  evaluation_bucket_config { key: "easy" value { minimum_height: 40 maximum_occlusion: 0 truncation { maximum: 0.15 } } }
+}
+cost_function_config { target_classes { name: "car" } }
+""", "detection")
+    r = evaluate_detections(BUCKET_GT, BUCKET_DETS, build_evaluation_settings(spec))
+    assert r.mode == "voc" and r.buckets == ["combined", "easy", "mdrt", "hard"]
+    assert r.table().splitlines()[2].split() == ["class", "mAP", "combined", "easy", "mdrt", "hard"]
+    assert r.table().splitlines()[4].split() == ["car", "42.42", "100.00", "66.67", "42.42"]
+    assert sorted(r.columns()) == ["ap_car_combined", "ap_car_easy", "ap_car_hard", "ap_car_mdrt",
+                                   "mAP_combined", "mAP_easy", "mAP_hard", "mAP_mdrt"]
+
+
+def test_combined_is_a_reserved_bucket_name():
+    from tlt.metrics.detection import Bucket
+
+    with pytest.raises(SpecError, match='evaluation_bucket_config key "combined" is reserved'):
+        EvaluationSettings(buckets=(Bucket("combined"),))
 
 
 def test_write_json(tmp_path):
     r = evaluate_detections([[gt("car", 0, 0, 100, 100)]], [[]], voc())
     r.write_json(tmp_path / "out" / "results.json")
-    assert json.loads((tmp_path / "out" / "results.json").read_text())["per_class"]["car"]["all"]["ap"] == 0.0
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["per_class"]["car"]["combined"]["ap"] == 0.0
 
 
 def test_bad_settings():

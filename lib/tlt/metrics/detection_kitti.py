@@ -22,6 +22,8 @@ ground-truth boxes even perfect detections score below 100 (e.g. 2 boxes: 9.09 w
 2.5 with 40; see open-mmlab/OpenPCDet#1060). Two extensions keep the defaults' numbers: buckets
 may also set a maximum height (taller ground truth is ignored, taller detections too) and minimum
 occlusion and truncation; a class without counted ground truth gets AP None, not a failure.
+The ``combined`` column is the same computation with a bucket that holds every object (DontCare
+regions and neighbouring classes still apply).
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from typing import Sequence
 
 import numpy as np
 
-from tlt.metrics.detection import (Bucket, ClassResult, Detection, DetectionResults,
-                                   EvaluationSettings, GroundTruth, iou_matrix, mean_ap,
-                                   resolve_classes)
+from tlt.metrics.detection_types import (Bucket, ClassResult, Detection, DetectionResults,
+                                         EvaluationSettings, GroundTruth, iou_matrix, mean_ap,
+                                         outside_bucket, resolve_classes)
 
 __all__ = ["N_SAMPLE_PTS", "NEIGHBOUR_CLASSES", "evaluate", "get_thresholds", "evaluate_class"]
 
@@ -69,14 +71,14 @@ def evaluate(ground_truth: Sequence[Sequence[GroundTruth]], predictions: Sequenc
         settings: classes, minimum overlaps, buckets, class mapping and AP mode ("11" or "40").
 
     Returns:
-        Results with one column per bucket.
+        Results with the ``combined`` column, then one per bucket.
     """
     frames = [_prepare(gt, dets, settings) for gt, dets in zip(ground_truth, predictions)]
     classes = resolve_classes(ground_truth, settings)
     per_class = {name: {b.name: evaluate_class(frames, name, b, settings.overlap_for(name), settings.ap_mode)
-                        for b in settings.buckets}
+                        for b in settings.columns}
                  for name in classes}
-    buckets = [b.name for b in settings.buckets]
+    buckets = [b.name for b in settings.columns]
     return DetectionResults(
         mode="kitti", ap_mode=settings.ap_mode, classes=classes, buckets=buckets, per_class=per_class,
         mean_ap=mean_ap(per_class, buckets),
@@ -186,12 +188,7 @@ def _ignored_gt(frame: _Frame, name: str, neighbour: str | None, bucket: Bucket)
     """Per ground truth: 0 counted, 1 ignored (other bucket or neighbour class), -1 not involved."""
     valid = np.array([1 if c == name else 0 if c == neighbour else -1 for c in frame.gt_class],
                      dtype=np.int64)
-    outside = ((frame.gt_occlusion > bucket.maximum_occlusion)
-               | (frame.gt_occlusion < bucket.minimum_occlusion)
-               | (frame.gt_truncation > bucket.maximum_truncation)
-               | (frame.gt_truncation < bucket.minimum_truncation)
-               | (frame.gt_height <= bucket.minimum_height)
-               | (frame.gt_height > bucket.maximum_height))
+    outside = outside_bucket(bucket, frame.gt_height, frame.gt_occlusion, frame.gt_truncation)
     out = np.full(len(valid), -1, dtype=np.int64)
     out[(valid == 1) & ~outside] = 0
     out[(valid == 0) | ((valid == 1) & outside)] = 1

@@ -10,7 +10,13 @@ minimum overlap, otherwise a false positive. AP is then
 - ``"all"``: the area under the interpolated precision/recall curve (VOC 2010 and later),
 
 where the interpolated precision at recall r is the highest precision at any recall >= r.
-Every ground-truth box of the class counts (one bucket, ``all``).
+
+Columns: ``combined`` counts every ground-truth box of the class. A bucket column counts the
+boxes inside the bucket and treats the others as PASCAL VOC treats "difficult" objects: a
+detection whose only match (IoU >= the minimum overlap) is such a box is ignored, neither a true
+nor a false positive, and so is an unmatched detection whose height is outside the bucket's
+height range (the guide: buckets "filter detections based on object height, truncation, and
+occlusion").
 """
 
 from __future__ import annotations
@@ -20,75 +26,101 @@ from typing import Sequence
 
 import numpy as np
 
-from tlt.metrics.detection import (ClassResult, Detection, DetectionResults, EvaluationSettings,
-                                   GroundTruth, iou_matrix, mean_ap, resolve_classes)
+from tlt.metrics.detection_types import (Bucket, ClassResult, Detection, DetectionResults,
+                                         EvaluationSettings, GroundTruth, iou_matrix, mean_ap,
+                                         outside_bucket, resolve_classes)
 
-__all__ = ["BUCKET", "evaluate", "average_precision", "match_class"]
-
-BUCKET = "all"
+__all__ = ["evaluate", "average_precision", "match_class"]
 
 
 def evaluate(ground_truth: Sequence[Sequence[GroundTruth]], predictions: Sequence[Sequence[Detection]],
              settings: EvaluationSettings) -> DetectionResults:
-    """VOC evaluation of every class (see the module docstring).
+    """VOC evaluation of every class in every column (see the module docstring).
 
     Args:
         ground_truth: per frame, its labelled boxes.
         predictions: per frame, its detections.
-        settings: classes, minimum overlaps, class mapping and AP mode.
+        settings: classes, minimum overlaps, buckets, class mapping and AP mode.
 
     Returns:
-        Results with the single bucket ``all``.
+        Results with the ``combined`` column, then one per bucket.
     """
     classes = resolve_classes(ground_truth, settings)
     per_class = {}
     for name in classes:
-        gt_boxes = [_boxes([g for g in frame if settings.map_class(g.class_name) == name])
-                    for frame in ground_truth]
+        gt = [[g for g in frame if settings.map_class(g.class_name) == name] for frame in ground_truth]
         dets = [[d for d in frame if settings.map_class(d.class_name) == name] for frame in predictions]
-        tp, num_gt = match_class(gt_boxes, dets, settings.overlap_for(name))
-        per_class[name] = {BUCKET: _result(tp, num_gt, settings.ap_mode)}
+        per_class[name] = {
+            bucket.name: _result(*match_class([_boxes(f) for f in gt], dets, settings.overlap_for(name),
+                                              counted=[_inside(f, bucket) for f in gt], bucket=bucket),
+                                 settings.ap_mode)
+            for bucket in settings.columns}
+    buckets = [b.name for b in settings.columns]
     return DetectionResults(
-        mode="voc", ap_mode=settings.ap_mode, classes=classes, buckets=[BUCKET], per_class=per_class,
-        mean_ap=mean_ap(per_class, [BUCKET]),
+        mode="voc", ap_mode=settings.ap_mode, classes=classes, buckets=buckets, per_class=per_class,
+        mean_ap=mean_ap(per_class, buckets),
         min_overlap={c: settings.overlap_for(c) for c in classes}, num_frames=len(ground_truth))
 
 
 def match_class(gt_boxes: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]],
-                min_overlap: float) -> tuple[np.ndarray, int]:
+                min_overlap: float, *, counted: Sequence[np.ndarray] | None = None,
+                bucket: Bucket | None = None) -> tuple[np.ndarray, int]:
     """Greedy matching of one class's detections, most confident first.
 
     Args:
         gt_boxes: per frame, ``[G, 4]`` ground-truth boxes of the class.
         detections: per frame, the class's detections.
         min_overlap: IoU a true positive needs (inclusive).
+        counted: per frame, a bool per ground-truth box: True when it counts, False when it is
+            ignored ("difficult"); None counts every box.
+        bucket: detections matching no counted box and outside its height range are ignored;
+            None ignores none.
 
     Returns:
-        ``(is_tp, num_gt)``: a bool per detection in ranked order, and the ground-truth count.
+        ``(is_tp, num_gt)``: a bool per scored (not ignored) detection in ranked order, and the
+        count of counted ground-truth boxes.
     """
-    frame_of, row_of, scores, ious = [], [], [], []
-    for f, (gt, frame_dets) in enumerate(zip(gt_boxes, detections)):
-        if not frame_dets:
-            ious.append(None)
-            continue
-        ious.append(iou_matrix(_boxes(frame_dets), gt))
-        for row, d in enumerate(frame_dets):
-            frame_of.append(f)
-            row_of.append(row)
-            scores.append(d.confidence)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    counted = [np.ones(len(gt), dtype=bool) for gt in gt_boxes] if counted is None else counted
+    ranked = _rank(gt_boxes, detections)
     matched = [np.zeros(len(gt), dtype=bool) for gt in gt_boxes]
-    is_tp = np.zeros(len(order), dtype=bool)
-    for rank, k in enumerate(order):
-        f = frame_of[k]
-        if not len(matched[f]):
-            continue
-        candidate = np.where(matched[f], -1.0, ious[f][row_of[k]])
-        j = int(np.argmax(candidate))
-        if candidate[j] >= min_overlap:
+    is_tp: list[bool] = []
+    for f, iou, det in ranked:
+        candidate = np.where(matched[f] | ~counted[f], -1.0, iou)
+        j = int(np.argmax(candidate)) if len(candidate) else -1
+        if j >= 0 and candidate[j] >= min_overlap:
             matched[f][j] = True
-            is_tp[rank] = True
-    return is_tp, int(sum(len(gt) for gt in gt_boxes))
+            is_tp.append(True)
+        elif not (np.any(iou[~counted[f]] >= min_overlap) or _too_small_or_big(det, bucket)):
+            is_tp.append(False)
+    return np.array(is_tp, dtype=bool), int(sum(int(np.sum(c)) for c in counted))
+
+
+def _rank(gt_boxes, detections) -> list[tuple[int, np.ndarray, Detection]]:
+    """``(frame, IoU with the frame's ground truth, detection)`` by falling confidence (stable)."""
+    items = []
+    for f, (gt, frame_dets) in enumerate(zip(gt_boxes, detections)):
+        if frame_dets:
+            ious = iou_matrix(_boxes(frame_dets), gt)
+            items.extend((f, ious[row], d) for row, d in enumerate(frame_dets))
+    order = np.argsort(-np.asarray([d.confidence for _, _, d in items], dtype=np.float64), kind="stable")
+    return [items[k] for k in order]
+
+
+def _too_small_or_big(det: Detection, bucket: Bucket | None) -> bool:
+    if bucket is None:
+        return False
+    height = det.ymax - det.ymin
+    return height < bucket.minimum_height or height > bucket.maximum_height
+
+
+def _inside(frame: Sequence[GroundTruth], bucket: Bucket) -> np.ndarray:
+    """Per ground-truth box of a frame, True when ``bucket`` holds it."""
+    if not frame:
+        return np.zeros(0, dtype=bool)
+    height = np.array([g.ymax - g.ymin for g in frame], dtype=np.float64)
+    occlusion = np.array([g.occlusion for g in frame], dtype=np.float64)
+    truncation = np.array([g.truncation for g in frame], dtype=np.float64)
+    return ~outside_bucket(bucket, height, occlusion, truncation)
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray, ap_mode: str) -> tuple[float, list, list]:
