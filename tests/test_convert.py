@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import text_format
 
 import tlt.data.convert as convert_lib
-import tlt.stages.convert as convert_stage
+import tlt.data.convert_shards as shards_lib
 from tlt import spec as spec_lib
 from tlt.data.kitti import read_label_file
 from tlt.data.synthetic import make_detection_dataset
@@ -180,7 +180,7 @@ def test_failure_mid_run_leaves_no_shard(dataset, tmp_path, monkeypatch):
     out = tmp_path / "o"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    real, calls = convert_lib.encode_example, []
+    real, calls = shards_lib.encode_example, []
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -188,7 +188,7 @@ def test_failure_mid_run_leaves_no_shard(dataset, tmp_path, monkeypatch):
             raise RuntimeError("disk on fire")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(convert_lib, "encode_example", failing)
+    monkeypatch.setattr(shards_lib, "encode_example", failing)
     with pytest.raises(RuntimeError, match="disk on fire"):
         run(_spec(dataset, num_shards=4), out, num_workers=1, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "status.json"]
@@ -311,7 +311,7 @@ def test_gcs_input_and_output(gcs_bucket, dataset, tmp_path):
 
 
 def test_missing_bucket_fails_before_any_work(s3_bucket, dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr(convert_stage, "write_shards", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(convert_lib, "write_shards", lambda *a, **k: pytest.fail("work started"))
     with pytest.raises(StorageError, match=r"s3://no-such-bucket-for-tlt/out: .*bucket does not "
                                            r"exist"):
         run(_spec(dataset), "s3://no-such-bucket-for-tlt/out", num_workers=1, progress=False)

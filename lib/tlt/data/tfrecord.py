@@ -30,6 +30,7 @@ __all__ = [
     "encode_example",
     "TFRecordWriter",
     "read_records",
+    "check_tfrecord_file",
     "decode_example",
     "feature_spec",
     "parse_example",
@@ -213,37 +214,77 @@ class TFRecordWriter:
         self.close()
 
 
+def _not_a_tfrecord(path: str | os.PathLike, why: str) -> DataError:
+    return DataError(f"{os.fspath(path)}: not a TFRecord file ({why}); check that the tfrecords "
+                     "pattern matches only shard files")
+
+
+def _header_length(path: str | os.PathLike, header: bytes, index: int) -> int:
+    """The payload length in a record header, once its CRC proves the header is one."""
+    if len(header) < 12:
+        if index == 0:
+            raise _not_a_tfrecord(path, f"{len(header)} bytes, shorter than a record header")
+        raise DataError(f"{path}: record {index} is truncated (header of {len(header)} bytes), "
+                        "expected 12")
+    if _U32.unpack_from(header, 8)[0] != _masked_crc(google_crc32c.value(header[:8])):
+        if index == 0:
+            raise _not_a_tfrecord(path, "the first record's length fails its masked CRC32C")
+        raise DataError(f"{path}: record {index} has a corrupt length header (masked CRC32C "
+                        "mismatch)")
+    return _U64.unpack_from(header)[0]
+
+
 def read_records(path: str | os.PathLike, *, verify: bool = True) -> Iterator[bytes]:
     """Yield the payload of every record in an uncompressed TFRecord file.
 
+    Every record's length header is checked against its masked CRC32C and the file size before
+    anything is read: that is what tells a TFRecord from another file (a ``metadata.json`` the
+    tfrecords pattern also matched would otherwise be read as a length of terabytes).
+
     Args:
         path: local file.
-        verify: check both CRCs of every record.
+        verify: also check the CRC of every record's payload.
 
     Raises:
-        DataError: the file is truncated or a checksum does not match.
+        DataError: the file is not a TFRecord file, is truncated or a checksum does not match;
+            the message names the file.
     """
     with open(path, "rb") as f:
+        remaining = os.fstat(f.fileno()).st_size
         index = 0
         while True:
             header = f.read(12)
             if not header:
                 return
-            if len(header) < 12:
-                raise DataError(f"{path}: record {index} is truncated (header of {len(header)} "
-                                "bytes), expected 12")
-            (length,) = _U64.unpack_from(header)
-            if verify and _U32.unpack_from(header, 8)[0] != _masked_crc(
-                    google_crc32c.value(header[:8])):
-                raise DataError(f"{path}: record {index} has a corrupt length header")
+            length = _header_length(path, header, index)
+            remaining -= 12
+            if length + 4 > remaining:
+                raise DataError(f"{path}: record {index} is truncated, expected {length} bytes "
+                                f"and a CRC, {max(remaining, 0)} left")
             data = f.read(length)
             footer = f.read(4)
-            if len(data) < length or len(footer) < 4:
-                raise DataError(f"{path}: record {index} is truncated, expected {length} bytes")
+            remaining -= length + 4
             if verify and _U32.unpack(footer)[0] != _masked_crc(google_crc32c.value(data)):
                 raise DataError(f"{path}: record {index} fails its CRC32C check")
             yield data
             index += 1
+
+
+def check_tfrecord_file(path: str | os.PathLike) -> None:
+    """Cheaply check that ``path`` starts like a TFRecord file (for readers that use tf.data).
+
+    An empty file passes (a shard of an empty fold).
+
+    Raises:
+        DataError: naming the file, when its first record header is not a TFRecord header or the
+            record it announces is longer than the file.
+    """
+    with open(path, "rb") as f:
+        header = f.read(12)
+        if header:
+            length = _header_length(path, header, 0)
+            if length + 16 > os.fstat(f.fileno()).st_size:
+                raise DataError(f"{path}: record 0 is truncated, expected {length} bytes")
 
 
 def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:

@@ -1,41 +1,34 @@
 """The ``convert`` stage (``tlt-dataset-convert``): a KITTI data set -> TFRecord shards.
 
-Reads ``<root>/<image_dir_name>`` and ``<root>/<label_dir_name>`` (local, gs:// or s3://),
-partitions the frames into folds (random split or whole sequences), writes
-``<out_dir>/<output_name>-fold-{i:03d}-of-{N:03d}-shard-{s:05d}-of-{S:05d}`` plus
-``metadata.json``. Shards are written into a private temporary folder and published only when every
-one is complete, so a failed run leaves no partial shard behind and unrelated files in ``out_dir``
-are kept.
+Reads ``<root>/<image_dir_name>`` and ``<root>/<label_dir_name>`` (local, gs:// or s3://) and
+writes ``<out_dir>/<output_name>-fold-{i:03d}-of-{N:03d}-shard-{s:05d}-of-{S:05d}`` plus
+``metadata.json``. The work is `tlt.data.convert.convert_kitti`; the output is built in a staging
+folder and published in one step (`tlt.data.convert_publish`), so a failed, killed or
+interrupted run leaves the previous output as it was, and ``status.json`` says ``done`` only once
+the new one is in place. Unrelated files in ``out_dir`` are kept.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import re
 import shutil
 import tempfile
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from tlt.artifacts import write_metadata
 from tlt.data.convert import (
-    Frame, ShardTask, partition_random, partition_sequences, read_sequence_map, shard_name,
-    split_shards, write_shards,
+    Conversion, KittiSettings, check_validation_fold, convert_kitti, resolve_settings,
 )
-from tlt.data.kitti import IMAGE_FORMATS, DataReport, normalise_extension, pair_frames
-from tlt.errors import DataError, SpecError
+from tlt.data.convert_publish import clear_leftovers, publish, staging_folder
+from tlt.errors import DataError
 from tlt.io import storage
 from tlt.proto.dataset_export_config_pb2 import DatasetExportConfig
-from tlt.spec.defaults import apply_defaults
 from tlt.status import StatusWriter
 
 __all__ = ["ConvertResult", "KittiSettings", "resolve_settings", "run"]
-
-log = logging.getLogger("tlt.stages.convert")
 
 # Messages kept in metadata.json; the counts always cover everything.
 _MAX_MESSAGES = 200
@@ -72,64 +65,6 @@ class ConvertResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class KittiSettings:
-    """``kitti_config`` with defaults applied and values checked."""
-
-    root: str
-    image_dir: str
-    label_dir: str
-    extension: str
-    partition_mode: str
-    num_folds: int
-    num_shards: int
-    val_split: float
-    sequence_file: str
-
-
-def resolve_settings(config: DatasetExportConfig) -> KittiSettings:
-    """Apply the documented defaults (`tlt.spec.defaults`) and check the values `run` relies on.
-
-    Raises:
-        SpecError: a missing or out-of-range field, named by its path.
-        DataError: an image extension the converter cannot store.
-    """
-    if not config.HasField("kitti_config"):
-        raise SpecError("kitti_config is required", field="kitti_config")
-    kc = type(config.kitti_config)()
-    kc.CopyFrom(config.kitti_config)
-    apply_defaults(kc)
-    if not kc.root_directory_path:
-        raise SpecError("kitti_config.root_directory_path is required (the data set root)",
-                        field="kitti_config.root_directory_path")
-    mode = kc.partition_mode
-    if mode not in ("random", "sequence"):
-        raise SpecError(f"kitti_config.partition_mode must be 'random' or 'sequence', got {mode!r}",
-                        field="kitti_config.partition_mode")
-    folds = kc.num_partitions
-    if mode == "random" and folds not in (0, 2):
-        raise SpecError("kitti_config.num_partitions must be 2 in random partition mode "
-                        f"(fold 0 validation, fold 1 training), got {folds}",
-                        field="kitti_config.num_partitions")
-    if mode == "sequence" and folds < 1:
-        raise SpecError(f"kitti_config.num_partitions must be > 0, got {folds}",
-                        field="kitti_config.num_partitions")
-    if kc.num_shards < 1:
-        raise SpecError(f"kitti_config.num_shards must be > 0, got {kc.num_shards}",
-                        field="kitti_config.num_shards")
-    if mode == "random" and not 0.0 <= kc.val_split <= 100.0:
-        raise SpecError(f"kitti_config.val_split must be in [0, 100], got {kc.val_split:g}",
-                        field="kitti_config.val_split")
-    if mode == "sequence" and not kc.kitti_sequence_to_frames_file:
-        raise SpecError("kitti_config.kitti_sequence_to_frames_file is required in sequence "
-                        "partition mode", field="kitti_config.kitti_sequence_to_frames_file")
-    return KittiSettings(
-        root=kc.root_directory_path, image_dir=kc.image_dir_name, label_dir=kc.label_dir_name,
-        extension=normalise_extension(kc.image_extension), partition_mode=mode,
-        num_folds=2 if mode == "random" else folds, num_shards=kc.num_shards,
-        val_split=float(kc.val_split), sequence_file=kc.kitti_sequence_to_frames_file)
-
-
 def _load_spec(spec: DatasetExportConfig | str | os.PathLike) -> DatasetExportConfig:
     if isinstance(spec, DatasetExportConfig):
         return spec
@@ -138,84 +73,48 @@ def _load_spec(spec: DatasetExportConfig | str | os.PathLike) -> DatasetExportCo
     return spec_lib.load(os.fspath(spec), "dataset_export")
 
 
-def _check_validation_fold(fold: int | None, settings: KittiSettings) -> int | None:
-    if settings.partition_mode == "random":
-        if fold not in (None, 0):
-            raise SpecError(f"validation_fold must be 0 in random partition mode (fold 0 is the "
-                            f"validation fold, fold 1 the training fold), got {fold}",
-                            field="validation_fold")
-        return 0
-    if fold is not None and not 0 <= fold < settings.num_folds:
-        raise SpecError(f"validation_fold must be in [0, {settings.num_folds - 1}] for "
-                        f"{settings.num_folds} partitions, got {fold}", field="validation_fold")
-    return fold
+def _check_out_dir(out_dir: str) -> None:
+    if not storage.is_remote(out_dir) and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise DataError(f"output folder {out_dir} is an existing file, expected a folder "
+                        "(or a new path) for the shards")
+    storage.check_writable_prefix(out_dir)
 
 
 @contextlib.contextmanager
-def _staged_folder(uri: str, what: str) -> Iterator[Path]:
-    if storage.is_remote(uri):
-        if not storage.isdir(uri):
-            raise DataError(f"{what} {uri} does not exist (no objects under it)")
-        with storage.staged_input(uri) as path:
-            yield path
-    else:
-        if not os.path.isdir(uri):
-            raise DataError(f"{what} {uri} does not exist or is not a folder")
-        yield Path(uri)
+def _status(out_dir: str) -> Iterator[StatusWriter]:
+    """status.json in ``out_dir``; for object storage kept locally and uploaded at the end."""
+    if not storage.is_remote(out_dir):
+        yield StatusWriter(out_dir, "convert")
+        return
+    local = tempfile.mkdtemp(prefix="tlt-convert-status-")
+    try:
+        status = StatusWriter(local, "convert")
+        storage.upload_file(status.path, storage.join(out_dir, "status.json"))
+        try:
+            yield status
+        finally:
+            with contextlib.suppress(Exception):
+                storage.upload_file(status.path, storage.join(out_dir, "status.json"))
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
 
 
-def _list_frames(settings: KittiSettings, images: Path, labels: Path, image_uri: str,
-                 label_uri: str, report: DataReport) -> list[Frame]:
-    pairs = pair_frames(images, labels, settings.extension, report)
-    if not pairs and not report.images_without_labels:
-        names = os.listdir(images)
-        if not names:
-            raise DataError(f"image folder {image_uri} is empty")
-        found = sorted({os.path.splitext(n)[1] for n in names})
-        raise DataError(f"image folder {image_uri} has no {settings.extension!r} images (found "
-                        f"{', '.join(found)}); check kitti_config.image_extension")
-    return [Frame(fid, img, lab, storage.join(image_uri, os.path.basename(img)),
-                  storage.join(label_uri, os.path.basename(lab)))
-            for fid, (img, lab) in pairs.items()]
-
-
-def _sequence_folds(settings: KittiSettings, frame_ids: list[str]) -> tuple[list[list[str]], dict]:
-    name = settings.sequence_file
-    uri = name if (storage.is_remote(name) or os.path.isabs(name)) else storage.join(
-        settings.root, name)
-    if not storage.exists(uri):
-        raise DataError(f"sequence map {uri} does not exist "
-                        "(kitti_config.kitti_sequence_to_frames_file)")
-    seq_map = read_sequence_map(storage.read_bytes(uri), uri)
-    part = partition_sequences(seq_map, frame_ids, settings.num_folds)
-    if part.frames_not_in_sequence:
-        log.warning("%d frame(s) are in no sequence of %s and are not converted: %s",
-                    len(part.frames_not_in_sequence), uri,
-                    ", ".join(part.frames_not_in_sequence[:10]))
-    return part.folds, {"frames_not_in_sequence": part.frames_not_in_sequence,
-                        "sequence_frames_missing": part.sequence_frames_missing}
-
-
-def _log_counts(counts: Counter) -> None:
-    lines = "".join(f"\n{name}: {n}" for name, n in sorted(counts.items()))
-    log.info("Wrote the following numbers of objects:%s", lines)
-
-
-def _publish(tmp: Path, out_dir: str, names: list[str], output_name: str) -> None:
-    """Move finished files into ``out_dir`` (metadata.json last) and drop stale shards."""
-    if storage.is_remote(out_dir):
-        storage.upload_tree(tmp, out_dir)
-        existing = storage.list_files(out_dir, recursive=False)
-    else:
-        for name in names + ["metadata.json"]:
-            os.replace(tmp / name, Path(out_dir) / name)
-        existing = [str(p) for p in Path(out_dir).iterdir()]
-    # Shards of an earlier run with other fold/shard counts would be read by a glob on the name.
-    pattern = re.compile(re.escape(output_name) + r"-fold-\d{3}-of-\d{3}-shard-\d{5}-of-\d{5}")
-    for path in existing:
-        base = path.rstrip("/").rsplit("/", 1)[-1]
-        if pattern.fullmatch(base) and base not in names:
-            storage.delete(path)
+def _write_metadata(staging: Path, config: DatasetExportConfig, settings: KittiSettings,
+                    conv: Conversion, output_name: str, validation_fold: int | None) -> dict:
+    report = conv.report
+    image_uri = storage.join(settings.root, settings.image_dir)
+    return write_metadata(
+        staging, "convert", spec=config, parents=[{"uri": settings.root}],
+        output_name=output_name, partition_mode=settings.partition_mode,
+        num_partitions=settings.num_folds, num_shards=conv.num_shards,
+        num_shards_requested=settings.num_shards, validation_fold=validation_fold,
+        num_frames=conv.num_frames, frames_per_fold=conv.frames_per_fold,
+        class_counts=conv.class_counts, shards=conv.names, frame_sizes=conv.frame_sizes,
+        skipped_objects=report.skipped_objects, skipped_frames=sorted(report.skipped_frames),
+        images_without_labels=report.images_without_labels,
+        labels_without_images=report.labels_without_images,
+        problems=report.messages[:_MAX_MESSAGES], num_problems=len(report.messages),
+        image_directory_path=config.image_directory_path or image_uri, **conv.extra)
 
 
 def run(spec: DatasetExportConfig | str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -238,90 +137,34 @@ def run(spec: DatasetExportConfig | str | os.PathLike, out_dir: str | os.PathLik
 
     Raises:
         SpecError: a spec field or ``validation_fold`` is out of range.
-        DataError: the data set is missing, empty or (with ``strict``) malformed, or nothing is
-            left to convert after skipping.
+        DataError: the data set is missing, empty or (with ``strict``) malformed, nothing is
+            left to convert after skipping, or ``out_dir`` is an existing file.
         StorageError: ``out_dir`` cannot be written (checked before any work).
+        Interrupted: SIGTERM; status.json says ``interrupted`` and the old output is kept.
     """
     config = _load_spec(spec)
     settings = resolve_settings(config)
-    fold_checked = _check_validation_fold(validation_fold, settings)
+    fold = check_validation_fold(validation_fold, settings)
     out_dir = os.fspath(out_dir)
-    storage.check_writable_prefix(out_dir)
-    remote_out = storage.is_remote(out_dir)
-    if not storage.isdir(settings.root):
-        raise DataError(f"dataset root {settings.root} does not exist "
-                        "(kitti_config.root_directory_path)")
-    log.info("Instantiating a kitti converter")
-    report = DataReport()
-    image_uri = storage.join(settings.root, settings.image_dir)
-    label_uri = storage.join(settings.root, settings.label_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_name}.", suffix=".partial",
-                                dir=None if remote_out else out_dir))
-    status = StatusWriter(tmp if remote_out else out_dir, "convert")
-    try:
-        with _staged_folder(image_uri, "image folder") as images, \
-                _staged_folder(label_uri, "label folder") as labels:
-            frames = _list_frames(settings, images, labels, image_uri, label_uri, report)
-            by_id = {f.frame_id: f for f in frames}
-            extra: dict[str, Any] = {}
-            if settings.partition_mode == "random":
-                folds = partition_random(list(by_id), settings.val_split)
-            else:
-                folds, extra = _sequence_folds(settings, list(by_id))
-            names, tasks = [], []
-            for fold, ids in enumerate(folds):
-                for shard, chunk in enumerate(split_shards(ids, settings.num_shards)):
-                    name = shard_name(output_name, fold, settings.num_folds, shard,
-                                      settings.num_shards)
-                    names.append(name)
-                    tasks.append(ShardTask(str(tmp / name), fold, shard, [by_id[i] for i in chunk],
-                                           IMAGE_FORMATS[settings.extension], strict))
-            status.update(num_frames=sum(len(t.frames) for t in tasks), num_shards=len(tasks))
-            results = write_shards(tasks, num_workers=num_workers, progress=progress)
-        for res in results:
-            report.merge(res.report)
-        report.messages.sort()  # by file, whatever shard each frame went to
-        for message in report.messages:
-            log.warning("%s", message)
-        num_frames = sum(r.num_frames for r in results)
-        if num_frames == 0:
-            raise DataError(f"no frames left to convert under {settings.root}: "
-                            f"{len(report.skipped_frames)} skipped, "
-                            f"{len(report.images_without_labels)} image(s) without a label file")
-        counts: dict[str, dict[str, int]] = {}
-        frames_per_fold, total, sizes = [], Counter(), Counter()
-        for fold in range(settings.num_folds):
-            fold_counts = Counter()
-            for r in results:
-                if r.fold == fold:
-                    fold_counts.update(r.class_counts)
-                    sizes.update(r.frame_sizes)
-            frames_per_fold.append(sum(r.num_frames for r in results if r.fold == fold))
-            _log_counts(fold_counts)
-            counts[f"fold-{fold:03d}"] = dict(sorted(fold_counts.items()))
-            total.update(fold_counts)
-        _log_counts(total)
-        counts["total"] = dict(sorted(total.items()))
-        shards = [storage.join(out_dir, n) for n in names]
-        meta = write_metadata(
-            tmp, "convert", spec=config, parents=[{"uri": settings.root}],
-            output_name=output_name, partition_mode=settings.partition_mode,
-            num_partitions=settings.num_folds, num_shards=settings.num_shards,
-            validation_fold=fold_checked, num_frames=num_frames, frames_per_fold=frames_per_fold,
-            class_counts=counts, shards=names, frame_sizes=dict(sorted(sizes.items())),
-            skipped_objects=report.skipped_objects, skipped_frames=sorted(report.skipped_frames),
-            images_without_labels=report.images_without_labels,
-            labels_without_images=report.labels_without_images,
-            problems=report.messages[:_MAX_MESSAGES], num_problems=len(report.messages),
-            image_directory_path=config.image_directory_path or image_uri, **extra)
-        status.done(num_frames=num_frames, message=f"wrote {len(names)} shard(s)")
-        _publish(tmp, out_dir, names, output_name)
-    except BaseException as err:
-        with contextlib.suppress(Exception):
-            status.failed(str(err).splitlines()[0] if str(err) else type(err).__name__)
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return ConvertResult(shards, counts, num_frames, frames_per_fold, report.skipped_objects,
+    _check_out_dir(out_dir)
+    clear_leftovers(out_dir, output_name)
+    with _status(out_dir) as status:
+        try:
+            with staging_folder(out_dir, output_name) as staging:
+                conv = convert_kitti(
+                    settings, staging, output_name, strict=strict, num_workers=num_workers,
+                    progress=progress,
+                    on_plan=lambda frames, shards: status.update(num_frames=frames,
+                                                                 num_shards=shards))
+                meta = _write_metadata(staging, config, settings, conv, output_name, fold)
+                publish(staging, out_dir, conv.names, output_name)
+            status.done(num_frames=conv.num_frames, message=f"wrote {len(conv.names)} shard(s)")
+        except BaseException as err:
+            with contextlib.suppress(Exception):
+                status.finish_with(err)
+            raise
+    report = conv.report
+    return ConvertResult([storage.join(out_dir, n) for n in conv.names], conv.class_counts,
+                         conv.num_frames, conv.frames_per_fold, report.skipped_objects,
                          sorted(report.skipped_frames), report.images_without_labels,
-                         report.labels_without_images, fold_checked, out_dir, meta)
+                         report.labels_without_images, fold, out_dir, meta)
