@@ -96,7 +96,8 @@ def test_publish_then_pull(tmp_path, capsys, monkeypatch):
     assert main(["-r", str(root), "--publish", str(model), "-m", "mine", "-v", "3"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"tlt-pull: error: version 3 of 'mine' already exists in registry {root}; "
-                   "pass overwrite=True (tlt-pull --overwrite) to replace it"]
+                   "versions are immutable: publish a new version, or pass overwrite=True "
+                   "(tlt-pull --overwrite) to replace it"]
     assert main(["-r", str(root), "--publish", str(model), "-m", "mine", "-v", "3",
                  "--overwrite"]) == 0
 
@@ -121,6 +122,11 @@ def test_publish_then_pull(tmp_path, capsys, monkeypatch):
     (["-r", "{reg}", "-m", "tlt_iva_object_detection_resnet10", "-v", "7"], 1,
      "version 7 of 'tlt_iva_object_detection_resnet10' not found; available: 1, 2"),
     (["-r", "{tmp}", "-lm"], 1, "registry {tmp} has no index.json (is this a registry?)"),
+    (["-r", "{reg}", "-m", "tlt_iva_object_detection_resnet10", "-v", "1", "-d",
+      "{tmp}/labels.txt"], 2, "-d {tmp}/labels.txt is a file, not a folder"),
+    (["-r", "{reg}", "-m", "tlt_iva_object_detection_resnet10", "-v", "1", "-d",
+      "{tmp}/labels.txt/deeper"], 2,
+     "-d {tmp}/labels.txt/deeper: {tmp}/labels.txt is a file, not a folder"),
 ])
 def test_errors_are_one_line(registry, tmp_path, capsys, argv, code, message):
     subst = {"reg": str(registry), "tmp": str(tmp_path / "src")}

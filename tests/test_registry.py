@@ -27,7 +27,7 @@ def test_publish_list_pull_round_trip(tmp_path):
     reg = Registry(tmp_path / "reg")
     info = reg.publish("resnet18_cls", 1, _model_dir(tmp_path), task="classification",
                        description="demo", metadata={"arch": "resnet18"})
-    assert info.version == "1" and info.location == "resnet18_cls/1"
+    assert info.version == "1" and info.location.startswith("resnet18_cls/1-")
     assert [(f.path, f.size) for f in info.files] == [("model.tlt", 10), ("sub/labels.txt", 11)]
     assert info.files[0].sha256 == hashlib.sha256(b"weights-v1").hexdigest()
     assert info.size == 21
@@ -56,8 +56,13 @@ def test_index_layout_and_files_on_disk(tmp_path):
     entry = index["models"]["m"]["versions"]["2"]
     assert entry["files"] == [{"path": "model.tlt", "size": 10,
                                "sha256": hashlib.sha256(b"weights-v1").hexdigest()}]
-    assert entry["location"] == "m/2" and entry["size"] == 10
-    assert (root / "m" / "2" / "model.tlt").read_bytes() == b"weights-v1"
+    assert entry["location"].startswith("m/2-") and entry["size"] == 10
+    assert (root / entry["location"] / "model.tlt").read_bytes() == b"weights-v1"
+    # The commit record: one entry object per version, the same entry as the index cache's.
+    record = json.loads((root / "_versions" / "m" / "2.json").read_text())
+    assert (record["name"], record["version"], record["entry"]) == ("m", "2", entry)
+    assert sorted(p.name for p in root.iterdir()) == ["_pending", "_versions", "index.json", "m"]
+    assert list((root / "_pending").rglob("*.json")) == []  # the lease is gone
 
 
 def test_publish_list_of_files_and_folders_keeps_names(tmp_path):
@@ -82,15 +87,16 @@ def test_latest_version_is_natural_order(tmp_path):
 def test_existing_version_needs_overwrite(tmp_path):
     root = tmp_path / "reg"
     reg = Registry(root)
-    reg.publish("m", "1", _model_dir(tmp_path, "a", b"old"))
+    first = reg.publish("m", "1", _model_dir(tmp_path, "a", b"old"))
     with pytest.raises(RegistryError) as err:
         reg.publish("m", "1", _model_dir(tmp_path, "b", b"new"))
-    assert str(err.value) == (f"version 1 of 'm' already exists in registry {root}; "
-                              f"pass overwrite=True (tlt-pull --overwrite) to replace it")
+    assert str(err.value) == (f"version 1 of 'm' already exists in registry {root}; versions "
+                              f"are immutable: publish a new version, or pass overwrite=True "
+                              f"(tlt-pull --overwrite) to replace it")
 
     info = reg.publish("m", "1", _model_dir(tmp_path, "b", b"new"), overwrite=True)
-    assert info.location.startswith("m/1-") and info.location != "m/1"
-    assert not (root / "m" / "1").exists()  # the replaced files are gone after the switch
+    assert info.location.startswith("m/1-") and info.location != first.location
+    assert [p.name for p in (root / "m").iterdir()] == [info.location.split("/")[1]]
     [path, _] = reg.pull("m", "1", tmp_path / "out")
     assert path.read_bytes() == b"new"
 
@@ -123,22 +129,23 @@ def test_malformed_index(tmp_path):
         Registry(root).list_models()
     (root / "index.json").write_text(json.dumps({"models": {"m": {"versions": {
         "1": {"files": [{"path": "../../etc/passwd", "size": 1, "sha256": "0"}]}}}}}))
-    with pytest.raises(RegistryError, match=r"models\.m\.versions\.1: unsafe file path"):
+    with pytest.raises(RegistryError, match=r"models\['m'\]\.versions\['1'\]: files\[0\]: "
+                                            r"unsafe file path '\.\./\.\./etc/passwd'"):
         Registry(root).pull("m", "1", tmp_path / "out")
 
 
 def test_pull_detects_corrupt_registry_copy(tmp_path):
     root = tmp_path / "reg"
     reg = Registry(root)
-    reg.publish("m", "1", _model_dir(tmp_path))
-    (root / "m" / "1" / "model.tlt").write_bytes(b"weights-v2")
+    location = reg.publish("m", "1", _model_dir(tmp_path)).location
+    (root / location / "model.tlt").write_bytes(b"weights-v2")
     with pytest.raises(RegistryError, match=r"model.tlt: sha256 mismatch after download"):
         reg.pull("m", "1", tmp_path / "out")
     assert not (tmp_path / "out" / "model.tlt").exists()
     assert list((tmp_path / "out").iterdir()) == []  # no temporary left behind
 
-    (root / "m" / "1" / "model.tlt").unlink()
-    with pytest.raises(RegistryError, match=r"model.tlt is listed in index.json but missing"):
+    (root / location / "model.tlt").unlink()
+    with pytest.raises(RegistryError, match=r"model.tlt is listed in the catalogue but missing"):
         reg.pull("m", "1", tmp_path / "out")
 
 

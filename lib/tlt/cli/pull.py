@@ -124,7 +124,19 @@ def _mode(args: argparse.Namespace) -> str:
     if mode == "download" and not args.version:
         raise _UsageError("--version is mandatory to download; use --list_versions -m "
                           f"{args.model_name} to see the versions")
+    if mode == "download":
+        _check_dest_dir(Path(args.dir))
     return mode
+
+
+def _check_dest_dir(path: Path) -> None:
+    """-d must be a folder or a path that can become one (no file at it or above it)."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                where = f"-d {path}" if folder == path else f"-d {path}: {folder}"
+                raise _UsageError(f"{where} is a file, not a folder")
+            return
 
 
 def _registry_uri(flag: str | None) -> str:

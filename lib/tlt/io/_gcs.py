@@ -140,6 +140,29 @@ class GCSBackend:
         self._call(uri, bucket, "write", lambda: self._blob(bucket, key, chunked=True).upload_from_string(
             data, content_type="application/octet-stream", retry=None, timeout=get_config().timeout))
 
+    def write_new(self, uri: str, bucket: str, key: str, data: bytes) -> bool:
+        """Create-only upload (``ifGenerationMatch=0``); False when the object already exists."""
+        from google.api_core.exceptions import PreconditionFailed  # noqa: PLC0415
+
+        def put() -> bool:
+            try:
+                self._blob(bucket, key).upload_from_string(
+                    data, content_type="application/octet-stream", if_generation_match=0,
+                    retry=None, timeout=get_config().timeout)
+                return True
+            except PreconditionFailed:
+                return False
+
+        return self._call(uri, bucket, "write", put)
+
+    def list_times(self, uri: str, bucket: str, prefix: str) -> dict[str, float]:
+        def listing() -> dict[str, float]:
+            blobs = self.client.list_blobs(bucket, prefix=prefix or None, retry=None,
+                                           timeout=get_config().timeout)
+            return {blob.name: blob.updated.timestamp() for blob in blobs}
+
+        return self._call(uri, bucket, "list", listing)
+
     def upload_file(self, uri: str, local_path: str, bucket: str, key: str) -> None:
         self._call(uri, bucket, "upload", lambda: self._blob(bucket, key, chunked=True).upload_from_filename(
             local_path, retry=None, timeout=get_config().timeout))

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
@@ -18,7 +19,8 @@ from tlt.io._storage_common import storage_error
 from tlt.io.atomic import atomic_path, atomic_write_bytes
 
 __all__ = [
-    "to_path", "exists", "isdir", "read_bytes", "write_bytes", "list_files", "copy_file",
+    "to_path", "exists", "isdir", "read_bytes", "write_bytes", "write_new", "list_times",
+    "list_files", "copy_file",
     "fill_atomically", "delete", "delete_tree", "check_writable",
 ]
 
@@ -72,6 +74,43 @@ def read_bytes(uri: str) -> bytes:
 def write_bytes(uri: str, data: bytes) -> None:
     with _errors(uri, "write"):
         atomic_write_bytes(to_path(uri), data)
+
+
+def write_new(uri: str, data: bytes) -> bool:
+    """Create ``uri`` with ``data`` unless it exists; False (nothing written) when it does.
+
+    The content is written to a temporary sibling and hard-linked into place: ``link`` fails
+    when the name exists, so of two racing writers exactly one wins and readers never see half
+    a file.
+    """
+    path = to_path(uri)
+    with _errors(uri, "write"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            umask = os.umask(0)  # mkstemp makes 0600 files: give the usual permissions
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def list_times(uri: str) -> dict[str, float]:
+    """Modification times (epoch seconds) of every file under folder ``uri``; {} if absent."""
+    times: dict[str, float] = {}
+    for path in list_files(uri, recursive=True):
+        with contextlib.suppress(FileNotFoundError):  # deleted since listed
+            times[path] = os.stat(path).st_mtime
+    return times
 
 
 def list_files(uri: str, recursive: bool) -> list[str]:

@@ -21,7 +21,7 @@ __all__ = ["S3Backend"]
 
 # Error codes S3 (and MinIO) use for "slow down / try again".
 _RETRY_CODES = {
-    "Throttling", "ThrottlingException", "SlowDown", "RequestTimeout", "RequestTimeTooSkewed",
+    "ConditionalRequestConflict", "Throttling", "ThrottlingException", "SlowDown", "RequestTimeout", "RequestTimeTooSkewed",
     "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequests",
     "TooManyRequestsException", "OperationAborted",
 }
@@ -174,6 +174,34 @@ class S3Backend:
             fn = lambda: self.client.upload_fileobj(  # noqa: E731
                 io.BytesIO(data), bucket, key, Config=self._transfer_config())
         self._call(uri, bucket, "write", fn)
+
+    def write_new(self, uri: str, bucket: str, key: str, data: bytes) -> bool:
+        """Create-only put (``If-None-Match: *``); False when the key already exists."""
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        def put() -> bool:
+            try:
+                self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+                return True
+            except ClientError as exc:
+                # 412: the key exists. (409 ConditionalRequestConflict, a racing conditional
+                # write still in flight, is retried: S3 asks for that, and the retry gets 412.)
+                if _status(exc) == 412 or _code(exc) == "PreconditionFailed":
+                    return False
+                raise
+
+        return self._call(uri, bucket, "write", put)
+
+    def list_times(self, uri: str, bucket: str, prefix: str) -> dict[str, float]:
+        def listing() -> dict[str, float]:
+            found: dict[str, float] = {}
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", ()):
+                    found[item["Key"]] = item["LastModified"].timestamp()
+            return found
+
+        return self._call(uri, bucket, "list", listing)
 
     def upload_file(self, uri: str, local_path: str, bucket: str, key: str) -> None:
         self._call(uri, bucket, "upload", lambda: self.client.upload_file(

@@ -1,56 +1,63 @@
-"""A model registry: a folder on local disk, gs:// or s3:// with an ``index.json`` at its root.
+"""A model registry on local disk, gs:// or s3://: what ``tlt-pull`` lists, pulls and publishes.
 
 This replaces NGC for ``tlt-pull``. Layout::
 
-    <root>/index.json                  the catalogue (below)
-    <root>/<name>/<version>/<files>    the files of one published version
+    <root>/<name>/<version>-<token>/<files>   the files of one published version
+    <root>/_versions/<name>/<version>.json    the version's entry: its commit record
+    <root>/_pending/<name>/<label>.json       lease of a publish still uploading
+    <root>/index.json                         the whole catalogue, for older releases
 
-``index.json``::
+A version entry::
+
+    {"location": "<name>/<version>-<token>", "created": "<UTC ISO time>", "size": <bytes>,
+     "files": [{"path", "size", "sha256"}], "metadata": {...}}
+
+and the catalogue (``index.json``, and what `tlt.io.registry_catalogue.load_catalogue`
+returns)::
 
     {"format": "tlt-model-registry", "format_version": 1,
      "models": {"<name>": {"application": "Classification", "framework": "TLT",
                            "precision": "FP32", "description": "...",
-                           "versions": {"<version>": {"location": "<name>/<version>",
-                                                      "created": "<UTC ISO time>", "size": <bytes>,
-                                                      "files": [{"path", "size", "sha256"}],
-                                                      "metadata": {...}}}}}}
+                           "versions": {"<version>": <version entry>}}}}
 
-Publishing uploads the files first and rewrites the index last (one atomic object put), so a
-reader never sees a version whose files are not all there. The index is re-read just before the
-rewrite, so concurrent publishes of different models both survive; on a local root a file lock
-serialises them completely. Replacing a version (``overwrite``) uploads to a fresh location and
-deletes the old files only after the index points at the new ones.
+Concurrency: a publish uploads into a folder of its own, then commits by *creating* its entry
+object with a create-only write the store arbitrates (local hard link, S3 ``If-None-Match``,
+GCS ``ifGenerationMatch=0``). No shared object is read, modified and written back, so
+concurrent publishes never lose a version on any backend, and of two publishes of the same
+version exactly one succeeds (versions are immutable unless ``overwrite`` is asked for). A
+reader never sees a version whose files are not all there. Everything read back is validated
+(`tlt.io.registry_index`), and ``pull`` writes only inside its destination folder. Uploads left
+by a killed publish are removed by the next publish of the model
+(`tlt.io.registry_orphans`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
-import json
 import logging
 import os
 import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from tqdm import tqdm
 
 from tlt.errors import ModelFileError, RegistryError, StorageError
 from tlt.io import storage
 from tlt.io.atomic import atomic_path
+from tlt.io.registry_catalogue import (
+    INDEX_NAME, commit_entry, load_catalogue, write_index_cache,
+)
+from tlt.io.registry_index import check_name
+from tlt.io.registry_orphans import DEFAULT_GRACE, lease, remove_orphans
 
 __all__ = ["Registry", "ModelInfo", "VersionInfo", "FileInfo", "INDEX_NAME", "APPLICATIONS"]
 
 _LOG = logging.getLogger(__name__)
 
-INDEX_NAME = "index.json"
-_FORMAT = "tlt-model-registry"
-_FORMAT_VERSION = 1
-# Names end up in object keys and local folder names: no slashes, no leading dot.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CHUNK = 1 << 20
 #: Display names of the ``--task`` values, as NGC's "Application" column shows them.
 APPLICATIONS = {"classification": "Classification", "detection": "Detection"}
@@ -115,15 +122,18 @@ class Registry:
     """A model registry rooted at a local folder, ``gs://bucket/prefix`` or ``s3://bucket/prefix``.
 
     Args:
-        root_uri: the registry root (holding ``index.json``).
+        root_uri: the registry root.
+        orphan_grace: seconds an uncommitted upload whose publisher cannot be checked (another
+            machine, no lease) is left alone before a publish deletes it as an orphan.
     """
 
-    def __init__(self, root_uri: str | os.PathLike):
+    def __init__(self, root_uri: str | os.PathLike, *, orphan_grace: float = DEFAULT_GRACE):
         root = os.fspath(root_uri)
-        if root.startswith("file://"):  # the file lock below needs a plain path
+        if root.startswith("file://"):
             root = root[len("file://"):]
         self.root = root.rstrip("/") or "/"
         self.index_uri = storage.join(self.root, INDEX_NAME)
+        self.orphan_grace = float(orphan_grace)
 
     def __repr__(self) -> str:
         return f"Registry({self.root!r})"
@@ -134,38 +144,43 @@ class Registry:
         """All models, sorted by name.
 
         Raises:
-            RegistryError: no or malformed index.json.
+            RegistryError: no registry, or a malformed index.json or entry.
         """
-        models = self._read_index(required=True)["models"]
-        return [self._model_info(name, models[name]) for name in sorted(models)]
+        models = load_catalogue(self.root, required=True)["models"]
+        return [_model_info(name, models[name]) for name in sorted(models)]
 
     def list_versions(self, name: str) -> list[VersionInfo]:
         """The versions of model ``name``, oldest (lowest) first.
 
         Raises:
-            RegistryError: no index, or no such model.
+            RegistryError: no registry, malformed catalogue, or no such model.
         """
-        entry = self._model_entry(self._read_index(required=True), name)
-        return [self._version_info(name, v, entry["versions"][v])
-                for v in sorted(entry["versions"], key=_version_key)]
+        model = self._model(load_catalogue(self.root, required=True), name)
+        return [_version_info(name, v, model["versions"][v])
+                for v in sorted(model["versions"], key=_version_key)]
 
     def latest_version(self, name: str) -> str:
         """The highest version of model ``name`` (natural order: "10" after "9").
 
         Raises:
-            RegistryError: no index, or no such model.
+            RegistryError: no registry, malformed catalogue, or no such model.
         """
-        return self._model_info(name, self._model_entry(self._read_index(True), name)).latest_version
+        model = self._model(load_catalogue(self.root, required=True), name)
+        return _model_info(name, model).latest_version
 
     def get_version(self, name: str, version: str | int) -> VersionInfo:
         """The catalogue entry of one version.
 
         Raises:
-            RegistryError: no index, no such model or no such version.
+            RegistryError: no registry, malformed catalogue, no such model or version.
         """
         version = str(version)
-        entry = self._model_entry(self._read_index(required=True), name)
-        return self._version_info(name, version, self._version_entry(name, entry, version))
+        model = self._model(load_catalogue(self.root, required=True), name)
+        versions = model["versions"]
+        if version not in versions:
+            available = ", ".join(sorted(versions, key=_version_key)) or "none"
+            raise RegistryError(f"version {version} of '{name}' not found; available: {available}")
+        return _version_info(name, version, versions[version])
 
     # ---------------------------------------------------------------------------- pull
 
@@ -173,8 +188,9 @@ class Registry:
              progress: bool = False) -> list[Path]:
         """Download one version's files into ``dest_dir`` and verify their SHA-256.
 
-        Each file is downloaded to a temporary sibling and renamed into place only once its
-        checksum matches, so ``dest_dir`` never holds a corrupt file.
+        Every target path is checked to resolve inside ``dest_dir`` (symbolic links included)
+        before anything is written. Each file is downloaded to a temporary sibling and renamed
+        into place only once its checksum matches, so ``dest_dir`` never holds a corrupt file.
 
         Args:
             name: model name.
@@ -183,32 +199,32 @@ class Registry:
             progress: show a tqdm byte counter on stderr.
 
         Returns:
-            The local paths written, in index order.
+            The local paths written, in catalogue order.
 
         Raises:
-            RegistryError: unknown model/version, a listed file is missing, or a checksum differs.
+            RegistryError: unknown model/version, ``dest_dir`` is (under) a file, a target would
+                leave ``dest_dir``, a listed file is missing, or a checksum differs.
             StorageError: a download failed.
         """
         info = self.get_version(name, version)
-        dest = Path(dest_dir)
-        written: list[Path] = []
+        targets = _targets(Path(dest_dir), info)
         with tqdm(total=info.size, unit="B", unit_scale=True, disable=not progress,
                   desc=f"{name}:{info.version}") as bar:
-            for f in info.files:
-                uri = storage.join(self.root, info.location, f.path)
-                if not storage.exists(uri):
-                    raise RegistryError(f"registry {self.root}: {uri} is listed in {INDEX_NAME} "
-                                        f"but missing")
-                target = dest.joinpath(*PurePosixPath(f.path).parts)
-                with atomic_path(target) as tmp:
-                    storage.download_file(uri, tmp)
-                    got = _sha256_file(tmp)
-                    if got != f.sha256:
-                        raise RegistryError(f"{uri}: sha256 mismatch after download (index says "
-                                            f"{f.sha256}, got {got}); the registry copy is corrupt")
-                written.append(target)
+            for f, target in zip(info.files, targets):
+                self._download(storage.join(self.root, info.location, f.path), target, f)
                 bar.update(f.size)
-        return written
+        return targets
+
+    def _download(self, uri: str, target: Path, f: FileInfo) -> None:
+        if not storage.exists(uri):
+            raise RegistryError(f"registry {self.root}: {uri} is listed in the catalogue but "
+                                f"missing")
+        with atomic_path(target) as tmp:
+            storage.download_file(uri, tmp)
+            got = _sha256_file(tmp)
+            if got != f.sha256:
+                raise RegistryError(f"{uri}: sha256 mismatch after download (the catalogue says "
+                                    f"{f.sha256}, got {got}); the registry copy is corrupt")
 
     # ---------------------------------------------------------------------------- publish
 
@@ -219,6 +235,11 @@ class Registry:
                 description: str | None = None, overwrite: bool = False,
                 progress: bool = False) -> VersionInfo:
         """Publish local files as ``name`` version ``version``; creates the registry if needed.
+
+        The files go to a fresh folder and the version becomes visible only when its entry is
+        committed (see the module docstring). Concurrent publishes of other versions are never
+        lost; of concurrent publishes of this version, one succeeds and the others raise.
+        Afterwards, uploads left by killed publishes of this model are removed.
 
         Args:
             name: model name (letters, digits, ``. _ -``).
@@ -239,180 +260,166 @@ class Registry:
             The new version's catalogue entry.
 
         Raises:
-            RegistryError: bad name/version, no files, version exists, malformed index.
-            StorageError: an upload failed (the index is then left unchanged).
+            RegistryError: bad name/version, no files, the version exists (also when another
+                publisher committed it first), malformed catalogue.
+            StorageError: an upload failed (nothing is committed; the upload is removed).
         """
         version = str(version)
-        for label, value in (("model name", name), ("version", version)):
-            if not _NAME_RE.match(value):
-                raise RegistryError(f"invalid {label} {value!r}: use letters, digits, '.', '_' "
-                                    f"and '-' (at most 128, not starting with '.', '_' or '-')")
-        local = self._collect(files)
-        index = self._read_index(required=False)
-        old = index["models"].get(name, {}).get("versions", {}).get(version)
-        if old is not None and not overwrite:
+        check_name("model name", name)
+        check_name("version", version)
+        local = _collect(files)
+        model = load_catalogue(self.root, required=False)["models"].get(name, {"versions": {}})
+        replaced = model["versions"].get(version)
+        if replaced is not None and not overwrite:
             raise self._exists_error(name, version)
-
-        location = f"{name}/{version}"
-        if old is not None or storage.isdir(storage.join(self.root, location)):
-            # Never write over files a reader may be pulling right now.
-            location = f"{name}/{version}-{secrets.token_hex(4)}"
-        entries = []
-        with tqdm(total=sum(p.stat().st_size for p, _ in local), unit="B", unit_scale=True,
-                  disable=not progress, desc=f"publish {name}:{version}") as bar:
-            for path, rel in local:
-                entries.append({"path": rel, "size": path.stat().st_size,
-                                "sha256": _sha256_file(path)})
-                storage.upload_file(path, storage.join(self.root, location, rel))
-                bar.update(path.stat().st_size)
-
         meta = dict(metadata or {})
         for key, value in _model_file_metadata(local).items():
             meta.setdefault(key, value)
-        version_entry = {"location": location, "created": _now(),
-                         "size": sum(e["size"] for e in entries), "files": entries,
-                         "metadata": meta}
-        with self._lock():
-            # Re-read: another publisher may have added models since we started uploading.
-            index = self._read_index(required=False)
-            model = index["models"].setdefault(name, {"versions": {}})
-            replaced = model["versions"].get(version)
-            if replaced is not None and not overwrite:
-                # Lost a race with a publisher of the same version: drop our upload unless it
-                # went to the very folder the winner's entry points at.
-                if replaced.get("location") != location:
-                    storage.delete_tree(storage.join(self.root, location))
-                raise self._exists_error(name, version)
-            application = APPLICATIONS.get(task, task.title()) if task else None
-            if application is None and not model.get("application") and meta.get("task"):
-                application = APPLICATIONS.get(meta["task"], str(meta["task"]).title())
-            model["application"] = application or model.get("application", "")
-            model["framework"] = framework or model.get("framework", "TLT")
-            model["precision"] = precision or model.get("precision", "FP32")
-            model["description"] = (description if description is not None
-                                    else model.get("description", ""))
-            model["versions"][version] = version_entry
-            storage.write_text(self.index_uri, json.dumps(index, indent=2, sort_keys=True) + "\n")
-        if replaced is not None and replaced.get("location") not in (None, location):
-            try:
-                storage.delete_tree(storage.join(self.root, replaced["location"]))
-            except StorageError as err:  # the index is already right; stale files only cost space
-                _LOG.warning("could not delete the replaced files of %s:%s: %s", name, version, err)
-        _LOG.info("published %s:%s (%d files) to %s", name, version, len(entries), self.root)
-        return self._version_info(name, version, version_entry)
+        fields = _model_fields(model, meta, task, framework, precision, description)
+        location = f"{name}/{version}-{secrets.token_hex(4)}"
+        with lease(self.root, location, self.orphan_grace):
+            entry = self._upload(local, location, meta, progress, f"publish {name}:{version}")
+            if not commit_entry(self.root, name, version, fields, entry, replace=overwrite):
+                raise self._exists_error(name, version, raced=True)  # the lease drops the upload
+        self._after_commit(name, version, replaced, location)
+        _LOG.info("published %s:%s (%d files) to %s", name, version, len(local), self.root)
+        return _version_info(name, version, entry)
+
+    def remove_orphans(self, name: str) -> list[str]:
+        """Delete the uploads of model ``name`` that no committed version points at.
+
+        Only uploads whose publisher is gone are removed: its lease names this host and a dead
+        process, or the lease (or, without one, the newest file) is older than
+        ``orphan_grace``.
+
+        Returns:
+            The deleted locations (``<name>/<label>``).
+        """
+        check_name("model name", name)
+        model = load_catalogue(self.root, required=False)["models"].get(name, {"versions": {}})
+        referenced = {str(e.get("location", f"{name}/{v}")) for v, e in model["versions"].items()}
+        return remove_orphans(self.root, name, referenced, self.orphan_grace)
 
     # ---------------------------------------------------------------------------- internals
 
-    def _exists_error(self, name: str, version: str) -> RegistryError:
-        return RegistryError(f"version {version} of '{name}' already exists in registry "
-                             f"{self.root}; pass overwrite=True (tlt-pull --overwrite) to replace it")
+    def _upload(self, local: list[tuple[Path, str]], location: str, meta: dict,
+                progress: bool, desc: str) -> dict:
+        """Upload the files into ``location``; return the version entry describing them."""
+        files = []
+        with tqdm(total=sum(p.stat().st_size for p, _ in local), unit="B", unit_scale=True,
+                  disable=not progress, desc=desc) as bar:
+            for path, rel in local:
+                files.append({"path": rel, "size": path.stat().st_size,
+                              "sha256": _sha256_file(path)})
+                storage.upload_file(path, storage.join(self.root, location, rel))
+                bar.update(path.stat().st_size)
+        return {"location": location, "created": _now(), "files": files, "metadata": meta,
+                "size": sum(f["size"] for f in files)}
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        """Serialise index updates on a local root; object stores rely on the re-read."""
-        if storage.is_remote(self.root):
-            yield
-            return
-        import fcntl
-
-        Path(self.root).mkdir(parents=True, exist_ok=True)
-        with open(Path(self.root) / ".index.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def _read_index(self, required: bool) -> dict:
-        if not storage.exists(self.index_uri):
-            if required:
-                raise RegistryError(f"registry {self.root} has no {INDEX_NAME} "
-                                    f"(is this a registry?)")
-            return {"format": _FORMAT, "format_version": _FORMAT_VERSION, "models": {}}
+    def _after_commit(self, name: str, version: str, replaced: dict | None,
+                      location: str) -> None:
+        """Best-effort housekeeping once a version is committed: none of it can undo that."""
         try:
-            index = json.loads(storage.read_text(self.index_uri))
-        except ValueError as err:
-            raise RegistryError(f"{self.index_uri} is not valid JSON: {err}") from err
-        if not isinstance(index, dict) or not isinstance(index.get("models"), dict):
-            raise RegistryError(f"{self.index_uri} is malformed: expected an object with a "
-                                f"'models' object")
-        if index.get("format_version", _FORMAT_VERSION) > _FORMAT_VERSION:
-            raise RegistryError(f"{self.index_uri} has format_version "
-                                f"{index['format_version']}; this release reads "
-                                f"{_FORMAT_VERSION}")
-        for name, model in index["models"].items():
-            if not isinstance(model, dict) or not isinstance(model.get("versions"), dict):
-                raise RegistryError(f"{self.index_uri} is malformed: models.{name}.versions "
-                                    f"must be an object")
-        return index
+            if replaced is not None and replaced.get("location") not in (None, location):
+                storage.delete_tree(storage.join(self.root, replaced["location"]))
+            write_index_cache(self.root)
+            self.remove_orphans(name)
+        except (StorageError, RegistryError) as err:
+            _LOG.warning("published %s:%s, but tidying registry %s failed: %s", name, version,
+                         self.root, err)
 
-    def _model_entry(self, index: dict, name: str) -> dict:
-        models = index["models"]
+    def _exists_error(self, name: str, version: str, raced: bool = False) -> RegistryError:
+        how = "was published by someone else meanwhile" if raced else "already exists"
+        return RegistryError(f"version {version} of '{name}' {how} in registry {self.root}; "
+                             f"versions are immutable: publish a new version, or pass "
+                             f"overwrite=True (tlt-pull --overwrite) to replace it")
+
+    def _model(self, catalogue: dict, name: str) -> dict:
+        models = catalogue["models"]
         if name not in models:
             available = ", ".join(sorted(models)) or "none"
             raise RegistryError(f"model '{name}' not found in registry {self.root}; "
                                 f"available: {available}")
         return models[name]
 
-    def _version_entry(self, name: str, model: dict, version: str) -> dict:
-        versions = model["versions"]
-        if version not in versions:
-            available = ", ".join(sorted(versions, key=_version_key)) or "none"
-            raise RegistryError(f"version {version} of '{name}' not found; available: {available}")
-        return versions[version]
 
-    def _model_info(self, name: str, model: dict) -> ModelInfo:
-        versions = tuple(sorted(model["versions"], key=_version_key))
-        latest = versions[-1] if versions else ""
-        return ModelInfo(name=name, application=str(model.get("application", "")),
-                         framework=str(model.get("framework", "")),
-                         precision=str(model.get("precision", "")),
-                         description=str(model.get("description", "")), versions=versions,
-                         latest_version=latest,
-                         last_modified=str(model["versions"][latest].get("created", ""))
-                         if latest else "")
+def _model_fields(model: dict, meta: dict, task: str | None, framework: str | None,
+                  precision: str | None, description: str | None) -> dict:
+    """The model's catalogue columns after this publish: given values, else earlier ones."""
+    application = APPLICATIONS.get(task, task.title()) if task else None
+    if application is None and not model.get("application") and meta.get("task"):
+        application = APPLICATIONS.get(meta["task"], str(meta["task"]).title())
+    return {"application": application or model.get("application", ""),
+            "framework": framework or model.get("framework", "TLT"),
+            "precision": precision or model.get("precision", "FP32"),
+            "description": description if description is not None
+            else model.get("description", "")}
 
-    def _version_info(self, name: str, version: str, entry: dict) -> VersionInfo:
-        where = f"{self.index_uri}: models.{name}.versions.{version}"
-        try:
-            files = tuple(FileInfo(str(f["path"]), int(f["size"]), str(f["sha256"]))
-                          for f in entry["files"])
-            location = str(entry.get("location", f"{name}/{version}"))
-        except (KeyError, TypeError, ValueError) as err:
-            raise RegistryError(f"{where} is malformed: {err!r}") from err
-        for f in files:
-            parts = PurePosixPath(f.path).parts
-            # The index decides local file names on pull: refuse anything leaving dest_dir.
-            if not parts or f.path.startswith("/") or ".." in parts:
-                raise RegistryError(f"{where}: unsafe file path {f.path!r}")
-        return VersionInfo(name=name, version=version, created=str(entry.get("created", "")),
-                           size=int(entry.get("size", sum(f.size for f in files))), files=files,
-                           metadata=dict(entry.get("metadata") or {}), location=location)
 
-    def _collect(self, files) -> list[tuple[Path, str]]:
-        """Expand ``files`` into (local path, relative posix path) pairs."""
-        items = [files] if isinstance(files, (str, os.PathLike)) else list(files)
-        single_dir = len(items) == 1 and Path(items[0]).is_dir()
-        out: dict[str, Path] = {}
-        for item in items:
-            path = Path(item)
-            if not path.exists():
-                raise RegistryError(f"cannot publish {path}: no such file or folder")
-            if path.is_dir():
-                # A lone folder is published as its contents; folders in a list keep their name.
-                base = path if single_dir else path.parent
-                found = sorted(p for p in path.rglob("*") if p.is_file())
-                pairs = [(p, p.relative_to(base).as_posix()) for p in found]
-            else:
-                pairs = [(path, path.name)]
-            for p, rel in pairs:
-                if rel in out:
-                    raise RegistryError(f"cannot publish: two files would both be stored as "
-                                        f"{rel!r} ({out[rel]} and {p})")
-                out[rel] = p
-        if not out:
-            raise RegistryError(f"cannot publish {files}: no files found")
-        return [(p, rel) for rel, p in out.items()]
+def _model_info(name: str, model: dict) -> ModelInfo:
+    versions = tuple(sorted(model["versions"], key=_version_key))
+    latest = versions[-1] if versions else ""
+    return ModelInfo(name=name, application=model.get("application", ""),
+                     framework=model.get("framework", ""),
+                     precision=model.get("precision", ""),
+                     description=model.get("description", ""), versions=versions,
+                     latest_version=latest,
+                     last_modified=model["versions"][latest].get("created", "") if latest else "")
+
+
+def _version_info(name: str, version: str, entry: dict) -> VersionInfo:
+    """A validated entry (see `tlt.io.registry_index.validate_version`) as a VersionInfo."""
+    files = tuple(FileInfo(f["path"], f["size"], f["sha256"]) for f in entry["files"])
+    return VersionInfo(name=name, version=version, created=entry.get("created", ""),
+                       size=entry.get("size", sum(f.size for f in files)), files=files,
+                       metadata=dict(entry.get("metadata") or {}),
+                       location=entry.get("location", f"{name}/{version}"))
+
+
+def _targets(dest: Path, info: VersionInfo) -> list[Path]:
+    """The local path of every file of ``info`` under ``dest``, each proven to stay inside it."""
+    for folder in (dest, *dest.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise RegistryError(f"cannot download into {dest}: {folder} is a file, not a "
+                                    f"folder")
+            break
+    root = dest.resolve()
+    targets = []
+    for f in info.files:
+        target = dest.joinpath(*PurePosixPath(f.path).parts)
+        resolved = target.resolve()
+        if resolved == root or root not in resolved.parents:
+            raise RegistryError(f"{info.name}:{info.version}: file {f.path!r} would be written "
+                                f"to {resolved}, outside the destination {root}")
+        targets.append(target)
+    return targets
+
+
+def _collect(files) -> list[tuple[Path, str]]:
+    """Expand ``files`` into (local path, relative posix path) pairs."""
+    items = [files] if isinstance(files, (str, os.PathLike)) else list(files)
+    single_dir = len(items) == 1 and Path(items[0]).is_dir()
+    out: dict[str, Path] = {}
+    for item in items:
+        path = Path(item)
+        if not path.exists():
+            raise RegistryError(f"cannot publish {path}: no such file or folder")
+        if path.is_dir():
+            # A lone folder is published as its contents; folders in a list keep their name.
+            base = path if single_dir else path.parent
+            found = sorted(p for p in path.rglob("*") if p.is_file())
+            pairs = [(p, p.relative_to(base).as_posix()) for p in found]
+        else:
+            pairs = [(path, path.name)]
+        for p, rel in pairs:
+            if rel in out:
+                raise RegistryError(f"cannot publish: two files would both be stored as "
+                                    f"{rel!r} ({out[rel]} and {p})")
+            out[rel] = p
+    if not out:
+        raise RegistryError(f"cannot publish {files}: no files found")
+    return [(p, rel) for rel, p in out.items()]
 
 
 def _model_file_metadata(local: list[tuple[Path, str]]) -> dict:

@@ -38,7 +38,7 @@ from tlt.io.atomic import atomic_dir
 
 __all__ = [
     "is_remote", "join", "exists", "isdir", "read_bytes", "read_text", "write_bytes", "write_text",
-    "list_files", "copy", "upload_file", "download_file", "download_tree", "upload_tree",
+    "write_new", "list_files", "list_times", "copy", "upload_file", "download_file", "download_tree", "upload_tree",
     "delete", "delete_tree", "check_writable_prefix", "staged_input", "staged_output",
     "configure", "reset_clients", "reset_config", "StorageConfig", "StorageError",
 ]
@@ -132,6 +132,23 @@ def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
     backend.write_bytes(uri, bucket, key, bytes(data))
 
 
+def write_new(uri: str | os.PathLike, data: bytes) -> bool:
+    """Create a file or object holding ``data`` only if nothing is there yet.
+
+    Of several writers racing for the same name exactly one gets True; the others get False and
+    change nothing. Local: temporary file + hard link. S3: ``PutObject`` with
+    ``If-None-Match: *``. GCS: upload with ``ifGenerationMatch=0``. (An S3-compatible store that
+    ignores ``If-None-Match`` cannot give this guarantee.)
+
+    Returns:
+        True when this call created it, False when it already existed.
+    """
+    if not is_remote(uri):
+        return _local.write_new(os.fspath(uri), bytes(data))
+    backend, bucket, key = _object(uri)
+    return backend.write_new(uri, bucket, key, bytes(data))
+
+
 def write_text(uri: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
     """Write ``text`` atomically, encoded as ``encoding``."""
     write_bytes(uri, text.encode(encoding))
@@ -156,6 +173,19 @@ def list_files(uri: str | os.PathLike, recursive: bool = True) -> list[str]:
     if not found and key and not key.endswith("/") and backend.exists_object(uri, bucket, key):
         found = [f"{scheme}://{bucket}/{key}"]
     return found
+
+
+def list_times(uri: str | os.PathLike) -> dict[str, float]:
+    """Every file under a folder or prefix with its last modification time (epoch seconds).
+
+    Returns:
+        {full path/URI: time}; {} when nothing is there (a missing bucket raises StorageError).
+    """
+    if not is_remote(uri):
+        return _local.list_times(os.fspath(uri))
+    backend, bucket, key = _split(uri)
+    times = backend.list_times(uri, bucket, _folder(key))
+    return {f"{backend.scheme}://{bucket}/{k}": t for k, t in times.items() if not k.endswith("/")}
 
 
 def copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:

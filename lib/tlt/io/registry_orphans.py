@@ -1,0 +1,167 @@
+"""Leftovers of killed publishes: leases that mark uploads in progress, and the sweep.
+
+A publish uploads into a fresh folder ``<name>/<version>-<token>`` and commits by creating its
+entry object. Killed in between (kill -9, a lost node), it leaves a folder that no entry points
+at. To tell such a folder from one whose publisher is still uploading, every publish holds a
+lease ``_pending/<name>/<version>-<token>.json`` (host, pid) for as long as it runs, refreshed
+by a heartbeat so a long upload keeps it fresh.
+
+An uncommitted folder is an *orphan*, and is deleted by the next publish of that model, when
+    - its lease names this host and a process that no longer exists (a rerun on the same
+      machine cleans up at once), or
+    - its lease (or, without a lease, its newest file) is older than the grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Iterator
+
+from tlt.errors import StorageError
+from tlt.io import storage
+
+__all__ = ["PENDING_DIR", "DEFAULT_GRACE", "lease", "remove_orphans"]
+
+_LOG = logging.getLogger(__name__)
+
+PENDING_DIR = "_pending"
+#: Seconds after which an uncommitted upload whose publisher cannot be checked is an orphan.
+DEFAULT_GRACE = 3600.0
+
+
+def _lease_uri(root: str, location: str) -> str:
+    return storage.join(root, PENDING_DIR, location + ".json")
+
+
+@contextlib.contextmanager
+def lease(root: str, location: str, grace: float) -> Iterator[None]:
+    """Hold the lease of an upload into ``location`` for the duration of the block.
+
+    The lease is rewritten every ``grace / 4`` seconds (at most every minute) from a daemon
+    thread. If the block raises, the upload's folder is deleted (best effort); the lease is
+    removed either way.
+    """
+    uri = _lease_uri(root, location)
+    body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                       "location": location}).encode("utf-8")
+    storage.write_bytes(uri, body)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(uri, body, stop, min(60.0, grace / 4)),
+                            daemon=True, name=f"lease {location}")
+    beat.start()
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(StorageError):
+            storage.delete_tree(storage.join(root, location))
+        raise
+    finally:
+        stop.set()
+        beat.join()
+        with contextlib.suppress(StorageError):
+            storage.delete(uri)
+
+
+def _heartbeat(uri: str, body: bytes, stop: threading.Event, interval: float) -> None:
+    while not stop.wait(max(interval, 0.05)):
+        try:
+            storage.write_bytes(uri, body)
+        except StorageError as err:  # the upload itself will report a broken store
+            _LOG.debug("lease refresh of %s failed: %s", uri, err)
+
+
+def _process_gone(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by someone else
+        return False
+    return False
+
+
+def _lease_dead(root: str, location: str, stamp: float, now: float, grace: float) -> bool:
+    """True when the publisher holding this lease is certainly gone or has gone quiet."""
+    if now - stamp > grace:
+        return True
+    try:
+        held = json.loads(storage.read_text(_lease_uri(root, location)))
+    except (StorageError, ValueError):
+        return False  # vanished or being rewritten: judge it again next time
+    return (isinstance(held, dict) and held.get("host") == socket.gethostname()
+            and _process_gone(held.get("pid")))
+
+
+def _relative_times(folder: str) -> dict[tuple[str, ...], float]:
+    """Modification times of the files under ``folder``, keyed by their relative path parts."""
+    return {tuple(uri[len(folder):].lstrip("/").replace("\\", "/").split("/")): stamp
+            for uri, stamp in storage.list_times(folder).items()}
+
+
+def _upload_folders(root: str, name: str) -> dict[str, float]:
+    """Newest file time of every folder ``<name>/<label>`` of the model."""
+    newest: dict[str, float] = {}
+    for parts, stamp in _relative_times(storage.join(root, name)).items():
+        if len(parts) >= 2:  # a file inside a label folder, not one lying in <name>/ itself
+            location = f"{name}/{parts[0]}"
+            newest[location] = max(stamp, newest.get(location, 0.0))
+    return newest
+
+
+def _leases(root: str, name: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Lease times by location, and the times of lease writes' local temporaries (dotfiles)."""
+    folder = storage.join(root, PENDING_DIR, name)
+    leases, temporaries = {}, {}
+    for parts, stamp in _relative_times(folder).items():
+        if len(parts) == 1 and parts[0].startswith("."):
+            temporaries[storage.join(folder, parts[0])] = stamp
+        elif len(parts) == 1 and parts[0].endswith(".json"):
+            leases[f"{name}/{parts[0][:-len('.json')]}"] = stamp
+    return leases, temporaries
+
+
+def remove_orphans(root: str, name: str, referenced: set[str], grace: float) -> list[str]:
+    """Delete the uncommitted upload folders of model ``name`` and their stale leases.
+
+    Args:
+        root: registry root.
+        name: the model whose folders are swept.
+        referenced: locations (``<name>/<label>``) that committed entries point at.
+        grace: seconds an upload without a checkable publisher is given.
+
+    Returns:
+        The locations deleted.
+    """
+    now = time.time()
+    leases, temporaries = _leases(root, name)
+    folders = _upload_folders(root, name)
+    removed = []
+    for location, newest in sorted(folders.items()):
+        if location in referenced:
+            continue
+        if location in leases:
+            if not _lease_dead(root, location, leases[location], now, grace):
+                continue
+        elif now - newest <= grace:
+            continue
+        storage.delete_tree(storage.join(root, location))
+        storage.delete(_lease_uri(root, location))
+        removed.append(location)
+    for location, stamp in leases.items():
+        if location not in folders and _lease_dead(root, location, stamp, now, grace):
+            storage.delete(_lease_uri(root, location))
+    for uri, stamp in temporaries.items():  # lease writes killed half-way (local disk only)
+        if now - stamp > grace:
+            storage.delete(uri)
+    if removed:
+        _LOG.info("removed %d orphaned upload folder(s) of %s: %s", len(removed), name,
+                  ", ".join(removed))
+    return removed
