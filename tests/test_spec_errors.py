@@ -91,15 +91,15 @@ RANGE_ERRORS = [
     ('kitti_config {\n  root_directory_path: "/d"\n  val_split: 120\n}\n', "dataset_export",
      "e.txt:3: kitti_config.val_split must be in [0, 100], got 120"),
     ('kitti_config {\n  root_directory_path: "/d"\n  num_shards: 0\n}\n', "dataset_export",
-     "e.txt:3: kitti_config.num_shards must be > 0, got 0"),
+     "e.txt:3: kitti_config.num_shards must be in [1, 1024], got 0"),
     ('kitti_config {\n  root_directory_path: "/d"\n  partition_mode: "seq"\n}\n', "dataset_export",
      'e.txt:3: kitti_config.partition_mode must be one of: random, sequence; got "seq"'),
     ('kitti_config {\n  root_directory_path: "/d"\n  partition_mode: "sequence"\n}\n', "dataset_export",
      'e.txt:1: kitti_config.kitti_sequence_to_frames_file is required when partition_mode is "sequence"'),
     ('image_directory_path: "/x"\n', "dataset_export", "e.txt: kitti_config is required"),
     ("random_seed: 1\ntrain_config {\n  batch_size_per_gpu: 0\n}\n", "classification",
-     "e.txt:3: train_config.batch_size_per_gpu must be > 0, got 0"),
-    ("train_config {\n  n_epochs: 0\n}\n", "classification", "e.txt:2: train_config.n_epochs must be > 0, got 0"),
+     "e.txt:3: train_config.batch_size_per_gpu must be in [1, 4096], got 0"),
+    ("train_config {\n  n_epochs: 0\n}\n", "classification", "e.txt:2: train_config.n_epochs must be in [1, 10000], got 0"),
     ("train_config {\n  lr_config {\n    learning_rate: 0\n  }\n}\n", "classification",
      "e.txt:3: train_config.lr_config.learning_rate must be > 0, got 0"),
     ('model_config {\n  arch: "resnet18"\n}\n', "classification",
@@ -108,13 +108,13 @@ RANGE_ERRORS = [
     ('model_config {\n  arch: "vgg"\n  n_layers: 18\n}\n', "classification",
      "e.txt:3: model_config.n_layers must be one of 16, 19 for vgg, got 18"),
     ('model_config {\n  input_image_size: "224,224"\n}\n', "classification",
-     'e.txt:2: model_config.input_image_size must be "C,H,W" with C in {1, 3} and H, W > 0, got "224,224"'),
+     'e.txt:2: model_config.input_image_size must be "C,H,W" with C in {1, 3} and H, W in [1, 16384], got "224,224"'),
     ('model_config {\n  input_image_size: "4,224,224"\n}\n', "classification",
-     'e.txt:2: model_config.input_image_size must be "C,H,W" with C in {1, 3} and H, W > 0, got "4,224,224"'),
+     'e.txt:2: model_config.input_image_size must be "C,H,W" with C in {1, 3} and H, W in [1, 16384], got "4,224,224"'),
     ('train_config {\n  optimizer: "adagrad"\n}\n', "classification",
      'e.txt:2: train_config.optimizer must be one of: sgd, adam, rmsprop; got "adagrad"'),
     ("training_config {\n batch_size_per_gpu: 0\n}", "detection",
-     "e.txt:2: training_config.batch_size_per_gpu must be > 0, got 0"),
+     "e.txt:2: training_config.batch_size_per_gpu must be in [1, 4096], got 0"),
     ("training_config {\n learning_rate {\n  soft_start_annealing_schedule {\n   max_learning_rate: 0\n  }\n }\n}",
      "detection",
      "e.txt:4: training_config.learning_rate.soft_start_annealing_schedule.max_learning_rate must be > 0, got 0"),
@@ -142,8 +142,8 @@ RANGE_ERRORS = [
      "e.txt:5: bbox_rasterizer_config.target_class_config has classes truck but "
      "cost_function_config.target_classes has car"),
     ("augmentation_config {\n preprocessing {\n  output_image_width: 250\n }\n}", "detection",
-     "e.txt:3: augmentation_config.preprocessing.output_image_width must be a positive multiple of 16 "
-     "(the output stride), got 250"),
+     "e.txt:3: augmentation_config.preprocessing.output_image_width must be a multiple of 16 "
+     "(the output stride) in [16, 16384], got 250"),
 ]
 
 
@@ -155,7 +155,7 @@ def test_range_errors_in_text_format(text, kind, message):
 def test_range_error_in_yaml_points_at_its_line():
     text = "training_config:\n  num_epochs: 3\n  batch_size_per_gpu: 0\n"
     err = error_of(text, "detection", "d.yaml")
-    assert str(err) == "d.yaml:3: training_config.batch_size_per_gpu must be > 0, got 0"
+    assert str(err) == "d.yaml:3: training_config.batch_size_per_gpu must be in [1, 4096], got 0"
     assert (err.line, err.field) == (3, "training_config.batch_size_per_gpu")
 
 
@@ -180,7 +180,7 @@ def test_cluster_params_range_and_membership_errors():
     base = ('{"target_classes": ["car"], "dbscan_eps": {"default": 0.2}, "dbscan_min_samples": {"default": 0},'
             ' "min_cov_to_cluster": {"default": 0.01}, "min_obj_height": {"default": 2},\n')
     cases = [
-        (base + '"image_height": 0, "image_width": 240}', "c.json:2: image_height must be > 0, got 0"),
+        (base + '"image_height": 0, "image_width": 240}', "c.json:2: image_height must be in [1, 16384], got 0"),
         (base + '"confidence_th": {\n"truck": 0.3}, "image_height": 8, "image_width": 8}',
          'c.json:3: confidence_th["truck"] is not one of target_classes (car) or "default"'),
         (base + '"postproc_classes": ["car",\n "bus"], "image_height": 8, "image_width": 8}',
@@ -201,5 +201,5 @@ def test_validate_checks_a_message_built_in_code():
     message.training_config.num_epochs = 0
     with pytest.raises(SpecError) as info:
         spec.validate(message, path="built.txt")
-    assert str(info.value) == "built.txt: training_config.num_epochs must be > 0, got 0"
+    assert str(info.value) == "built.txt: training_config.num_epochs must be in [1, 10000], got 0"
     assert info.value.field == "training_config.num_epochs"

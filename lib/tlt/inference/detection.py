@@ -210,7 +210,8 @@ def _postprocessing(metadata: dict, cluster_params: str | None, size: tuple[int,
                       params.image_height, *size)
         post = build_postprocessor(params, classes, codec=codec, image_size=size)
     elif metadata.get("spec"):
-        experiment = spec_loader.loads(metadata["spec"], "detection", path="<model spec>")
+        # Training already warned about its spec's ignored fields; inference uses only post-processing.
+        experiment = spec_loader.loads(metadata["spec"], "detection", path="<model spec>", warn=False)
         post = build_postprocessor(experiment, classes, codec=codec, image_size=size)
     else:
         _log.warning("the model stores no training spec and no -cp file was given: default "

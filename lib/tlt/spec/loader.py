@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -33,6 +34,7 @@ from tlt.proto.cluster_params_pb2 import ClusterParams
 from tlt.proto.dataset_export_config_pb2 import DatasetExportConfig
 from tlt.proto.detection_config_pb2 import DetectionExperiment
 from tlt.spec.defaults import apply_defaults, normalise
+from tlt.spec.ignored import ignored_fields
 from tlt.spec.locate import child_path, index_text, index_yaml, key_repr, line_of
 from tlt.spec.rules import violations
 
@@ -47,6 +49,7 @@ KINDS: dict[str, type[Message]] = {
 }
 FORMATS = ("text", "yaml", "json")
 _EXTENSIONS = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+_log = logging.getLogger("tlt.spec")
 _INT_RANGES = {
     FieldDescriptor.CPPTYPE_INT32: (-2**31, 2**31 - 1), FieldDescriptor.CPPTYPE_UINT32: (0, 2**32 - 1),
     FieldDescriptor.CPPTYPE_INT64: (-2**63, 2**63 - 1), FieldDescriptor.CPPTYPE_UINT64: (0, 2**64 - 1),
@@ -71,31 +74,44 @@ def _format_of(path: str | None, fmt: str | None) -> str:
     return _EXTENSIONS.get(Path(path).suffix.lower(), "text") if path else "text"
 
 
-def load(path: str | os.PathLike, schema: str | type[Message], *, fmt: str | None = None) -> Message:
+def load(path: str | os.PathLike, schema: str | type[Message], *, fmt: str | None = None,
+         warn: bool = True) -> Message:
     """Read, parse, complete with defaults and validate a local spec file.
 
     Args:
         path: the file; ``.yaml``/``.yml`` is YAML, ``.json`` JSON, anything else text format.
         schema: a message class or one of the kind names in ``KINDS``.
         fmt: "text", "yaml" or "json" to override the extension.
+        warn: log one warning (logger ``tlt.spec``) per field the file sets that cannot take
+            effect (see `tlt.spec.ignored`).
 
     Returns:
         The spec message.
 
     Raises:
-        SpecError: the file cannot be read, does not parse, or holds a value out of range.
+        SpecError: the file cannot be read, is not UTF-8, does not parse, or holds a value out of
+            range.
     """
     name = os.fspath(path)
     try:
-        text = Path(name).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise SpecError(f"cannot read spec file: {reason}", path=name) from None
-    return loads(text, schema, path=name, fmt=fmt)
+        data = Path(name).read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file: {exc.strerror or exc}", path=name) from None
+    return loads(_decode(data, name), schema, path=name, fmt=fmt, warn=warn)
+
+
+def _decode(data: bytes, path: str) -> str:
+    """The text of a spec file; a byte that is not UTF-8 is named with its line and offset."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SpecError(f"is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} "
+                        f"({exc.reason}); save the file as UTF-8", path=path, line=line) from None
 
 
 def loads(text: str, schema: str | type[Message], *, path: str | None = None,
-          fmt: str | None = None) -> Message:
+          fmt: str | None = None, warn: bool = True) -> Message:
     """Parse spec text (see ``load``); ``path`` only names the source in errors and picks the format."""
     cls = schema_class(schema)
     fmt = _format_of(path, fmt)
@@ -107,10 +123,22 @@ def loads(text: str, schema: str | type[Message], *, path: str | None = None,
             raise _translate_parse_error(exc, text, cls.DESCRIPTOR, path) from None
     else:
         message = _parse_mapping(text, cls, path, fmt)
+    ignored = ignored_fields(message) if warn else []  # before defaults: only what the file sets
     normalise(message)
     apply_defaults(message)
     validate(message, path=path, text=text, fmt=fmt)
+    if ignored:
+        _warn_ignored(ignored, message.DESCRIPTOR, path=path, text=text, fmt=fmt)
     return message
+
+
+def _warn_ignored(ignored: list[tuple[str, str]], desc: Descriptor, *, path: str | None, text: str,
+                  fmt: str) -> None:
+    lines = _lines(text, desc, fmt, path)
+    for field, why in ignored:
+        line = line_of(lines, field)
+        where = f"{path}:{line}: " if path and line else f"{path}: " if path else ""
+        _log.warning("%s%s %s", where, field, why)
 
 
 def load_cluster_params(path: str | os.PathLike) -> ClusterParams:
