@@ -101,6 +101,21 @@ def test_templates_mirror_the_registry(manifests):
         {"spec": None, "dataset_root": "", "validation_fold": "-1"}
 
 
+def test_model_key_reaches_train_and_evaluate_from_a_secret(manifests):
+    def env(name):
+        tmpl = manifests[f"manifests/templates/{name}.yaml"]["spec"]["templates"][0]
+        return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in tmpl["container"]["env"]}
+
+    for name in ("train", "evaluate"):
+        assert env(name)["TLT_KEY"] == {"name": "tlt-model-key", "key": "key", "optional": False}
+    assert "TLT_KEY" not in env("convert")
+    # Never a workflow parameter (the Argo UI shows parameters to everyone).
+    for rel, doc in manifests.items():
+        if rel.startswith("manifests/workflows/"):
+            names = [p["name"] for p in doc["spec"]["arguments"]["parameters"]]
+            assert not [n for n in names if "key" in n.lower()], rel
+
+
 def test_workflow_template_refs_resolve(manifests):
     templates = {}
     for rel, doc in manifests.items():

@@ -147,6 +147,34 @@ def test_configure_task_applies_resources_and_secrets():
     assert [k["envVar"] for k in secret["keyToEnv"]] == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"]
 
 
+def test_model_key_is_a_per_stage_setting():
+    # Stages that write or read .tlt files get TLT_KEY from the tlt-model-key secret; convert does not.
+    assert [name for name, stage in registry.STAGES.items() if stage.model_key] == ["train", "evaluate"]
+    assert get_stage("train").env_secrets() == (registry.STORAGE_SECRET, registry.MODEL_KEY_SECRET)
+    assert get_stage("convert").env_secrets() == (registry.STORAGE_SECRET,)
+    assert registry.MODEL_KEY_SECRET.keys == (("key", "TLT_KEY"),)
+    assert registry.MODEL_KEY_SECRET.optional is False
+    # A new stage opts in with one field.
+    later = Stage("export", "tlt-export", "Export a model.", model_key=True)
+    assert [env for s in later.env_secrets() for _, env in s.keys][-1] == "TLT_KEY"
+
+
+def test_configure_task_gives_train_the_model_key_secret():
+    from kfp import dsl
+
+    comp = load_component("train")
+    captured = {}
+
+    @dsl.pipeline(name="probe")
+    def probe(spec: str):
+        captured["task"] = configure_task(comp(spec=spec))
+
+    secrets = captured["task"].platform_config["kubernetes"]["secretAsEnv"]
+    assert [s["secretName"] for s in secrets] == ["tlt-storage-credentials", "tlt-model-key"]
+    assert secrets[1]["keyToEnv"] == [{"secretKey": "key", "envVar": "TLT_KEY"}]
+    assert secrets[1]["optional"] is False
+
+
 def test_missing_component_file_says_how_to_fix(tmp_path):
     with pytest.raises(PipelineError, match=r"component file .*components/convert/component.py is missing: run `tlt-pipeline compile`"):
         load_component("convert", root=tmp_path)

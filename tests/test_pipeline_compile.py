@@ -111,3 +111,30 @@ def test_compile_check_reports_stale_files_and_compile_fixes_them(repo_root, tmp
     # Another image makes every image-bearing file stale.
     assert cli.main(["compile", "--check", "--image", "mirror.local/tlt:dev"]) == 1
     assert "stale: manifests/templates/convert.yaml" in capsys.readouterr().out
+
+
+def _secret_envs(platform, executor):
+    """Environment variable -> (secret, key, optional) of one executor in the kubernetes platform spec."""
+    entries = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][executor]["secretAsEnv"]
+    return {k["envVar"]: (e["secretName"], k["secretKey"], e["optional"]) for e in entries for k in e["keyToEnv"]}
+
+
+@pytest.mark.parametrize("pipeline", sorted(PIPELINES))
+def test_model_key_comes_from_a_secret_never_a_parameter(compiled, pipeline):
+    ir, platform = list(yaml.safe_load_all(compiled[f"pipelines/{pipeline}.yaml"]))
+    # The key is not something a user types into the Kubeflow UI ...
+    params = ir["root"]["inputDefinitions"]["parameters"]
+    assert not [name for name in params if "key" in name.lower()]
+    assert "TLT_KEY" not in yaml.safe_dump(params)
+    # ... it reaches every task that writes or reads a .tlt file from the tlt-model-key secret.
+    for task in ("train", "evaluate"):
+        assert _secret_envs(platform, f"exec-{task}")["TLT_KEY"] == ("tlt-model-key", "key", False)
+    if "convert" in ir["root"]["dag"]["tasks"]:
+        assert "TLT_KEY" not in _secret_envs(platform, "exec-convert")
+        assert _secret_envs(platform, "exec-convert")["AWS_ACCESS_KEY_ID"][0] == "tlt-storage-credentials"
+
+
+def test_component_readme_names_the_model_key_secret(compiled):
+    assert ("- `tlt-model-key` (required): environment `TLT_KEY` (from key `key`)"
+            in compiled["components/train/README.md"])
+    assert "tlt-model-key" not in compiled["components/convert/README.md"]

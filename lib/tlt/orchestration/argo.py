@@ -95,7 +95,7 @@ def build_workflow_template(stage: Stage, image: str | None = None) -> dict[str,
         template["inputs"]["artifacts"] = [
             {"name": a.name, "path": input_path(a.name), **({"optional": True} if a.optional else {})}
             for a in stage.inputs]
-    env = _env(stage.secrets)
+    env = _env(stage.env_secrets())
     if env:
         template["container"]["env"] = env
     if r.gpus:

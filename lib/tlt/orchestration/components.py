@@ -136,11 +136,11 @@ def render_readme(stage: Stage, image: str | None = None) -> str:
         else:
             lines.append("None.")
         lines.append("")
-    if stage.secrets:
+    if stage.env_secrets():
         lines += ["## Secrets", ""]
-        for s in stage.secrets:
-            keys = ", ".join(f"`{k}`" for k, _ in s.keys)
-            lines.append(f"- `{s.secret}` ({'optional' if s.optional else 'required'}): {keys} as environment variables")
+        for s in stage.env_secrets():
+            envs = ", ".join(f"`{env}`" if k == env else f"`{env}` (from key `{k}`)" for k, env in s.keys)
+            lines.append(f"- `{s.secret}` ({'optional' if s.optional else 'required'}): environment {envs}")
         lines.append("")
     return "\n".join(lines)
 
@@ -216,7 +216,7 @@ def configure_task(task: Any, stage_name: str | None = None) -> Any:
     if _retries:
         task.set_retry(num_retries=retry.num_retries, backoff_duration=f"{retry.backoff_seconds}s",
                        backoff_factor=retry.backoff_factor, backoff_max_duration=f"{retry.backoff_max_seconds}s")
-    for secret in stage.secrets:
+    for secret in stage.env_secrets():
         kubernetes.use_secret_as_env(task, secret_name=secret.secret, secret_key_to_env=dict(secret.keys),
                                      optional=secret.optional)
     return task

@@ -3,6 +3,9 @@
 A stage's registry key is also its module in `tlt.stages`, its folder in ``components/`` and its task
 name in every DAG. Adding a stage is one `Stage(...)` entry in `STAGES` plus an adapter function in
 `tlt.orchestration.adapters`; ``tlt-pipeline compile`` then writes its component and template.
+A stage that reads or writes .tlt model files sets ``model_key=True``: on a cluster its container
+then gets the model key (TLT_KEY) from the `MODEL_KEY_SECRET` Kubernetes secret, never from a
+pipeline parameter, which the Kubeflow UI would show to everyone.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from tlt.errors import PipelineError
 
 __all__ = [
     "ARTIFACT_KINDS",
+    "MODEL_KEY_SECRET",
     "REQUIRED",
     "STORAGE_SECRET",
     "Artifact",
@@ -148,6 +152,11 @@ STORAGE_SECRET = SecretEnv(
           ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL")),
 )
 
+#: The key that encrypts and decrypts .tlt model files (TLT's ``-k``, read by
+#: `tlt.io.modelfile.resolve_key` from TLT_KEY). Required: a pipeline on a cluster always encrypts its
+#: models, so a pod without the secret must not start and write a plain model.
+MODEL_KEY_SECRET = SecretEnv(secret="tlt-model-key", keys=(("key", "TLT_KEY"),), optional=False)
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -162,7 +171,9 @@ class Stage:
         outputs: artifacts the stage writes.
         resources: container requests and limits, GPU count.
         retry: the retry policy of its task.
-        secrets: secrets exposed to the container as environment variables.
+        secrets: secrets exposed to the container as environment variables (storage credentials).
+        model_key: the stage reads or writes .tlt model files, so its container also gets TLT_KEY
+            from `MODEL_KEY_SECRET` (see `env_secrets`).
     """
 
     name: str
@@ -174,12 +185,21 @@ class Stage:
     resources: Resources = field(default_factory=Resources)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     secrets: tuple[SecretEnv, ...] = (STORAGE_SECRET,)
+    model_key: bool = False
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.params] + [a.name for a in self.inputs + self.outputs]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise PipelineError(f"stage {self.name}: names used twice: {', '.join(dupes)}")
+
+    def env_secrets(self) -> tuple[SecretEnv, ...]:
+        """Every secret the stage's container reads as environment variables, model key last.
+
+        KFP components (`tlt.orchestration.components.configure_task`) and Argo templates
+        (`tlt.orchestration.argo.build_workflow_template`) both apply exactly these.
+        """
+        return self.secrets + ((MODEL_KEY_SECRET,) if self.model_key else ())
 
     def argv(self) -> list[str]:
         """The container command of its Argo template, with Argo template expressions for the inputs.
@@ -242,6 +262,7 @@ STAGES: dict[str, Stage] = {
                               "status.json and metadata.json."),),
             resources=Resources(cpu_request="2", cpu_limit="4", memory_request="4Gi", memory_limit="8Gi"),
             retry=RetryPolicy(num_retries=3, backoff_seconds=30, backoff_factor=2, backoff_max_seconds=600),
+            model_key=True,
         ),
         Stage(
             name="evaluate",
@@ -271,6 +292,7 @@ STAGES: dict[str, Stage] = {
                          "validation frames."),
             ),
             resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi"),
+            model_key=True,
         ),
     )
 }
