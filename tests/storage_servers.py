@@ -10,6 +10,12 @@ Fixtures:
     seed_objects: ``seed_objects(bucket_uri, {key: bytes})`` puts many objects straight into a
         server's memory (bulk set-up for listing tests; the code under test still uses HTTP).
 
+The GCS emulator ignores generation preconditions, which real GCS enforces and which the model
+registry relies on for create-only commits; `_enforce_generation_match` teaches its object
+insert the one real GCS rule used here: ``ifGenerationMatch`` must equal the object's current
+generation, 0 meaning "must not exist" (else HTTP 412 conditionNotMet), checked and written
+under one lock.
+
 Both bucket fixtures reset `tlt.io.storage`'s cached clients and settings before and after the
 test, so clients never outlive the environment they were built from.
 """
@@ -58,6 +64,7 @@ def gcs_endpoint() -> Iterator[str]:
     from gcp_storage_emulator.server import create_server
 
     server = create_server("127.0.0.1", 0, in_memory=True)
+    restore = _enforce_generation_match()
     server.start()
     try:
         # create_server has no accessor for the bound port: read it off the HTTP server.
@@ -67,6 +74,54 @@ def gcs_endpoint() -> Iterator[str]:
     finally:
         _SERVERS.pop("gs", None)
         server.stop()
+        restore()
+
+
+def _enforce_generation_match() -> Callable[[], None]:
+    """Make the emulator's object insert honour ``ifGenerationMatch``; returns the undo."""
+    from http import HTTPStatus
+
+    from gcp_storage_emulator import server as emulator
+    from gcp_storage_emulator.exceptions import NotFound
+    from gcp_storage_emulator.handlers import objects
+
+    original = objects.insert
+    lock = threading.Lock()
+
+    def insert(request, response, storage, *args, **kwargs):
+        wanted = request.query.get("ifGenerationMatch")
+        if not wanted:
+            return original(request, response, storage, *args, **kwargs)
+        name = _object_name(request)
+        with lock:
+            try:
+                current = str(storage.get_file_obj(request.params["bucket_name"], name)["generation"])
+            except NotFound:
+                current = "0"
+            if current != wanted[0]:
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                response.json({"error": {"code": 412, "message": "At least one of the "
+                               "pre-conditions you specified did not hold.", "errors": [
+                                   {"reason": "conditionNotMet", "domain": "global",
+                                    "message": "Precondition Failed"}]}})
+                return None
+            return original(request, response, storage, *args, **kwargs)
+
+    def _object_name(request) -> str | None:
+        if request.query.get("name"):
+            return request.query["name"][0]
+        data = request.data if isinstance(request.data, dict) else {}
+        return (data.get("meta") or data).get("name")  # multipart body, or resumable metadata
+
+    def swap(new) -> None:
+        objects.insert = new
+        for _regex, handlers in emulator.HANDLERS:
+            for method, handler in list(handlers.items()):
+                if handler in (original, insert):
+                    handlers[method] = new
+
+    swap(insert)
+    return lambda: swap(original)
 
 
 def _reset_storage() -> None:
