@@ -1,6 +1,7 @@
 """The detection pipeline run end to end through kfp.local, and the Argo container command run here."""
 
 import json
+import re
 
 import pytest
 import tensorflow as tf
@@ -10,6 +11,7 @@ from tlt.errors import PipelineError
 from tlt.orchestration.local_run import parse_params, run_local
 from tlt.orchestration.pipelines import load_pipeline
 from tlt.orchestration.registry import get_stage, output_path
+from tlt.orchestration.summary import render_summary
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +31,12 @@ def _one_epoch_spec() -> str:
     """The pipeline's default DetectNet_v2 spec cut to one epoch at 128x64 (validation at the end)."""
     from tlt.orchestration.pipelines import DEFAULT_DETECTION_SPEC
 
-    return (DEFAULT_DETECTION_SPEC.replace("num_epochs: 20", "num_epochs: 1")
-            .replace("output_image_width: 256", "output_image_width: 128")
-            .replace("output_image_height: 144", "output_image_height: 64")
-            .replace("validation_period_during_training: 10", "validation_period_during_training: 1")
-            .replace("first_validation_epoch: 10", "first_validation_epoch: 1"))
+    spec = DEFAULT_DETECTION_SPEC
+    for field, value in (("num_epochs", 1), ("output_image_width", 128), ("output_image_height", 64),
+                         ("validation_period_during_training", 1), ("first_validation_epoch", 1),
+                         ("checkpoint_interval", 1)):
+        spec = re.sub(rf"\b{field}: \d+", f"{field}: {value}", spec)
+    return spec
 
 
 def test_local_run_converts_trains_and_evaluates(kitti, tmp_path, capsys):
@@ -74,30 +77,38 @@ def test_local_run_converts_trains_and_evaluates(kitti, tmp_path, capsys):
     log = result.log_file.read_text()
     assert result.log_file == result.run_dir / "run.log"
     assert "Wrote the following numbers of objects" in log
+    # Each step timed in the order it ran; the report also as a page a browser opens.
+    assert [(s.name, s.status) for s in result.steps] == [("convert", "succeeded"), ("train", "succeeded"),
+                                                          ("evaluate", "succeeded")]
+    assert all(0 < s.seconds <= result.seconds for s in result.steps)
+    assert result.outputs["report"].page == result.run_dir / "report.html"
+    assert result.outputs["report"].page.read_text() == report
+    summary = render_summary(result)
+    assert f"model:   {model.path / 'model.tlt'}" in summary and f"log:     {result.log_file}" in summary
+    assert re.search(rf"\n  mAP +{metrics['mAP']:.2f}\n", summary), summary
 
 
 @pytest.mark.slow
-def test_cli_run_prints_artifact_and_metadata(kitti, tmp_path, capsys):
+def test_cli_run_is_quiet_and_ends_with_the_summary(kitti, tmp_path, capfd):
     root, _ = kitti
     code = cli.main(["run", "detection", "--local", "--param", f"dataset_root={root}",
-                     "--param", "validation_fold=0", "--pipeline-root", str(tmp_path)])
-    out = capsys.readouterr().out
-    assert code == 0
-    assert "pipeline detection finished" in out
-    assert f"  output dataset (Dataset): {tmp_path}/tlt-detection-" in out
-    assert '"num_frames": 12' in out and '"total": {' in out
-    assert "  log:        " in out
-
-
-def test_failed_task_is_one_error_naming_the_log(tmp_path, capsys):
-    code = cli.main(["run", "detection", "--local", "--param", f"dataset_root={tmp_path / 'missing'}",
-                     "--pipeline-root", str(tmp_path / "runs")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1
-    assert err[-1].startswith("tlt-pipeline: error: local run of pipeline detection failed: ")
-    assert "(log: " in err[-1] and err[-1].endswith("run.log)")
-    log = next((tmp_path / "runs").glob("tlt-detection-*/run.log")).read_text()
-    assert f"dataset root {tmp_path / 'missing'} does not exist" in log
+                     "--param", f"train_spec={_one_epoch_spec()}", "--pipeline-root", str(tmp_path)])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    # stderr: one line as each step starts and ends; no executor dumps, TensorFlow lines or tracebacks.
+    assert [re.sub(r" in .*", "", line) for line in err.splitlines()] == [
+        "[1/3] convert running ...", "[1/3] convert succeeded",
+        "[2/3] train running ...", "[2/3] train succeeded",
+        "[3/3] evaluate running ...", "[3/3] evaluate succeeded"]
+    lines = out.splitlines()
+    assert lines[0].startswith("pipeline detection finished in ")
+    assert [line.split()[:2] for line in lines[3:6]] == [["convert", "succeeded"], ["train", "succeeded"],
+                                                         ["evaluate", "succeeded"]]
+    assert "AP in % (voc, " in out and "\n  mAP " in out
+    run = next(tmp_path.glob("tlt-detection-*"))
+    assert f"model:   {run}/train/model/model.tlt" in out and f"report:  {run}/report.html" in out
+    assert "executor_input" not in out + err and "Traceback" not in out + err
+    assert "executor_input" in (run / "run.log").read_text()
 
 
 def test_argo_container_command_runs_here(kitti, tmp_path, capsys):

@@ -2,8 +2,11 @@
 
     tlt-pipeline list
     tlt-pipeline compile [--check] [--image IMAGE]
-    tlt-pipeline run detection --local [--param k=v ...] [--pipeline-root DIR]
+    tlt-pipeline run detection --local [--param k=v ...] [--pipeline-root DIR] [-v]
     tlt-pipeline stage convert --spec=... --output-dataset=DIR     (what Argo templates run)
+
+A local run keeps the terminal quiet: one line per step, then a summary (steps, metrics, where the
+model, the report and the full log are); ``-v`` also shows everything the tasks print.
 """
 
 from __future__ import annotations
@@ -13,33 +16,41 @@ import json
 import sys
 from typing import Sequence
 
-from tlt.cli._common import run_main, setup_logging
+from tlt.cli._common import HelpFormatter, run_main, setup_logging
 from tlt.errors import PipelineError
 
 __all__ = ["main"]
 
 PROG = "tlt-pipeline"
+# The local runner's default, repeated so `-h` shows it without importing kfp.
+DEFAULT_PIPELINE_ROOT = ".tlt-local-runs"
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Compile and run the TLT Kubeflow/Argo pipelines.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show DEBUG log lines")
+    parser = argparse.ArgumentParser(prog=PROG, description="Compile and run the TLT Kubeflow/Argo pipelines.",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show DEBUG log lines; with run, also everything the tasks print")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("list", help="show the pipelines and stages")
-    comp = sub.add_parser("compile", help="regenerate components/, pipelines/*.yaml and manifests/")
+    sub.add_parser("list", help="show the pipelines and stages", formatter_class=HelpFormatter)
+    comp = sub.add_parser("compile", help="regenerate components/, pipelines/*.yaml and manifests/",
+                          formatter_class=HelpFormatter)
     comp.add_argument("--check", action="store_true",
                       help="write nothing; exit 1 listing generated files that are stale")
     comp.add_argument("--image", help="project image (default $TLT_IMAGE or the release image)")
-    run = sub.add_parser("run", help="run a pipeline")
+    run = sub.add_parser("run", help="run a pipeline", formatter_class=HelpFormatter)
     run.add_argument("pipeline", help="pipeline name (see `tlt-pipeline list`)")
     run.add_argument("--local", action="store_true", help="run here through kfp.local (the only mode so far)")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="pipeline parameter; repeatable")
     run.add_argument("--compiled", action="store_true",
                      help="run the compiled pipelines/<name>.yaml (what Kubeflow runs) instead of the DSL")
-    run.add_argument("--pipeline-root", help="folder for the run's artifacts (default ./.tlt-local-runs)")
+    run.add_argument("--pipeline-root", default=DEFAULT_PIPELINE_ROOT, help="folder for the run's artifacts")
     run.add_argument("--retries", action="store_true",
                      help="retry failed tasks as on a cluster (waits out the backoff)")
+    # SUPPRESS: without -v here, the top-level -v (tlt-pipeline -v run ...) keeps its value.
+    run.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                     help="also show everything the tasks print (it is always in the run's log)")
     stage = sub.add_parser("stage", add_help=False, help="run one stage as an Argo container does")
     stage.add_argument("stage", help="stage name")
     stage.add_argument("stage_args", nargs=argparse.REMAINDER, help="the stage's flags")
@@ -81,21 +92,21 @@ def _compile(check: bool, image: str | None) -> int:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from tlt.orchestration.local_run import DEFAULT_PIPELINE_ROOT, run_local
+    from tlt.orchestration.local_run import run_local
     from tlt.orchestration.pipelines import get_pipeline
+    from tlt.orchestration.summary import render_summary
 
     info = get_pipeline(args.pipeline)
     if not args.local:
         raise PipelineError(f"only local runs are built in: add --local, or submit pipelines/{info.name}.yaml "
                             f"to Kubeflow or manifests/workflows/{info.name}.yaml with `argo submit`")
-    result = run_local(info.name, args.param, pipeline_root=args.pipeline_root or DEFAULT_PIPELINE_ROOT,
-                       echo=sys.stdout, retries=args.retries, compiled=args.compiled)
-    print(f"pipeline {result.pipeline} finished")
-    print(f"  run folder: {result.run_dir}")
-    print(f"  log:        {result.log_file}")
-    for art in result.outputs.values():
-        print(f"  output {art.name} ({art.kind}): {art.path}")
-        print("    metadata: " + json.dumps(art.metadata, sort_keys=True, indent=2).replace("\n", "\n    "))
+    # Quiet by default: a line per step on stderr; executor dumps, TensorFlow noise and tracebacks
+    # stay in the run's log unless -v asks for them.
+    result = run_local(info.name, args.param, pipeline_root=args.pipeline_root,
+                       echo=sys.stdout if args.verbose else None,
+                       progress=None if args.verbose else sys.stderr,
+                       retries=args.retries, compiled=args.compiled)
+    print(render_summary(result))
 
 
 def _main(argv: Sequence[str] | None) -> int:

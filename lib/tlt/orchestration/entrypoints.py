@@ -2,7 +2,10 @@
 
 `run_component` is what a generated KFP component calls with its KFP artifact objects;
 `run_stage_argv` is what an Argo template's container runs (``tlt-pipeline stage <name> ...``).
-Both check parameters against the registry and call the same adapter.
+Both check parameters against the registry and call the same adapter, with SIGTERM (what
+Kubernetes sends on eviction) raising `tlt.errors.Interrupted` so the stage stops cleanly and its
+retry resumes. A failed stage logs one line starting with `STAGE_FAILED_MARK` before the error
+propagates: the line a local run shows instead of the executor's traceback.
 """
 
 from __future__ import annotations
@@ -12,11 +15,15 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from tlt.errors import PipelineError
+from tlt.errors import PipelineError, TLTError
 from tlt.orchestration.adapters import get_adapter
 from tlt.orchestration.registry import Stage, get_stage
+from tlt.signals import sigterm_raises
 
-__all__ = ["run_component", "run_stage", "build_stage_parser", "run_stage_argv"]
+__all__ = ["STAGE_FAILED_MARK", "run_component", "run_stage", "build_stage_parser", "run_stage_argv"]
+
+#: Start of the log line naming a failed stage and its one-line error (``<mark> <stage>: <error>``).
+STAGE_FAILED_MARK = "TLT stage failed:"
 
 _log = logging.getLogger(__name__)
 
@@ -39,14 +46,25 @@ def run_stage(stage_name: str, params: Mapping[str, Any], inputs: Mapping[str, s
 
     Raises:
         PipelineError: unknown or missing parameters or artifacts.
+        Interrupted: SIGTERM arrived while the stage ran.
+        TLTError: whatever the stage raises; logged first as one `STAGE_FAILED_MARK` line.
     """
     stage = get_stage(stage_name)
-    full = _complete_params(stage, params)
-    _check_names(stage, "input artifact", inputs, [a.name for a in stage.inputs],
-                 optional=[a.name for a in stage.inputs if a.optional])
-    _check_names(stage, "output artifact", outputs, [a.name for a in stage.outputs])
-    _log.info("stage %s: inputs %s, outputs %s", stage.name, dict(inputs), dict(outputs))
-    return get_adapter(stage.name)(full, dict(inputs), dict(outputs))
+    try:
+        full = _complete_params(stage, params)
+        _check_names(stage, "input artifact", inputs, [a.name for a in stage.inputs],
+                     optional=[a.name for a in stage.inputs if a.optional])
+        _check_names(stage, "output artifact", outputs, [a.name for a in stage.outputs])
+        _log.info("stage %s: inputs %s, outputs %s", stage.name, dict(inputs), dict(outputs))
+        with sigterm_raises():
+            return get_adapter(stage.name)(full, dict(inputs), dict(outputs))
+    except TLTError as err:
+        _log.error("%s %s: %s", STAGE_FAILED_MARK, stage.name, err)
+        raise
+    except Exception as err:  # an unexpected error: name it; the traceback follows in the log
+        _log.error("%s %s: unexpected %s: %s (traceback below)", STAGE_FAILED_MARK, stage.name,
+                   type(err).__name__, err)
+        raise
 
 
 def run_component(stage_name: str, params: Mapping[str, Any], inputs: Mapping[str, Any],

@@ -3,24 +3,33 @@
 This is the embedded default of the design: the same compiled components as on a cluster, each task a
 subprocess of the current Python (which has ``tlt`` installed), artifacts under a local pipeline
 root (``<root>/<pipeline>-<timestamp>/<task>/<output>``) and the run's log beside them.
+
+Everything the tasks print (executor input dumps, TensorFlow's start-up lines, tracebacks) goes to
+the run's log; a caller that wants a quiet terminal passes a ``progress`` stream, which receives one
+line per task, and shows `tlt.orchestration.summary.render_summary` of the result.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import sys
+import logging
+import re
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TextIO
+from typing import Any, Iterable, Iterator, Mapping, TextIO
 
 from tlt.errors import PipelineError
+from tlt.orchestration.entrypoints import STAGE_FAILED_MARK
 from tlt.orchestration.paths import repo_root
 from tlt.orchestration.pipelines import get_pipeline, load_pipeline
+from tlt.orchestration.preflight import check_local_run
 
-__all__ = ["DEFAULT_PIPELINE_ROOT", "LocalArtifact", "LocalRunResult", "parse_params", "run_local"]
+__all__ = ["DEFAULT_PIPELINE_ROOT", "LOG_FILE", "LocalArtifact", "LocalRunResult", "StepResult",
+           "format_seconds", "parse_params", "run_local"]
 
 #: Where local runs keep their artifacts unless told otherwise (relative to the working directory).
 DEFAULT_PIPELINE_ROOT = ".tlt-local-runs"
@@ -37,12 +46,34 @@ _CONVERTERS = {
 
 @dataclass
 class LocalArtifact:
-    """One output artifact of a local run: its folder and the metadata KFP recorded for it."""
+    """One output artifact of a local run: its folder and the metadata KFP recorded for it.
+
+    Attributes:
+        page: for an HTML output, a copy named ``<run>/<name>.html`` that a browser opens.
+    """
 
     name: str
     kind: str
     path: Path
     metadata: dict[str, Any] = field(default_factory=dict)
+    page: Path | None = None
+
+
+@dataclass
+class StepResult:
+    """One task of a local run as the terminal summary shows it.
+
+    Attributes:
+        name: the task (= stage) name.
+        status: ``succeeded``, ``failed`` or ``not run``.
+        seconds: wall time, None when it did not run.
+        error: a failed task's one-line error (the full traceback is in the run's log).
+    """
+
+    name: str
+    status: str
+    seconds: float | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -52,14 +83,26 @@ class LocalRunResult:
     Attributes:
         pipeline: catalogue name.
         run_dir: the run's folder under the pipeline root (one subfolder per task).
-        log_file: every task's output, as the terminal showed it.
+        log_file: every task's output (what kfp.local printed, without colour codes).
         outputs: the pipeline's output artifacts by name.
+        steps: every task in the order it ran, then those that did not run.
+        seconds: wall time of the whole run.
     """
 
     pipeline: str
     run_dir: Path
     log_file: Path
     outputs: dict[str, LocalArtifact]
+    steps: list[StepResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def format_seconds(seconds: float) -> str:
+    """``4 s``, ``6 min 05 s``: a duration as a person reads it."""
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    return f"{whole // 60} min {whole % 60:02d} s"
 
 
 def parse_params(items: Iterable[str], pipeline_func: Any) -> dict[str, Any]:
@@ -87,23 +130,77 @@ def parse_params(items: Iterable[str], pipeline_func: Any) -> dict[str, Any]:
     return params
 
 
-class _Tee(io.TextIOBase):
-    """Writes to a log file and, optionally, to the terminal too."""
+# kfp.local's own lines about a task (after colour codes are removed), and the line
+# `run_component` logs when a stage fails: the one line a user needs, not the executor's traceback.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TASK_STARTED = re.compile(r"Executing task '([^']+)'")
+_TASK_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_STAGE_FAILED = re.compile(re.escape(STAGE_FAILED_MARK) + r" (\S+): (.*)$")
+# Last resort for a failure before `run_component` runs (e.g. an import error): the final line of
+# a Python traceback, "package.module.SomeError: message".
+_EXCEPTION_LINE = re.compile(r"^\s*((?:\w+\.)*\w*(?:Error|Exception|Interrupted)\b.*)$")
 
-    def __init__(self, log: TextIO, echo: TextIO | None):
-        self._log, self._echo = log, echo
+
+class _RunWatcher(io.TextIOBase):
+    """Receives kfp.local's output: keeps all of it in the log, times each task, finds its error.
+
+    Args:
+        log: the run's log file (receives everything, without colour codes).
+        echo: a stream that also receives everything (``tlt-pipeline run -v``), or None.
+        progress: a stream that receives a line when a task starts and when it ends, or None.
+        total: number of tasks in the pipeline (for the ``[i/n]`` counter).
+    """
+
+    def __init__(self, log: TextIO, echo: TextIO | None, progress: TextIO | None, total: int):
+        self._log, self._echo, self._progress, self._total = log, echo, progress, total
+        self._pending = ""
+        self._current: str | None = None
+        self._started = 0.0
+        # Task -> the stage's own error line; task -> the last traceback line (a fallback).
+        self._stage_errors: dict[str, str] = {}
+        self._traceback_errors: dict[str, str] = {}
+        self.steps: list[StepResult] = []
 
     def write(self, text: str) -> int:
-        self._log.write(text)
+        clean = _ANSI.sub("", text)
+        self._log.write(clean)
         self._log.flush()
         if self._echo is not None:
             self._echo.write(text)
+        *lines, self._pending = (self._pending + clean).split("\n")
+        for line in lines:
+            self._observe(line)
         return len(text)
 
     def flush(self) -> None:
         self._log.flush()
         if self._echo is not None:
             self._echo.flush()
+
+    def _observe(self, line: str) -> None:
+        if match := _TASK_STARTED.search(line):
+            self._current, self._started = match.group(1), time.monotonic()
+            self._say(f"[{len(self.steps) + 1}/{self._total}] {self._current} running ...")
+        elif match := _TASK_FINISHED.search(line):
+            self._finish(match.group(1), "succeeded" if match.group(2) == "SUCCESS" else "failed")
+        elif self._current is not None and (match := _STAGE_FAILED.search(line)):
+            self._stage_errors[self._current] = match.group(2).strip()
+        elif self._current is not None and (match := _EXCEPTION_LINE.match(line)):
+            self._traceback_errors[self._current] = match.group(1).strip()
+
+    def _finish(self, name: str, status: str) -> None:
+        seconds = time.monotonic() - self._started
+        error = None
+        if status == "failed":  # the stage's own line wins over the traceback printed after it
+            error = self._stage_errors.get(name) or self._traceback_errors.get(name)
+        self.steps.append(StepResult(name, status, seconds, error))
+        self._current = None
+        self._say(f"[{len(self.steps)}/{self._total}] {name} {status} in {format_seconds(seconds)}")
+
+    def _say(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.write(text + "\n")
+            self._progress.flush()
 
 
 def _ints(value: Any) -> Any:
@@ -123,60 +220,85 @@ def _artifact(name: str, value: Any) -> LocalArtifact:
                          metadata=_ints(dict(getattr(value, "metadata", {}) or {})))
 
 
+def _load(name: str, root: str | Path | None, retries: bool, compiled: bool) -> Any:
+    """The pipeline function: the Python DSL, or the checked-in compiled YAML."""
+    if not compiled:
+        return load_pipeline(name, root=root, retries=retries)
+    from kfp import components
+
+    yaml_path = Path(root if root is not None else repo_root()) / "pipelines" / f"{name}.yaml"
+    if not yaml_path.is_file():
+        raise PipelineError(f"compiled pipeline {yaml_path} is missing (run `tlt-pipeline compile`)")
+    return components.load_component_from_file(str(yaml_path))
+
+
+def _with_unrun_steps(steps: list[StepResult], func: Any) -> list[StepResult]:
+    ran = {s.name for s in steps}
+    tasks = list(func.pipeline_spec.root.dag.tasks)
+    return steps + [StepResult(name, "not run") for name in sorted(tasks) if name not in ran]
+
+
+def _html_copies(outputs: dict[str, LocalArtifact], run_dir: Path) -> None:
+    """Copy each HTML output to ``<run>/<name>.html``: KFP names the file without an extension,
+    which a browser would not open as a page."""
+    for art in outputs.values():
+        if art.kind == "HTML" and art.path.is_file():
+            art.page = run_dir / f"{art.name}.html"
+            shutil.copyfile(art.path, art.page)
+
+
 def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
               pipeline_root: str | Path = DEFAULT_PIPELINE_ROOT, root: str | Path | None = None,
-              echo: TextIO | None = None, retries: bool = False,
+              echo: TextIO | None = None, progress: TextIO | None = None, retries: bool = False,
               compiled: bool = False) -> LocalRunResult:
     """Run pipeline ``name`` with kfp.local's SubprocessRunner in the current environment.
+
+    The inputs a local run can check (data set folders, spec texts) are checked first, so a missing
+    data set is one line rather than a failed task.
 
     Args:
         name: catalogue name (``detection``).
         params: pipeline arguments, as a mapping or as ``"k=v"`` strings.
         pipeline_root: folder that receives the run's artifacts.
         root: the checkout holding ``pipelines/`` and ``components/``; default `repo_root`.
-        echo: a stream that also receives the tasks' output (the CLI passes stdout).
+        echo: a stream that also receives everything the tasks print (the log's content).
+        progress: a stream that receives one line as each task starts and ends.
         retries: apply the registry's retry policies (kfp.local waits out their backoff, 30 s and
             more, before reporting a failure; off by default).
         compiled: run the checked-in compiled definition ``pipelines/<name>.yaml`` (what Kubeflow
             runs) instead of the Python DSL; its retry policies always apply.
 
     Returns:
-        The run folder, its log and its output artifacts with their metadata.
+        The run folder, its log, its output artifacts with their metadata and each step's status.
 
     Raises:
-        PipelineError: unknown pipeline or parameters, or a task that failed (the message names the
-            log file).
+        PipelineError: unknown pipeline or parameters, a missing data set, or a task that failed
+            (the message is the task's one-line error and names the log file).
     """
     from kfp import local
 
     info = get_pipeline(name)
-    if compiled:
-        from kfp import components
-
-        yaml_path = Path(root if root is not None else repo_root()) / "pipelines" / f"{info.name}.yaml"
-        if not yaml_path.is_file():
-            raise PipelineError(f"compiled pipeline {yaml_path} is missing (run `tlt-pipeline compile`)")
-        func = components.load_component_from_file(str(yaml_path))
-    else:
-        func = load_pipeline(info.name, root=root, retries=retries)
+    func = _load(info.name, root, retries, compiled)
     args = dict(params) if isinstance(params, Mapping) else parse_params(params, func)
+    check_local_run(info.name, args, func)
     proot = Path(pipeline_root).expanduser().resolve()
     proot.mkdir(parents=True, exist_ok=True)
     before = {p for p in proot.iterdir() if p.is_dir()}
     pending_log = proot / f".{info.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(proot), raise_on_error=True)
-    failure: str | None = None
+    started = time.monotonic()
+    failed = False
     with open(pending_log, "w", encoding="utf-8") as log, warnings.catch_warnings():
         # The project image is not a "python" image; in a SubprocessRunner the image is unused anyway.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         # Requests and limits only matter on a cluster; kfp.local says so for every task.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-        tee = _Tee(log, echo)
-        with contextlib.redirect_stdout(tee):
+        watcher = _RunWatcher(log, echo, progress, total=len(func.pipeline_spec.root.dag.tasks))
+        with contextlib.redirect_stdout(watcher), _root_logging_to(watcher):
             try:
                 task = func(**args)
-            except RuntimeError as err:  # kfp.local reports a failed task this way
-                failure = str(err)
+            except RuntimeError:  # kfp.local reports a failed task this way; the watcher saw which
+                failed = True
             except TypeError as err:  # arguments the pipeline does not take
                 pending_log.unlink(missing_ok=True)
                 raise PipelineError(f"pipeline {info.name}: {err}") from None
@@ -184,7 +306,30 @@ def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
     run_dir = new_dirs[-1] if new_dirs else proot
     log_file = run_dir / LOG_FILE
     pending_log.replace(log_file)
-    if failure is not None:
-        raise PipelineError(f"local run of pipeline {info.name} failed: {failure} (log: {log_file})")
+    if failed:
+        raise PipelineError(_failure_line(info.name, watcher.steps, log_file))
     outputs = {key: _artifact(key, value) for key, value in sorted((task.outputs or {}).items())}
-    return LocalRunResult(pipeline=info.name, run_dir=run_dir, log_file=log_file, outputs=outputs)
+    _html_copies(outputs, run_dir)
+    return LocalRunResult(pipeline=info.name, run_dir=run_dir, log_file=log_file, outputs=outputs,
+                          steps=_with_unrun_steps(watcher.steps, func), seconds=time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def _root_logging_to(stream: TextIO) -> Iterator[None]:
+    """Within the block, records of the root logger (kfp.local logs there, e.g. its workspace
+    clean-up) go to ``stream`` instead of the terminal."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [logging.StreamHandler(stream)]
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved
+
+
+def _failure_line(pipeline: str, steps: list[StepResult], log_file: Path) -> str:
+    step = next((s for s in steps if s.status == "failed"), None)
+    if step is None:
+        return f"local run of pipeline {pipeline} failed (log: {log_file})"
+    reason = step.error or "see the log for the traceback"
+    return f"pipeline {pipeline}: step {step.name} failed: {reason} (log: {log_file})"

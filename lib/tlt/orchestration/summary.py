@@ -1,0 +1,95 @@
+"""The few lines a person reads after a local run: steps, the headline metrics, where things are."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tlt.orchestration.local_run import LocalArtifact, LocalRunResult, format_seconds
+
+__all__ = ["render_summary"]
+
+
+def render_summary(result: LocalRunResult) -> str:
+    """The end-of-run summary of a local run.
+
+    Sections: each step with its status and wall time; the AP table of a detection evaluation (or
+    the scalar metrics of another one); where the model, the HTML report and the full log are.
+
+    Args:
+        result: what `tlt.orchestration.local_run.run_local` returned.
+
+    Returns:
+        Text without a trailing newline.
+    """
+    lines = [f"pipeline {result.pipeline} finished in {format_seconds(result.seconds)}", ""]
+    lines += _steps(result)
+    metrics = next((a for a in result.outputs.values() if a.kind == "Metrics"), None)
+    if metrics is not None:
+        lines += ["", *_metrics(metrics)]
+    lines += ["", *_locations(result)]
+    return "\n".join(lines)
+
+
+def _steps(result: LocalRunResult) -> list[str]:
+    width = max([len("step")] + [len(s.name) for s in result.steps])
+    lines = [f"  {'step':<{width}}  {'status':<9}  time"]
+    for step in result.steps:
+        took = "" if step.seconds is None else format_seconds(step.seconds)
+        lines.append(f"  {step.name:<{width}}  {step.status:<9}  {took}".rstrip())
+    return lines
+
+
+def _metrics(metrics: LocalArtifact) -> list[str]:
+    evaluation = _read_json(metrics.path / "evaluation.json")
+    try:
+        return _ap_table(evaluation)
+    except (KeyError, TypeError, ValueError):  # not a detection evaluation: its scalars
+        return ["metrics:", *[f"  {key:<24} {_number(value)}" for key, value in sorted(metrics.metadata.items())
+                              if isinstance(value, (int, float))]]
+
+
+def _ap_table(evaluation: dict[str, Any]) -> list[str]:
+    """AP per class and bucket from the evaluation JSON (`DetectionResults.to_dict` plus extras)."""
+    classes, buckets = list(evaluation["classes"]), list(evaluation["buckets"])
+    headers = ["class"] + (["AP"] if len(buckets) == 1 else buckets)
+    rows = [[name] + [_ap(evaluation["per_class"][name][b]["ap"]) for b in buckets] for name in classes]
+    rows.append(["mAP"] + [_ap(evaluation["mean_ap"][b]) for b in buckets])
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        return "  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                for i, (c, w) in enumerate(zip(cells, widths)))
+
+    title = (f"AP in % ({evaluation['mode']}, {evaluation['num_frames']} validation frames"
+             + (f", validation cost {evaluation['validation_cost']:.6f})" if "validation_cost" in evaluation else ")"))
+    return [title, line(headers), *[line(r) for r in rows[:-1]], line(rows[-1])]
+
+
+def _locations(result: LocalRunResult) -> list[str]:
+    lines = []
+    for art in result.outputs.values():
+        if art.kind == "Model":
+            model_file = art.path / "model.tlt"
+            lines.append(f"model:   {model_file if model_file.is_file() else art.path}")
+        elif art.kind == "HTML":
+            lines.append(f"report:  {art.page or art.path}")
+    lines.append(f"log:     {result.log_file}")
+    lines.append(f"run:     {result.run_dir}")
+    return lines
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _ap(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.2f}"
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
