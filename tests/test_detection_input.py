@@ -11,9 +11,9 @@ from PIL import Image, ImageDraw
 
 from tlt import spec as spec_lib
 from tlt.data.class_mapping import build_class_mapping, check_class_presence
-from tlt.data.detection_input import (
-    build_detection_input, iter_validation_frames, resolve_split,
-)
+from tlt.data.detection_frames import iter_validation_frames
+from tlt.data.detection_input import build_detection_input, resolve_split
+from tlt.data.detection_split import resolve_evaluation_split
 from tlt.errors import DataError, SpecError
 from tlt.stages.convert import run as convert
 
@@ -124,7 +124,7 @@ def test_shapes_dtypes_and_targets(records):
     ds = build_detection_input(_spec(f"{out}/kitti*"), training=False, batch_size=4,
                                use_training_set=True)
     batches = _all(ds)
-    assert [x.shape for x, _ in batches] == [(4, 3, H, W), (2, 3, H, W)]
+    assert [x.shape for x, _ in batches] == [(4, 3, H, W), (4, 3, H, W)]  # training + validation
     x, y = batches[0]
     assert x.dtype == np.float32 and x.min() >= -1.0 and x.max() <= 1.0
     # Grey background 90 and white boxes 250, scaled as x / 127.5 - 1.
@@ -274,3 +274,32 @@ def test_remote_shards_are_staged(records, s3_bucket, seed_objects, tmp_path):
     local = _all(build_detection_input(_spec(f"{out}/kitti*"), training=False, batch_size=2))
     (x, y), = _all(ds)
     np.testing.assert_array_equal(x, local[0][0])
+
+
+def test_use_training_set_evaluates_training_and_validation_frames(records):
+    # the guide: --use_training_set "runs evaluation on training + validation dataset"
+    out, _ = records
+    experiment = _spec(f"{out}/kitti*")
+    both = resolve_evaluation_split(experiment, use_training_set=True)
+    assert both.num_frames == 8 and len(both.files) == 4
+    assert both.class_counts == {"automobile": 8, "person": 8, "dontcare": 8, "van": 8}
+    assert resolve_evaluation_split(experiment).num_frames == 2
+    ids = [i for b in iter_validation_frames(experiment, batch_size=3, use_training_set=True)
+           for i in b.frame_ids]
+    assert sorted(ids) == [f"{i:06d}" for i in range(8)]
+    assert sum(len(x) for x, _ in _all(build_detection_input(
+        experiment, training=False, batch_size=3, use_training_set=True))) == 8
+    # a validation_data_source naming the training shards again: each frame is read once
+    again = _spec(f"{out}/kitti*", split=f'validation_data_source {{ tfrecords_path: "{out}/kitti*" }}')
+    assert resolve_evaluation_split(again, use_training_set=True).num_frames == 8
+    separate = _spec(f"{out}/kitti-fold-001*",
+                     split=f'validation_data_source {{ tfrecords_path: "{out}/kitti-fold-000*" }}')
+    assert resolve_evaluation_split(separate, use_training_set=True).num_frames == 8
+
+
+def test_use_training_set_without_validation_shards(records):
+    out, _ = records
+    experiment = _spec(f"{out}/kitti-fold-001*")  # validation_fold 0, but no fold-0 shard matched
+    with pytest.raises(DataError, match="no validation records"):
+        resolve_evaluation_split(experiment)
+    assert resolve_evaluation_split(experiment, use_training_set=True).num_frames == 6

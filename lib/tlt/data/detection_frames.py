@@ -1,8 +1,9 @@
 """Evaluation frames of DetectNet_v2: network inputs plus every labelled object in source pixels.
 
-`iter_validation_frames` reads the same shards and applies the same crop/resize as the training
-pipeline (`tlt.data.detection_input`), without augmentation, and keeps what AP needs: each frame's
-objects with their KITTI attributes and the transform back to the source image.
+`iter_validation_frames` reads the same shards (`tlt.data.detection_split`) and decodes them the
+same way (`tlt.data.detection_records`) as the training pipeline (`tlt.data.detection_input`),
+applies its crop/resize without augmentation, and keeps what AP needs: each frame's objects with
+their KITTI attributes and the transform back to the source image.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
+
+from tlt.data.detection_augment import build_detection_augment
+from tlt.data.detection_records import FrameDecoder, scale_pixels
+from tlt.data.detection_split import prepare_split
 
 __all__ = ["ValidationBatch", "iter_validation_frames"]
 
@@ -50,32 +55,31 @@ class ValidationBatch:
 def iter_validation_frames(experiment: Any, *, batch_size: int, use_training_set: bool = False,
                            base_dir: str | None = None,
                            cache_dir: str | None = None) -> Iterator[ValidationBatch]:
-    """Yield the validation frames (or the training frames) for AP computation, in file order.
+    """Yield the validation frames (or training + validation) for AP computation, in file order.
 
     Args:
         experiment: a DetectionExperiment.
         batch_size: frames per yielded batch.
-        use_training_set: the training split instead of the validation split.
+        use_training_set: the training and the validation split (the guide's
+            ``--use_training_set``), instead of the validation split alone.
         base_dir: folder relative tfrecords paths are relative to.
         cache_dir: download folder of remote shards.
 
     Raises:
-        SpecError / DataError: as `build_detection_input`.
+        SpecError / DataError: as `tlt.data.detection_split.prepare_split`.
     """
     import tensorflow as tf
 
-    from tlt.data.detection_augment import build_detection_augment
-    from tlt.data.detection_input import _FrameDecoder, _scale, _setup
-
-    pre, mapping, split = _setup(experiment, False, use_training_set, base_dir, cache_dir)
+    pre, mapping, split = prepare_split(experiment, training=False, use_training_set=use_training_set,
+                                        base_dir=base_dir, cache_dir=cache_dir)
     augment = build_detection_augment(experiment.augmentation_config, training=False)
-    decode = _FrameDecoder(mapping, pre.output_image_channel)
+    decode = FrameDecoder(mapping, pre.output_image_channel)
 
     def load(serialized):
         f = decode(serialized)
         image, _, _, m = augment(f["image"], f["boxes"], tf.zeros([2], tf.int64),
                                  channels_first=True)
-        return {"image": _scale(image), "id": f["id"], "boxes": f["boxes"],
+        return {"image": scale_pixels(image), "id": f["id"], "boxes": f["boxes"],
                 "names": f["names"], "class_ids": f["class_ids"], "truncation": f["truncation"],
                 "occlusion": f["occlusion"], "to_network": tf.stack([m[0, 0], m[1, 1], m[0, 2],
                                                                      m[1, 2]])}

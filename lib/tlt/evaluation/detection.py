@@ -45,7 +45,7 @@ def predict_validation_frames(model, experiment, *, batch_size: int, use_trainin
         `GroundTruth` (source pixels, DontCare included) and its post-processed `Detection` list
         (source pixels).
     """
-    from tlt.data.detection_input import iter_validation_frames
+    from tlt.data.detection_frames import iter_validation_frames
     from tlt.models.detectnet_v2.postprocess import build_postprocessor
 
     post = postprocessor or build_postprocessor(experiment)

@@ -106,7 +106,7 @@ def annotated_validation_samples(model, experiment, *, max_frames: int = 4):
         A list of ``(frame id, PIL image)``.
     """
     from tlt.data.classification_input import PREPROCESSING
-    from tlt.data.detection_input import iter_validation_frames
+    from tlt.data.detection_frames import iter_validation_frames
     from tlt.models.detectnet_v2.postprocess import build_postprocessor
 
     post = build_postprocessor(experiment)
