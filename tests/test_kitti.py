@@ -84,8 +84,18 @@ def test_dontcare_inverted_box_is_normalised_not_an_error():
 def test_read_label_file_rejects_binary(tmp_path):
     path = tmp_path / "000001.txt"
     path.write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(DataError, match=r"000001.txt: not UTF-8 text .* expected a KITTI label"):
+    with pytest.raises(DataError, match=r"000001.txt:1: not UTF-8 text .* expected a KITTI label"):
         read_label_file(path)
+
+
+def test_read_label_file_names_line_and_byte_of_bad_encoding(tmp_path):
+    path = tmp_path / "000002.txt"
+    good = b"Car 0.00 0 0.1 10 10 40 30 1.5 1.6 4.0 1 1.65 20 0.2\n"
+    path.write_bytes(good + good + b"Pedestrian 0.00 0 0.1 \xe9 10 40 30 1 1 1 1 1 1 1\n")
+    with pytest.raises(DataError) as err:
+        read_label_file(path)
+    assert str(err.value) == (f"{path}:3: not UTF-8 text (invalid continuation byte at byte "
+                              f"{2 * len(good) + 22}), expected a KITTI label file")
 
 
 def test_probe_png_and_jpeg_sizes_without_decoding():

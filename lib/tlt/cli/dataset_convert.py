@@ -13,7 +13,7 @@ import argparse
 import logging
 from typing import Sequence
 
-from tlt.cli._common import run_main, setup_logging
+from tlt.cli._common import HelpFormatter, run_main, setup_logging
 from tlt.errors import TLTError
 
 __all__ = ["PROG", "build_parser", "split_output", "main"]
@@ -31,7 +31,8 @@ class _UsageError(TLTError):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with TLT v1's flags."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Convert a KITTI object-detection data set to TFRecords.")
+        prog=PROG, description="Convert a KITTI object-detection data set to TFRecords.",
+        formatter_class=HelpFormatter)
     parser.add_argument("-d", "--dataset-export-spec", "--dataset_export_spec", required=True,
                         metavar="DATASET_EXPORT_SPEC",
                         help="dataset export spec (prototxt, YAML or JSON)")
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fail on the first malformed label line or unreadable image "
                              "instead of skipping it")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="worker processes (default: one per core)")
+                        help="worker processes; one per core when not given")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 

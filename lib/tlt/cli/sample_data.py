@@ -10,8 +10,10 @@ import argparse
 import logging
 from typing import Sequence
 
-from tlt.cli._common import run_main, setup_logging
-from tlt.data.synthetic import make_classification_dataset, make_detection_dataset
+from tlt.cli._common import HelpFormatter, run_main, setup_logging
+from tlt.data.synthetic import (
+    CLASSIFICATION_LIMITS, DETECTION_LIMITS, make_classification_dataset, make_detection_dataset,
+)
 
 __all__ = ["PROG", "build_parser", "main"]
 
@@ -19,29 +21,60 @@ PROG = "tlt-sample-data"
 _LOG = logging.getLogger(PROG)
 
 
+def _bounded(limits: tuple[int, int]):
+    """An argparse type: an integer within ``limits`` (inclusive), else a usage error."""
+    lo, hi = limits
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], got {value}")
+        return value
+
+    parse.__name__ = "integer"  # what argparse names in its messages
+    return parse
+
+
+def _span(limits: tuple[int, int]) -> str:
+    return f"{limits[0]}-{limits[1]}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: one sub-command per kind of data set."""
-    parser = argparse.ArgumentParser(prog=PROG, description="Write a synthetic sample data set.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Write a synthetic sample data set.",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="detailed logs")
     kinds = parser.add_subparsers(dest="kind", required=True)
-    det = kinds.add_parser("detection", help="KITTI layout: images/, labels/, sequence map")
+    det = kinds.add_parser("detection", help="KITTI layout: images/, labels/, sequence map",
+                           formatter_class=HelpFormatter)
     det.add_argument("out_dir", metavar="OUT_DIR")
-    det.add_argument("--frames", type=int, default=60, help="number of frames (default 60)")
-    det.add_argument("--width", type=int, default=480, help="image width (default 480)")
-    det.add_argument("--height", type=int, default=272, help="image height (default 272)")
-    det.add_argument("--sequences", type=int, default=6, help="video sequences (default 6)")
-    cls = kinds.add_parser("classification", help="train/val/test folders, one per class")
+    limits = DETECTION_LIMITS
+    det.add_argument("--frames", type=_bounded(limits["num_frames"]), default=60,
+                     help=f"number of frames, {_span(limits['num_frames'])}")
+    det.add_argument("--width", type=_bounded(limits["width"]), default=480,
+                     help=f"image width in pixels, {_span(limits['width'])}")
+    det.add_argument("--height", type=_bounded(limits["height"]), default=272,
+                     help=f"image height in pixels, {_span(limits['height'])}")
+    det.add_argument("--sequences", type=_bounded(limits["num_sequences"]), default=6,
+                     help=f"video sequences, {_span(limits['num_sequences'])}")
+    cls = kinds.add_parser("classification", help="train/val/test folders, one per class",
+                           formatter_class=HelpFormatter)
     cls.add_argument("out_dir", metavar="OUT_DIR")
     cls.add_argument("--classes", default="circle,square,triangle",
-                     help="comma-separated class names (default circle,square,triangle)")
-    cls.add_argument("--train", type=int, default=30, help="training images per class")
-    cls.add_argument("--val", type=int, default=10, help="validation images per class")
-    cls.add_argument("--test", type=int, default=10, help="test images per class")
-    cls.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
+                     help="comma-separated class names")
+    per_class = CLASSIFICATION_LIMITS["images_per_class"]
+    for split, default in (("train", 30), ("val", 10), ("test", 10)):
+        cls.add_argument(f"--{split}", type=_bounded(per_class), default=default,
+                         help=f"{split} images per class, {_span(per_class)}")
+    size = CLASSIFICATION_LIMITS["size"]
+    cls.add_argument("--size", type=_bounded(size), default=32,
+                     help=f"image side in pixels, {_span(size)}")
     for sub in (det, cls):
-        sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-        sub.add_argument("--format", choices=("png", "jpg"), default="png",
-                         help="image format (default png)")
+        sub.add_argument("--seed", type=int, default=0, help="random seed")
+        sub.add_argument("--format", choices=("png", "jpg"), default="png", help="image format")
         sub.add_argument("--overwrite", action="store_true",
                          help="replace OUT_DIR if it exists and is not empty")
     return parser

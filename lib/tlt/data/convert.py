@@ -27,16 +27,12 @@ from tlt.data.kitti import IMAGE_FORMATS, DataReport, normalise_extension, pair_
 from tlt.errors import DataError, SpecError
 from tlt.io import storage
 from tlt.spec.defaults import apply_defaults
+from tlt.spec.rules import MAX_PARTITIONS, MAX_SHARDS
 
-__all__ = ["MAX_PARTITIONS", "MAX_SHARDS", "KittiSettings", "Conversion", "resolve_settings",
+__all__ = ["KittiSettings", "Conversion", "resolve_settings",
            "check_validation_fold", "convert_kitti"]
 
 log = logging.getLogger("tlt.data.convert")
-
-# Shard names hold the fold count in 3 digits and the shard count in 5 (TLT's names).
-MAX_PARTITIONS = 999
-MAX_SHARDS = 99999
-
 
 @dataclass(frozen=True)
 class KittiSettings:
@@ -78,8 +74,8 @@ class Conversion:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _range_error(name: str, lo: int, hi: int, value: int, why: str = "") -> SpecError:
-    return SpecError(f"kitti_config.{name} must be in [{lo}, {hi}]{why}, got {value}",
+def _range_error(name: str, lo: int, hi: int, value: int) -> SpecError:
+    return SpecError(f"kitti_config.{name} must be in [{lo}, {hi}], got {value}",
                      field=f"kitti_config.{name}")
 
 
@@ -90,9 +86,9 @@ def _check_counts(mode: str, folds: int, shards: int) -> None:
                         field="kitti_config.num_partitions")
     if mode == "sequence" and not 1 <= folds <= MAX_PARTITIONS:
         raise _range_error("num_partitions", 1, MAX_PARTITIONS, folds)
+    # The spec rules check the same bounds; messages built in code are checked here.
     if not 1 <= shards <= MAX_SHARDS:
-        raise _range_error("num_shards", 1, MAX_SHARDS, shards,
-                           " (shard names hold 5 digits)")
+        raise _range_error("num_shards", 1, MAX_SHARDS, shards)
 
 
 def resolve_settings(config: Any) -> KittiSettings:

@@ -166,15 +166,20 @@ def _link_others(out: Path, staging: Path, output_name: str) -> bool:
     return True
 
 
+def _move(staging: Path, out: Path, name: str) -> None:
+    """One step of the file-by-file publishing (a kill may land between two of them)."""
+    os.replace(staging / name, out / name)
+
+
 def _commit_local(staging: Path, out: Path, names: list[str], output_name: str) -> None:
     (out / METADATA_FILE).unlink(missing_ok=True)
     for name in names:
-        os.replace(staging / name, out / name)
+        _move(staging, out, name)
     ours, kept = _shard_pattern(output_name), set(names)
     for path in out.iterdir():
         if ours.fullmatch(path.name) and path.name not in kept:
             path.unlink()
-    os.replace(staging / METADATA_FILE, out / METADATA_FILE)
+    _move(staging, out, METADATA_FILE)
 
 
 def _commit_remote(staging: Path, out_dir: str, names: list[str], output_name: str) -> None:

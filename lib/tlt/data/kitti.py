@@ -223,12 +223,15 @@ def read_label_file(path: str | os.PathLike, *, display: str | None = None,
     display = display or str(path)
     try:
         with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{display}: not UTF-8 text ({err.reason} at byte {err.start}), "
-                        "expected a KITTI label file") from None
+            raw = f.read()
     except OSError as err:
         raise DataError(f"{display}: cannot read the label file ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{display}:{line}: not UTF-8 text ({err.reason} at byte {err.start}), "
+                        "expected a KITTI label file") from None
     return parse_label_text(text, path=display, width=width, height=height, strict=strict,
                             report=report)
 

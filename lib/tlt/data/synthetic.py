@@ -25,7 +25,8 @@ from PIL import Image, ImageDraw
 from tlt.errors import DataError
 from tlt.io.atomic import atomic_dir
 
-__all__ = ["DETECTION_CLASSES", "CLASSIFICATION_SHAPES", "make_detection_dataset",
+__all__ = ["DETECTION_CLASSES", "CLASSIFICATION_SHAPES", "DETECTION_LIMITS",
+           "CLASSIFICATION_LIMITS", "MAX_PIXELS", "check_range", "make_detection_dataset",
            "make_classification_dataset"]
 
 # Class -> (probability, 3D height/width/length in metres, box width/height aspect range).
@@ -39,9 +40,34 @@ CLASSIFICATION_SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamo
 _FORMATS = {"png": ("png", "PNG"), "jpg": ("jpg", "JPEG"), "jpeg": ("jpg", "JPEG")}
 _CAMERA_HEIGHT = 1.65  # metres above the road, as in KITTI
 
+# Allowed ranges (inclusive) of the generators' arguments, and of their product in pixels: wide
+# enough for any experiment on synthetic data, small enough that a typo (a width of 2e9, a
+# million frames) is refused instead of filling the disk for hours. 2e9 pixels is about 4,300
+# KITTI-sized frames, a few GB of PNG files.
+DETECTION_LIMITS = {"num_frames": (1, 20000), "width": (64, 4096), "height": (64, 4096),
+                    "num_sequences": (1, 1000)}
+CLASSIFICATION_LIMITS = {"images_per_class": (0, 10000), "size": (8, 1024), "classes": (1, 100)}
+MAX_PIXELS = 2_000_000_000
+
+
+def check_range(name: str, value: int, limits: tuple[int, int]) -> None:
+    """Raise `DataError` ``"<name> must be in [lo, hi], got <value>"`` when out of ``limits``."""
+    lo, hi = limits
+    if not lo <= value <= hi:
+        raise DataError(f"{name} must be in [{lo}, {hi}], got {value}")
+
+
+def _check_pixels(what: str, pixels: int) -> None:
+    if pixels > MAX_PIXELS:
+        raise DataError(f"{what} = {pixels:,} pixels, at most {MAX_PIXELS:,} (a few GB of "
+                        "images); ask for fewer or smaller images")
+
 
 def _prepare_out(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} is an existing file, expected a folder (new or empty) for the "
+                        "data set")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise DataError(f"{out} exists and is not empty, expected a new folder "
                         "(pass overwrite=True / --overwrite to replace it)")
@@ -204,7 +230,8 @@ def make_detection_dataset(out_dir: str | os.PathLike, *, num_frames: int = 60, 
         out_dir: the data set root (created; must be new or empty unless ``overwrite``).
         num_frames: number of frames (ids ``000000`` ...).
         width: image width in pixels.
-        height: image height in pixels.
+        height: image height in pixels (each of these in `DETECTION_LIMITS`, their product with
+            ``num_frames`` at most `MAX_PIXELS`).
         seed: random seed; the same seed gives byte-identical files.
         image_format: ``png`` or ``jpg``.
         num_sequences: frames are grouped into this many contiguous "video" sequences, each with
@@ -214,11 +241,15 @@ def make_detection_dataset(out_dir: str | os.PathLike, *, num_frames: int = 60, 
     Returns:
         ``{"root", "image_dir", "label_dir", "sequence_file", "image_extension", "num_frames",
         "class_counts"}`` with the class names as written (mixed case).
+
+    Raises:
+        DataError: an argument out of its range, ``out_dir`` an existing file or (without
+            ``overwrite``) a non-empty folder; nothing is written then.
     """
-    if num_frames < 1 or num_sequences < 1 or width < 64 or height < 64:
-        raise DataError("make_detection_dataset expects num_frames >= 1, num_sequences >= 1 and "
-                        f"an image of at least 64x64, got {num_frames}, {num_sequences}, "
-                        f"{width}x{height}")
+    for name, value in (("num_frames", num_frames), ("width", width), ("height", height),
+                        ("num_sequences", num_sequences)):
+        check_range(name, value, DETECTION_LIMITS[name])
+    _check_pixels("num_frames x width x height", num_frames * width * height)
     ext, pil_format = _format(image_format)
     out = _prepare_out(out_dir, overwrite)
     rng = np.random.default_rng(seed)
@@ -300,10 +331,19 @@ def make_classification_dataset(out_dir: str | os.PathLike, *,
 
     Returns:
         ``{"root", "classes", "splits": {"train": n, "val": n, "test": n}}`` (images per split).
+
+    Raises:
+        DataError: an argument out of its range (`CLASSIFICATION_LIMITS`, `MAX_PIXELS`),
+            ``out_dir`` an existing file or (without ``overwrite``) a non-empty folder.
     """
-    if len(images_per_class) != 3 or len(set(classes)) != len(classes) or not classes or size < 8:
-        raise DataError("make_classification_dataset expects distinct class names, "
-                        "images_per_class=(train, val, test) and size >= 8")
+    if len(images_per_class) != 3 or len(set(classes)) != len(classes):
+        raise DataError("make_classification_dataset expects distinct class names and "
+                        "images_per_class=(train, val, test)")
+    check_range("classes", len(classes), CLASSIFICATION_LIMITS["classes"])
+    check_range("size", size, CLASSIFICATION_LIMITS["size"])
+    for split, count in zip(("train", "val", "test"), images_per_class):
+        check_range(f"{split} images per class", count, CLASSIFICATION_LIMITS["images_per_class"])
+    _check_pixels("images x size x size", len(classes) * sum(images_per_class) * size * size)
     ext, pil_format = _format(image_format)
     out = _prepare_out(out_dir, overwrite)
     spare = [s for s in CLASSIFICATION_SHAPES if s not in classes]
