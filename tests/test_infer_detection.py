@@ -237,4 +237,28 @@ def test_named_output_layers_gpu_flag_and_argument_errors(model_file, images, tm
     assert code != 0
     assert stderr.strip().splitlines()[-1] == (
         f"tlt-infer: error: {model_file}: has no layer 'no_such_layer' (its outputs are "
-        "output_cov, output_bbox)")
+        "output_cov, output_bbox; TLT's blob names output_cov/Sigmoid and output_bbox/BiasAdd work too)")
+
+
+def test_tlt_blob_names_select_the_output_layers(model_file, images, tmp_path):
+    """The guide and DeepStream configs name the outputs output_cov/Sigmoid and output_bbox/BiasAdd."""
+    reference = tmp_path / "ref"
+    assert _infer("-m", model_file, "-i", images / "a_double.png", "-o", reference, "-k")[0] == 0
+    out = tmp_path / "blobs"
+    code, stdout, stderr = _infer("-m", model_file, "-i", images / "a_double.png", "-o", out, "-k",
+                                  "--output_cov", "output_cov/Sigmoid",
+                                  "--output_bbox", "output_bbox/BiasAdd")
+    assert code == 0, stderr
+    assert "Processed 1 image(s), 16 box(es)" in stdout
+    labels = (out / "labels" / "a_double.txt").read_text()
+    assert labels == (reference / "labels" / "a_double.txt").read_text()
+    _assert_boxes(_boxes(_parse(out / "labels" / "a_double.txt"), "car"), _expected_boxes(128, 64))
+
+    # A blob of the other head (the pre-sigmoid BiasAdd of coverage) is not silently taken.
+    code, _, stderr = _infer("-m", model_file, "-i", images / "a_double.png", "-o", tmp_path / "x",
+                             "-k", "--output_cov", "output_cov/BiasAdd")
+    assert code == 1
+    assert stderr.strip().splitlines() == [
+        "tlt-infer: error: --output_cov 'output_cov/BiasAdd': the output_cov blob of a DetectNet_v2 "
+        "is <layer>/Sigmoid (e.g. output_cov/Sigmoid), not /BiasAdd"]
+    assert not (tmp_path / "x").exists()

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Sequence
 
-from tlt.cli._common import run_main, setup_logging
+from tlt.cli._common import HelpFormatter, check_count, run_main, setup_logging
 
 __all__ = ["build_parser", "main"]
 
@@ -17,9 +17,10 @@ _log = logging.getLogger("tlt-infer")
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with TLT v1's flags."""
-    parser = argparse.ArgumentParser(prog="tlt-infer", description="Run inference with a TLT model.")
+    parser = argparse.ArgumentParser(prog="tlt-infer", description="Run inference with a TLT model.",
+                                     formatter_class=HelpFormatter)
     tasks = parser.add_subparsers(dest="task", required=True, metavar="{classification,detection}")
-    cls = tasks.add_parser("classification", help="classify images")
+    cls = tasks.add_parser("classification", help="classify images", formatter_class=HelpFormatter)
     cls.add_argument("-m", "--model", required=True, help="the .tlt model")
     source = cls.add_mutually_exclusive_group(required=True)
     source.add_argument("-i", "--image", help="a single image file")
@@ -30,23 +31,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="JSON class map {name: index} (default: the classes stored in the model)")
     cls.add_argument("-v", "--verbose", action="store_true", help="detailed logs")
 
-    det = tasks.add_parser("detection", help="detect objects: KITTI labels and/or annotated images")
+    det = tasks.add_parser("detection", help="detect objects: KITTI labels and/or annotated images",
+                           formatter_class=HelpFormatter)
     det.add_argument("-m", "--model", required=True, help="the DetectNet_v2 .tlt model")
     det.add_argument("-i", "--inference_input", required=True,
                      help="an image, or a folder of images (.jpg/.jpeg/.png)")
     det.add_argument("-o", "--inference_output", required=True,
                      help="output folder: labels/ (-k) and images_annotated/ (-bo)")
-    det.add_argument("-bs", "--batch_size", type=int, default=1, help="inference batch size (default 1)")
+    det.add_argument("-bs", "--batch_size", type=int, default=1, help="inference batch size")
     det.add_argument("-k", "--kitti_dump", action="store_true",
                      help="write KITTI label files with the score as 16th field")
     det.add_argument("-bo", "--box_overlay", action="store_true",
                      help="write the images with the boxes drawn")
     det.add_argument("-cp", "--cluster_params_file", default=None,
                      help="bbox post-processing JSON (default: the spec stored in the model)")
-    det.add_argument("-lw", "--line_width", type=int, default=2, help="overlay line width (default 2)")
+    det.add_argument("-lw", "--line_width", type=int, default=2, help="overlay line width in pixels")
     det.add_argument("-g", "--gpu_set", type=int, default=None, help="index of the GPU to use")
-    det.add_argument("--output_cov", default="output_cov", help="name of the coverage layer")
-    det.add_argument("--output_bbox", default="output_bbox", help="name of the bbox layer")
+    det.add_argument("--output_cov", default="output_cov",
+                     help="coverage output: a layer name, or TLT's blob name output_cov/Sigmoid")
+    det.add_argument("--output_bbox", default="output_bbox",
+                     help="bbox output: a layer name, or TLT's blob name output_bbox/BiasAdd")
     det.add_argument("-ek", "--enc_key", default=None, help="the model's key (default: $TLT_KEY)")
     det.add_argument("-v", "--verbosity", "--verbose", dest="verbose", action="store_true",
                      help="detailed logs")
@@ -74,6 +78,8 @@ def _detection(args) -> int:
     from tlt.io.modelfile import resolve_key
     from tlt.stages import infer
 
+    check_count("-bs/--batch_size", args.batch_size)
+    check_count("-lw/--line_width", args.line_width)
     if args.gpu_set is not None:
         _select_gpu(args.gpu_set)
     result = infer.run_detection(
@@ -97,12 +103,10 @@ def _main(argv: Sequence[str] | None) -> int:
     setup_logging(args.verbose)
     if args.task == "detection":
         return _detection(args)
-    from tlt.errors import DataError
     from tlt.io.modelfile import resolve_key
     from tlt.stages import infer
 
-    if args.batch_size < 1:
-        raise DataError(f"--batch_size must be >= 1, got {args.batch_size}")
+    check_count("-b/--batch_size", args.batch_size)
     predictions, result_csv = infer.run_classification(
         args.model, image=args.image, image_dir=args.image_dir, key=resolve_key(args.key),
         batch_size=args.batch_size, class_map=args.class_map)

@@ -45,12 +45,21 @@ def infer_classification(model_uri: str, *, image: str | None = None, image_dir:
 
     Returns:
         ``(predictions, result_csv_path or None)``.
+
+    Raises:
+        DataError: not exactly one of image/image_dir, a batch size below 1, a missing image or
+            folder, a folder without images or whose result.csv is a folder, a class map that
+            does not fit the model.
     """
     from tlt.evaluation.classification import load_classifier, predict_split
     from tlt.io.atomic import atomic_write_text
 
     if bool(image) == bool(image_dir):
         raise DataError("give exactly one of an image (-i) or an image folder (-d)")
+    if batch_size < 1:
+        raise DataError(f"--batch_size must be >= 1, got {batch_size}")
+    if image_dir and (Path(image_dir) / "result.csv").is_dir():
+        raise DataError(f"{Path(image_dir) / 'result.csv'}: is a folder; results cannot be written there")
     model, metadata = load_classifier(model_uri, key)
     classes = read_class_map(class_map) if class_map else list(metadata["classes"])
     if len(classes) != model.outputs[0].shape[-1]:

@@ -29,8 +29,9 @@ from tlt.errors import DataError, ModelFileError, SpecError
 from tlt.io.atomic import atomic_path, atomic_write_text
 from tlt.metrics.detection import Detection
 
-__all__ = ["DEFAULT_PALETTE", "FrameDetections", "DetectionInferenceResult", "infer_detection",
-           "list_input_images", "kitti_score", "kitti_line", "draw_detections"]
+__all__ = ["DEFAULT_PALETTE", "BLOB_OPS", "FrameDetections", "DetectionInferenceResult",
+           "infer_detection", "list_input_images", "check_output_dir", "output_layer_name",
+           "kitti_score", "kitti_line", "draw_detections"]
 
 _log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ ANNOTATED_DIR = "images_annotated"
 # Box colours by class index when the cluster file gives none: TLT's green, magenta, cyan first.
 DEFAULT_PALETTE = ((0, 255, 0), (255, 0, 255), (0, 255, 255), (255, 0, 0), (0, 0, 255),
                    (255, 255, 0), (255, 128, 0), (128, 0, 255))
+# TLT names the outputs by their TensorFlow 1 blobs, "<layer>/<op>" (the guide, DeepStream configs):
+# the coverage head ends in a Sigmoid, the bbox head in a BiasAdd. Either role accepts its own op.
+BLOB_OPS = {"output_cov": "Sigmoid", "output_bbox": "BiasAdd"}
 
 
 @dataclass
@@ -83,6 +87,45 @@ def list_input_images(inference_input: str | Path) -> list[Path]:
                             f"files would both be {p.stem}.txt; rename one")
         stems[p.stem] = p
     return files
+
+
+def check_output_dir(output_dir: str | Path) -> Path:
+    """The output folder (-o) as a Path, after checking it can be a folder.
+
+    Raises:
+        DataError: it, or the nearest of its parents that exists, is not a folder.
+    """
+    out = Path(output_dir)
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "it" if path == out else f"its parent {path}"
+                raise DataError(f"{output_dir}: cannot be the output folder (-o): {what} is an "
+                                "existing file")
+            break
+    return out
+
+
+def output_layer_name(name: str, role: str, layer_names: Sequence[str]) -> str:
+    """The layer an output flag names: a layer name as is, or TLT's blob name ``<layer>/<op>``.
+
+    Args:
+        name: the flag's value, e.g. ``output_cov`` or ``output_cov/Sigmoid``.
+        role: "output_cov" or "output_bbox" (which op a blob name of that output ends in).
+        layer_names: the model's layers.
+
+    Returns:
+        ``name`` when the model has such a layer; else the layer part of a blob name whose op is
+        the role's (``Sigmoid`` for coverage, ``BiasAdd`` for bbox); else ``name`` unchanged
+        (the caller reports the missing layer).
+    """
+    layer, _, op = name.partition("/")
+    if name in layer_names or not op or layer not in layer_names:
+        return name
+    if op != BLOB_OPS[role]:
+        raise DataError(f"--{role} {name!r}: the {role} blob of a DetectNet_v2 is "
+                        f"<layer>/{BLOB_OPS[role]} (e.g. {role}/{BLOB_OPS[role]}), not /{op}")
+    return layer
 
 
 def kitti_score(detection: Detection) -> float:
@@ -134,25 +177,38 @@ def _load_model(model_uri: str, key: str | None, output_cov: str, output_bbox: s
         raise ModelFileError(f"{model_uri}: metadata lacks the classes or input_dims [C, H, W] of "
                              "a detection model")
     layers, channels_last = [], []
-    for name, channels in ((output_cov, len(classes)), (output_bbox, 4 * len(classes))):
-        try:
-            layer = model.get_layer(name)
-        except ValueError:
-            outputs = ", ".join(t._keras_history.operation.name for t in model.outputs)
-            raise DataError(f"{model_uri}: has no layer {name!r} (its outputs are {outputs})") from None
-        shape = tuple(layer.output.shape)
-        first = len(shape) == 4 and shape[1] == channels
-        last = len(shape) == 4 and shape[3] == channels
-        if getattr(layer, "data_format", None) == "channels_last" and last:
-            first = False
-        if not (first or last):
-            raise DataError(f"{model_uri}: layer {name!r} has output shape {shape}, expected "
-                            f"{channels} channels for classes {', '.join(classes)}")
-        layers.append(layer.output)
-        channels_last.append(not first)
+    for role, given, channels in (("output_cov", output_cov, len(classes)),
+                                  ("output_bbox", output_bbox, 4 * len(classes))):
+        tensor, last = _output(model, model_uri, output_layer_name(given, role, _layer_names(model)),
+                               channels, classes)
+        layers.append(tensor)
+        channels_last.append(last)
     net = model if [t.name for t in layers] == [t.name for t in model.outputs] else \
         keras.Model(model.inputs, layers)
     return net, channels_last, metadata
+
+
+def _layer_names(model) -> list[str]:
+    return [layer.name for layer in model.layers]
+
+
+def _output(model, model_uri: str, name: str, channels: int, classes: list[str]):
+    """``(output tensor of layer name, whether its channels are last)``."""
+    try:
+        layer = model.get_layer(name)
+    except ValueError:
+        outputs = ", ".join(t._keras_history.operation.name for t in model.outputs)
+        raise DataError(f"{model_uri}: has no layer {name!r} (its outputs are {outputs}; TLT's "
+                        "blob names output_cov/Sigmoid and output_bbox/BiasAdd work too)") from None
+    shape = tuple(layer.output.shape)
+    first = len(shape) == 4 and shape[1] == channels
+    last = len(shape) == 4 and shape[3] == channels
+    if getattr(layer, "data_format", None) == "channels_last" and last:
+        first = False
+    if not (first or last):
+        raise DataError(f"{model_uri}: layer {name!r} has output shape {shape}, expected "
+                        f"{channels} channels for classes {', '.join(classes)}")
+    return layer.output, not first
 
 
 def _check_targets(params, classes: list[str], path: str) -> None:
@@ -277,16 +333,17 @@ def infer_detection(model_uri: str, inference_input: str | Path, output_dir: str
         box_overlay: write ``images_annotated/<name>`` (boxes drawn on the original image).
         cluster_params: inference clustering JSON; default: the model's stored spec.
         line_width: box outline width in pixels.
-        output_cov: name of the coverage layer (channels-first or channels-last output).
-        output_bbox: name of the bbox layer.
+        output_cov: the coverage layer (channels-first or channels-last output), or TLT's blob
+            name of it (``output_cov/Sigmoid``).
+        output_bbox: the bbox layer, or its blob name (``output_bbox/BiasAdd``).
         progress: show a progress bar.
 
     Returns:
         Per readable image its detections in its own pixels, plus the skipped images.
 
     Raises:
-        DataError: neither output asked for, a bad argument, no input image, or (single image)
-            an unreadable one.
+        DataError: neither output asked for, a bad argument, ``output_dir`` is an existing file,
+            no input image, or (single image) an unreadable one.
         SpecError: the cluster-params file is invalid or does not match the model's classes.
         ModelFileError, ModelKeyError: the model cannot be loaded or is not a detection model.
     """
@@ -299,12 +356,12 @@ def infer_detection(model_uri: str, inference_input: str | Path, output_dir: str
         raise DataError(f"--batch_size must be >= 1, got {batch_size}")
     if line_width < 1:
         raise DataError(f"--line_width must be >= 1, got {line_width}")
+    out = check_output_dir(output_dir)
     files = list_input_images(inference_input)
     net, channels_last, metadata = _load_model(str(model_uri), key, output_cov, output_bbox)
     channels, height, width = (int(v) for v in metadata["input_dims"])
     post, labels, colours = _postprocessing(metadata, cluster_params, (width, height))
 
-    out = Path(output_dir)
     labels_dir = out / LABELS_DIR if kitti_dump else None
     annotated_dir = out / ANNOTATED_DIR if box_overlay else None
     for folder in (labels_dir, annotated_dir):
