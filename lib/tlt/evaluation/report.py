@@ -1,6 +1,7 @@
 """Self-contained HTML evaluation reports (the Kubeflow UI renders an HTML artifact as is).
 
-Images are embedded as base64 PNG data URIs so the report is one file that needs no server.
+Charts are inline SVG (`tlt.evaluation.charts`) and sample frames base64 PNG data URIs, so the
+report is one file that needs no server.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import html
 import io
 
 import numpy as np
+
+from tlt.evaluation.charts import Curve, confusion_matrix_svg, pr_chart_svg
 
 __all__ = ["CLASS_COLORS", "draw_boxes", "classification_report_html", "detection_report_html",
            "annotated_validation_samples"]
@@ -44,9 +47,11 @@ def _png_data_uri(image) -> str:
 
 
 def _page(title: str, body: list[str]) -> str:
-    style = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+    style = ("body{font-family:sans-serif;margin:1.5em;max-width:1400px}"
+             "table{border-collapse:collapse;margin-bottom:1em}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}figure{display:inline-block;margin:6px}")
+             "td:first-child,th:first-child{text-align:left}figure{display:inline-block;margin:6px}"
+             "figcaption{font-size:small;color:#555}.charts{display:flex;flex-wrap:wrap;gap:12px}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
             + "".join(body) + "</body></html>\n")
@@ -58,24 +63,53 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _fmt_ap(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def classification_report_html(metrics: dict) -> str:
-    """Report of `tlt.metrics.classification.classification_metrics`."""
+    """Report of `tlt.metrics.classification.classification_metrics`: per-class table and an
+    SVG confusion matrix (rows true class, columns predicted class)."""
     names = metrics["class_names"]
     rows = [[n, f"{metrics['per_class'][n]['precision']:.4f}", f"{metrics['per_class'][n]['recall']:.4f}",
              f"{metrics['per_class'][n]['f1']:.4f}", str(metrics['per_class'][n]['support'])]
             for n in names]
-    confusion = [[n] + [str(v) for v in metrics["confusion_matrix"][i]] for i, n in enumerate(names)]
     return _page("Classification evaluation", [
         f"<p>Accuracy {metrics['accuracy']:.4f}, top-{metrics['top_k']} accuracy "
         f"{metrics['top_k_accuracy']:.4f} on {metrics['num_images']} images.</p>",
         _table(["class", "precision", "recall", "f1", "support"], rows),
-        "<h2>Confusion matrix</h2><p>Rows: true class; columns: predicted class.</p>",
-        _table(["true \\ predicted"] + names, confusion),
+        "<h2>Confusion matrix</h2><p>Rows: true class; columns: predicted class; cells shaded by "
+        "their share of the row.</p>",
+        confusion_matrix_svg(names, metrics["confusion_matrix"]),
     ])
 
 
+def _pr_charts(results) -> str:
+    """One precision-recall chart per column (combined, then each bucket), a curve per class."""
+    charts = []
+    for column in results.buckets:
+        curves = []
+        for i, name in enumerate(results.classes):
+            r = results.per_class[name][column]
+            curves.append(Curve(name, CLASS_COLORS[i % len(CLASS_COLORS)], r.recall, r.precision,
+                                f"{name} {_fmt_ap(r.ap)}"))
+        charts.append(pr_chart_svg(f"{column} (mAP {_fmt_ap(results.mean_ap[column])})", curves))
+    return "<div class='charts'>" + "".join(charts) + "</div>"
+
+
+def _describe_points(results) -> str:
+    if results.mode == "kitti":
+        return ("recall and interpolated precision at each score threshold of the KITTI devkit; "
+                "the devkit's AP averages these values by threshold index, so with fewer than 41 "
+                "counted objects in a column its AP is below the area under the curve")
+    if results.ap_mode == "all":
+        return "the interpolated precision at each recall step"
+    return f"the interpolated precision at the {results.ap_mode} recall points AP averages"
+
+
 def detection_report_html(results, validation_cost: float | None, samples) -> str:
-    """Report of a `tlt.metrics.detection.DetectionResults` with annotated sample frames.
+    """Report of a `tlt.metrics.detection.DetectionResults`: AP table, precision-recall curves
+    per column and class, and annotated sample frames.
 
     Args:
         results: the AP results.
@@ -83,17 +117,22 @@ def detection_report_html(results, validation_cost: float | None, samples) -> st
         samples: list of ``(frame id, PIL image)``.
     """
     header = ["class"] + list(results.buckets)
-    rows = [[c] + ["n/a" if results.per_class[c][b].ap is None else f"{results.per_class[c][b].ap:.2f}"
-                   for b in results.buckets] for c in results.classes]
-    rows.append(["mAP"] + ["n/a" if results.mean_ap[b] is None else f"{results.mean_ap[b]:.2f}"
-                           for b in results.buckets])
+    rows = [[c] + [_fmt_ap(results.per_class[c][b].ap) for b in results.buckets]
+            for c in results.classes]
+    rows.append(["mAP"] + [_fmt_ap(results.mean_ap[b]) for b in results.buckets])
     figures = "".join(f"<figure><img src='{_png_data_uri(img)}'><figcaption>{html.escape(fid)}"
                       f"</figcaption></figure>" for fid, img in samples)
     cost = "" if validation_cost is None else f" Validation cost {validation_cost:.6f}."
+    ap_mode = "area under the curve" if results.ap_mode == "all" else f"{results.ap_mode} recall points"
     return _page("DetectNet_v2 evaluation", [
-        f"<p>Mode {html.escape(results.mode)}, AP with {html.escape(str(results.ap_mode))} "
-        f"interpolation, in %, on {results.num_frames} frames.{cost}</p>",
+        f"<p>Mode {html.escape(results.mode)}, AP with {html.escape(ap_mode)}, in %, on "
+        f"{results.num_frames} frames.{cost} <i>combined</i>: every object of the class; the "
+        "other columns hold the objects of each evaluation bucket (height, occlusion, "
+        "truncation).</p>",
         _table(header, rows),
+        f"<h2>Precision-recall curves</h2><p>Points: {html.escape(_describe_points(results))}. "
+        "A class without ground truth in a column has no curve.</p>",
+        _pr_charts(results),
         "<h2>Validation frames</h2><p>Thin white: ground truth; coloured: detections with "
         "confidence.</p>", figures,
     ])
