@@ -137,3 +137,65 @@ def test_sample_data_cli(tmp_path, capsys):
     assert len(list((tmp_path / "cls" / "train" / "b").iterdir())) == 2
     assert sample_data_main(["detection", str(tmp_path / "det"), "--frames", "3"]) == 1
     assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_out_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("a file")
+    with pytest.raises(DataError, match=rf"^{target} is an existing file, expected a folder"):
+        make_classification_dataset(target, overwrite=True)
+    for kind in ("detection", "classification"):
+        assert sample_data_main([kind, str(target), "--overwrite"]) == 1
+        err = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+        assert err == [f"tlt-sample-data: error: {target} is an existing file, expected a folder "
+                       "(new or empty) for the data set"]
+    assert target.read_text() == "a file"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["detection", "--width", "2000000000"],
+     "argument --width: must be in [64, 4096], got 2000000000"),
+    (["detection", "--height", "2e9"], "argument --height: expected an integer, got '2e9'"),
+    (["detection", "--frames", "100000000"],
+     "argument --frames: must be in [1, 20000], got 100000000"),
+    (["detection", "--sequences", "0"], "argument --sequences: must be in [1, 1000], got 0"),
+    (["classification", "--train", "50000000"],
+     "argument --train: must be in [0, 10000], got 50000000"),
+    (["classification", "--size", "2000000000"],
+     "argument --size: must be in [8, 1024], got 2000000000"),
+])
+def test_sizes_out_of_range_are_usage_errors(argv, message, tmp_path, capsys):
+    kind, *flags = argv
+    with pytest.raises(SystemExit) as exit_info:
+        sample_data_main([kind, str(tmp_path / "out"), *flags])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"tlt-sample-data {kind}: error: {message}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_disk_flooding_combinations_are_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert sample_data_main(["detection", str(out), "--frames", "20000", "--width", "4096",
+                             "--height", "4096"]) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+    assert err == ["tlt-sample-data: error: num_frames x width x height = 335,544,320,000 pixels, "
+                   "at most 2,000,000,000 (a few GB of images); ask for fewer or smaller images"]
+    with pytest.raises(DataError, match=r"images x size x size = 20,971,520,000 pixels"):
+        make_classification_dataset(out, classes=[f"c{i}" for i in range(20)],
+                                    images_per_class=(1000, 0, 0), size=1024)
+    with pytest.raises(DataError, match=r"^width must be in \[64, 4096\], got 2000000000$"):
+        make_detection_dataset(out, num_frames=1, width=2_000_000_000, height=64)
+    assert not out.exists()
+
+
+def test_help_shows_defaults_and_ranges(capsys):
+    with pytest.raises(SystemExit):
+        sample_data_main(["detection", "-h"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--frames FRAMES number of frames, 1-20000 (default: 60)" in text
+    assert "--width WIDTH image width in pixels, 64-4096 (default: 480)" in text
+    with pytest.raises(SystemExit):
+        sample_data_main(["classification", "-h"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--size SIZE image side in pixels, 8-1024 (default: 32)" in text
+    assert "--classes CLASSES comma-separated class names (default: circle,square,triangle)" in text

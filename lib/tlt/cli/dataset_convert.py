@@ -42,13 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "the shards")
     parser.add_argument("-f", "--validation_fold", "--validation-fold", type=int, default=None,
                         metavar="VALIDATION_FOLD",
-                        help="0-based fold training validates on (recorded in metadata.json)")
+                        help="0-based fold training validates on, recorded in metadata.json "
+                             "(default: none; random partition mode always uses fold 0)")
     parser.add_argument("-v", "--verbose", action="store_true", help="detailed logs")
     parser.add_argument("--strict", action="store_true",
                         help="fail on the first malformed label line or unreadable image "
                              "instead of skipping it")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="worker processes; one per core when not given")
+                        help="worker processes (default: one per core)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 

@@ -105,7 +105,8 @@ def clear_leftovers(out_dir: str, output_name: str) -> None:
     Staging folders of a process that still runs are kept.
     """
     if storage.is_remote(out_dir):
-        candidates = [(Path(tempfile.gettempdir()), re.compile(re.escape(_REMOTE_PREFIX) + r"\d+-"))]
+        temp = Path(tempfile.gettempdir())
+        candidates = [(temp, re.compile(re.escape(_REMOTE_PREFIX) + r"\d+-.*"))]
     else:
         out = Path(out_dir).resolve()
         if not out.is_dir():

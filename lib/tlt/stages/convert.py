@@ -86,7 +86,7 @@ def _status(out_dir: str) -> Iterator[StatusWriter]:
     if not storage.is_remote(out_dir):
         yield StatusWriter(out_dir, "convert")
         return
-    local = tempfile.mkdtemp(prefix="tlt-convert-status-")
+    local = tempfile.mkdtemp(prefix=f"tlt-convert-{os.getpid()}-status-")
     try:
         status = StatusWriter(local, "convert")
         storage.upload_file(status.path, storage.join(out_dir, "status.json"))
