@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import struct
 
 import numpy as np
@@ -91,14 +90,16 @@ def test_encrypted_without_key(tmp_path, cheap_scrypt):
     assert str(err.value) == f"{path} is encrypted: pass the key with -k or TLT_KEY"
 
 
-def test_plain_file_with_key_warns_and_loads(tmp_path, caplog):
+def test_plain_file_with_key_is_refused(tmp_path):
+    """A keyed user must not be handed a swapped plain model: the key cannot vouch for it."""
     path = tmp_path / "model.tlt"
     save_model_file(path, PAYLOAD, META)
-    with caplog.at_level(logging.WARNING, logger="tlt.io.modelfile"):
-        metadata, payload = load_model_file(path, key="unneeded")
-    assert payload == PAYLOAD and metadata["encrypted"] is False
-    assert [r.getMessage() for r in caplog.records] == [
-        f"{path} is not encrypted; ignoring the key given"]
+    with pytest.raises(ModelKeyError) as err:
+        load_model_file(path, key="unneeded")
+    assert str(err.value) == f"{path} is not encrypted; it cannot be authenticated with this key"
+    for no_key in (None, ""):  # an empty -k (an unset shell variable) is no key
+        metadata, payload = load_model_file(path, key=no_key)
+        assert payload == PAYLOAD and metadata["encrypted"] is False
 
 
 def _flipped(raw: bytes, pos: int, mask: int) -> bytes:

@@ -15,19 +15,23 @@ the file makes decryption fail instead of yielding garbage weights. A plain head
 SHA-256 of the body for the same reason.
 
 The key is the user's ``-k`` string (TLT's "encode key"); `resolve_key` adds the ``TLT_KEY``
-environment variable as a fallback for CLIs and components, which get secrets from the env.
+environment variable as a fallback for CLIs and components, which get secrets from the env. A
+key given for a plain file is an error, not a warning: whoever holds a key expects the model to
+be authenticated by it, and a swapped plain file must not pass.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import logging
 import os
 import secrets
 import struct
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,7 @@ __all__ = [
     "resolve_key",
     "save_keras_model",
     "load_keras_model",
+    "load_keras_file",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -110,14 +115,14 @@ def load_model_file(path_or_uri: str | os.PathLike, key: str | None = None) -> t
 
     Args:
         path_or_uri: local path, gs:// or s3:// URI.
-        key: the key it was saved with. Given for a plain file, it is ignored with a warning.
+        key: the key it was saved with; None (or empty) for a plain file.
 
     Returns:
         ``(metadata, payload)``.
 
     Raises:
-        ModelKeyError: the file is encrypted and no key was given, the key is wrong, or the
-            file was altered.
+        ModelKeyError: the file is encrypted and no key was given, the key is wrong, the file
+            was altered, or a key was given for a plain file (which it cannot authenticate).
         ModelFileError: not a model file, unsupported version, truncated or corrupt.
         StorageError: the file cannot be read.
     """
@@ -167,7 +172,7 @@ def save_keras_model(model: Any, path_or_uri: str | os.PathLike, metadata: dict,
 
 def load_keras_model(path_or_uri: str | os.PathLike, key: str | None = None, compile: bool = False,
                      custom_objects: dict | None = None) -> tuple[Any, dict]:
-    """Load a Keras model saved with `save_keras_model`.
+    """Load a Keras model saved with `save_keras_model` (a .tlt/.etlt model file).
 
     Args:
         path_or_uri: the model file.
@@ -180,23 +185,70 @@ def load_keras_model(path_or_uri: str | os.PathLike, key: str | None = None, com
 
     Raises:
         ModelKeyError, ModelFileError, StorageError: as `load_model_file`, and ModelFileError
-        when the payload is not a Keras model.
+        naming ``path_or_uri`` when the payload is not a Keras model.
     """
-    import keras  # imported here: keeps `tlt.io.modelfile` cheap for callers that never load one
-
     name = str(path_or_uri)
     metadata, payload = load_model_file(name, key)
     fmt = metadata.get("payload_format", "keras")
     if fmt != "keras":
         raise ModelFileError(f"{name}: holds a {fmt!r} payload, not a Keras model")
+    expected = "expected a Keras model (a .keras zip archive) inside the model file"
+    return _load_keras_bytes(name, payload, expected, compile, custom_objects), metadata
+
+
+def load_keras_file(path_or_uri: str | os.PathLike, compile: bool = False,
+                    custom_objects: dict | None = None) -> Any:
+    """Load a native Keras ``.keras`` file (e.g. a pretrained model) from a path or URI.
+
+    Args:
+        path_or_uri: local path, gs:// or s3:// URI of the ``.keras`` file.
+        compile: restore the optimizer and loss too.
+        custom_objects: passed to ``keras.models.load_model``.
+
+    Returns:
+        The ``keras.Model``.
+
+    Raises:
+        ModelFileError: the file is missing, or is not a Keras archive Keras can load (the
+            message names ``path_or_uri``, never a temporary copy).
+        StorageError: the file cannot be read.
+    """
+    name = str(path_or_uri)
+    expected = "expected a Keras model file (a .keras zip archive)"
+    return _load_keras_bytes(name, _read(name), expected, compile, custom_objects)
+
+
+def _keras_problem(blob: bytes) -> str | None:
+    """Why ``blob`` is not a ``.keras`` archive, or None when it looks like one."""
+    if not zipfile.is_zipfile(io.BytesIO(blob)):
+        return f"{len(blob)} bytes that are not a zip archive"
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile as err:
+        return f"a damaged zip archive ({err})"
+    if "config.json" not in names:
+        return "a zip archive without the config.json of a Keras model"
+    return None
+
+
+def _load_keras_bytes(name: str, blob: bytes, expected: str, compile: bool,
+                      custom_objects: dict | None) -> Any:
+    """Load Keras archive bytes; every failure is a ModelFileError about ``name``."""
+    import keras  # imported here: keeps `tlt.io.modelfile` cheap for callers that never load one
+
+    problem = _keras_problem(blob)
+    if problem:
+        raise ModelFileError(f"{name}: {expected}; found {problem}")
     with tempfile.TemporaryDirectory(prefix="tlt-keras-") as tmp:
         local = Path(tmp) / "model.keras"
-        local.write_bytes(payload)
+        local.write_bytes(blob)
         try:
-            model = keras.models.load_model(local, custom_objects=custom_objects, compile=compile)
+            return keras.models.load_model(local, custom_objects=custom_objects, compile=compile)
         except Exception as err:  # Keras raises many types; the user needs one clear line
-            raise ModelFileError(f"{name}: payload is not a loadable Keras model: {err}") from err
-    return model, metadata
+            detail = " ".join(str(err).replace(str(local), name).split())
+            raise ModelFileError(f"{name}: {expected}, but Keras cannot load it: "
+                                 f"{detail}") from err
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,7 +331,8 @@ def _decode(name: str, blob: bytes, key: str | None) -> tuple[dict, bytes]:
     header, prefix, body = _split(name, blob)
     if not header["encrypted"]:
         if key:
-            _LOG.warning("%s is not encrypted; ignoring the key given", name)
+            raise ModelKeyError(f"{name} is not encrypted; it cannot be authenticated with "
+                                f"this key")
         if header.get("sha256") != hashlib.sha256(body).hexdigest():
             raise ModelFileError(f"{name}: checksum mismatch: the file is corrupt")
         return _unpack_body(name, body)
