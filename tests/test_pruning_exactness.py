@@ -65,3 +65,11 @@ def test_pruned_model_weights_are_the_survivors():
     prev = model.get_layer("block_1a_conv_2").get_weights()[0]
     alive_in = np.flatnonzero(np.abs(prev).sum(axis=(0, 1, 2)) > 0)
     np.testing.assert_array_equal(new, old[:, :, alive_in][..., alive_out])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("all_projections", [True, False])
+def test_resnet50_bottlenecks_prune_exactly(all_projections):
+    from prune_helpers import classifier
+
+    _check_exact(classifier("resnet", 50, all_projections))
