@@ -213,3 +213,16 @@ def test_augmentation_changes_pixels_but_keeps_shape_and_range(shapes_split):
     assert aug_x.min() >= -1.0 and aug_x.max() <= 1.0
     per_image = np.abs(aug_x - plain_x).reshape(15, -1).mean(axis=1)
     assert (per_image > 0.01).all(), per_image
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{\n  "cat": 0,\n  "d\xe9g": 1\n}\n',
+     r"classmap.json:3: not UTF-8 text \(invalid continuation byte at byte 18\), expected a JSON "
+     r"class map$"),
+    (b'{"cat": true}', r"classmap.json: class map must be a JSON object of class name -> index$"),
+])
+def test_read_class_map_bad_bytes_and_types_are_one_line(tmp_path, content, message):
+    path = tmp_path / "classmap.json"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        read_class_map(path)

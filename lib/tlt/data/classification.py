@@ -136,10 +136,16 @@ def write_class_map(path: str | Path, class_names: list[str]) -> None:
 def read_class_map(path: str | Path) -> list[str]:
     """Read a class map JSON (``{"name": index}``) into the list of names ordered by index."""
     try:
-        mapping = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = Path(path).read_bytes()
+        mapping = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text ({err.reason} at byte {err.start}), "
+                        "expected a JSON class map") from None
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: cannot read class map ({err})") from None
-    if not isinstance(mapping, dict) or not all(isinstance(v, int) for v in mapping.values()):
+    if not isinstance(mapping, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
         raise DataError(f"{path}: class map must be a JSON object of class name -> index")
     names = sorted(mapping, key=mapping.__getitem__)
     if sorted(mapping.values()) != list(range(len(names))):
