@@ -288,3 +288,35 @@ def test_download_tree_rejects_names_escaping_the_folder(s3_bucket: str, tmp_pat
     assert str(err.value) == (f"{s3_bucket}/art/../../evil.txt: object name escapes the destination "
                               f"folder {tmp_path / 'dest'}")
     assert not (tmp_path / "evil.txt").exists()
+
+
+def test_write_new_is_create_only(root: str) -> None:
+    uri = st.join(root, "entries", "v1.json")
+    assert st.write_new(uri, b"first") is True
+    assert st.write_new(uri, b"second") is False
+    assert st.read_bytes(uri) == b"first"
+    assert st.list_files(root) == [uri]  # no temporary left beside it (local: link + unlink)
+    st.write_bytes(uri, b"replaced")  # a plain write still replaces it
+    assert st.read_bytes(uri) == b"replaced"
+
+
+def test_write_new_racing_threads_one_wins(root: str) -> None:
+    import concurrent.futures
+
+    uri = st.join(root, "claim.json")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        won = list(pool.map(lambda i: st.write_new(uri, f"writer {i}".encode()), range(4)))
+    assert won.count(True) == 1
+    assert st.read_bytes(uri) == f"writer {won.index(True)}".encode()
+
+
+def test_list_times(root: str) -> None:
+    import time
+
+    before = time.time() - 5
+    st.write_bytes(st.join(root, "a", "x.bin"), b"1")
+    st.write_bytes(st.join(root, "a", "deep", "y.bin"), b"2")
+    times = st.list_times(st.join(root, "a"))
+    assert sorted(times) == [st.join(root, "a", "deep", "y.bin"), st.join(root, "a", "x.bin")]
+    assert all(before <= t <= time.time() + 5 for t in times.values())
+    assert st.list_times(st.join(root, "absent")) == {}
