@@ -135,3 +135,15 @@ def test_output_in_missing_bucket(s3_bucket, dataset, tmp_path, capsys):
     line = _error_line(capsys)
     assert line.startswith("tlt-dataset-convert: error: s3://tlt-no-such-bucket/tfrecords")
     assert "bucket does not exist" in line
+
+
+def test_huge_num_shards_is_one_line_before_any_work(dataset, tmp_path, capsys):
+    spec = tmp_path / "spec.txt"
+    spec.write_text(f'kitti_config {{\n  root_directory_path: "{dataset}"\n'
+                    "  num_shards: 2147483647\n}\n")
+    out = tmp_path / "o"
+    assert main(["-d", str(spec), "-o", f"{out}/x", "--workers", "1"]) == 2
+    assert _error_line(capsys).startswith(f"tlt-dataset-convert: error: {spec}:3: "
+                                          "kitti_config.num_shards must be in [1, 1024], got "
+                                          "2147483647")
+    assert not out.exists()
