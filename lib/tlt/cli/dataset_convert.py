@@ -5,6 +5,10 @@
 OUTPUT is a prefix, local or gs:// / s3://: its folder receives the shards and metadata.json, its
 base name starts every shard name (``<OUTPUT>-fold-000-of-002-shard-00000-of-00010``).
 ``--strict`` and ``--workers`` are this project's additions.
+
+The new output replaces the previous one in one step, so a failed or killed run leaves the old
+one; SIGTERM stops the run and its workers (exit 143, status.json ``interrupted``); a rerun removes
+what a killed run left behind.
 """
 
 from __future__ import annotations
