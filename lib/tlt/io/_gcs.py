@@ -4,7 +4,8 @@ With STORAGE_EMULATOR_HOST set (a local emulator), the client uses anonymous cre
 a stand-in project id; otherwise Application Default Credentials. The library's own retries
 are switched off (``retry=None`` on every call) so `with_retries` is the single retry layer.
 Atomicity: an object appears only when its upload (single request, or the last chunk of a
-resumable upload) completes.
+resumable upload) completes. `GCSBackend.write_new` uploads with ``ifGenerationMatch=0``,
+which GCS refuses with 412 when the object exists.
 """
 
 from __future__ import annotations

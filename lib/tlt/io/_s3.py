@@ -4,7 +4,9 @@ Endpoints: boto3 itself honours AWS_ENDPOINT_URL_S3 and AWS_ENDPOINT_URL; `confi
 s3_endpoint_url=...)` or TLT_S3_ENDPOINT_URL override both. botocore's own retries are switched
 off so that `with_retries` is the single, configurable retry layer (no attempts multiplied).
 Atomicity: a put is all-or-nothing, and a multipart upload only becomes an object when it is
-completed (s3transfer aborts it on failure).
+completed (s3transfer aborts it on failure). `S3Backend.write_new` is a put with
+``If-None-Match: *``: S3 answers 412 when the key exists (AWS since 2024, MinIO and moto too; a
+store that ignores the header cannot make writes create-only).
 """
 
 from __future__ import annotations

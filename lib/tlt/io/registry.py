@@ -296,9 +296,7 @@ class Registry:
             The deleted locations (``<name>/<label>``).
         """
         check_name("model name", name)
-        model = load_catalogue(self.root, required=False)["models"].get(name, {"versions": {}})
-        referenced = {str(e.get("location", f"{name}/{v}")) for v, e in model["versions"].items()}
-        return remove_orphans(self.root, name, referenced, self.orphan_grace)
+        return self._sweep(name, load_catalogue(self.root, required=False))
 
     # ---------------------------------------------------------------------------- internals
 
@@ -322,11 +320,17 @@ class Registry:
         try:
             if replaced is not None and replaced.get("location") not in (None, location):
                 storage.delete_tree(storage.join(self.root, replaced["location"]))
-            write_index_cache(self.root)
-            self.remove_orphans(name)
+            catalogue = load_catalogue(self.root, required=False)
+            write_index_cache(self.root, catalogue)
+            self._sweep(name, catalogue)
         except (StorageError, RegistryError) as err:
             _LOG.warning("published %s:%s, but tidying registry %s failed: %s", name, version,
                          self.root, err)
+
+    def _sweep(self, name: str, catalogue: dict) -> list[str]:
+        model = catalogue["models"].get(name, {"versions": {}})
+        referenced = {e.get("location", f"{name}/{v}") for v, e in model["versions"].items()}
+        return remove_orphans(self.root, name, referenced, self.orphan_grace)
 
     def _exists_error(self, name: str, version: str, raced: bool = False) -> RegistryError:
         how = "was published by someone else meanwhile" if raced else "already exists"

@@ -16,7 +16,6 @@ wins. The catalogue a reader sees is ``index.json`` with every entry object laid
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from tlt.errors import RegistryError, StorageError
@@ -29,8 +28,6 @@ from tlt.io.registry_index import (
 
 __all__ = ["INDEX_NAME", "ENTRIES_DIR", "entry_uri", "load_catalogue", "commit_entry",
            "write_index_cache"]
-
-_LOG = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
 # Model names start with a letter or digit, so these folders never clash with a model's.
@@ -135,15 +132,14 @@ def commit_entry(root: str, name: str, version: str, model_fields: dict, entry: 
     return isinstance(held, dict) and held.get("entry", {}).get("location") == entry["location"]
 
 
-def write_index_cache(root: str) -> None:
-    """Rewrite index.json from the catalogue, for readers of older releases (best effort).
+def write_index_cache(root: str, catalogue: dict) -> None:
+    """Write ``catalogue`` as index.json, for readers of older releases.
 
-    Nothing of this release trusts it over the entry objects, so a racing rewrite that misses
-    a newer version only makes the cache stale until the next publish.
+    Nothing of this release trusts index.json over the entry objects, so a racing rewrite that
+    misses a newer version only leaves the cache stale until the next publish.
+
+    Raises:
+        StorageError: the write failed.
     """
-    try:
-        catalogue = load_catalogue(root, required=False)
-        text = json.dumps(catalogue, indent=2, sort_keys=True) + "\n"
-        storage.write_text(storage.join(root, INDEX_NAME), text)
-    except (StorageError, RegistryError) as err:
-        _LOG.warning("could not refresh %s of registry %s: %s", INDEX_NAME, root, err)
+    text = json.dumps(catalogue, indent=2, sort_keys=True) + "\n"
+    storage.write_text(storage.join(root, INDEX_NAME), text)

@@ -6,6 +6,9 @@ their outputs up (`staged_output`). Guarantees:
 - Atomic writes: a reader sees the old content or the new, never half a file or object (local:
   temporary + rename; object stores: single put, or a multipart/resumable upload that becomes
   an object only when it completes).
+- Create-only writes (`write_new`): of several writers racing for one name, exactly one
+  creates it (local hard link, S3 ``If-None-Match: *``, GCS ``ifGenerationMatch=0``); the model
+  registry commits versions this way.
 - Transient failures (connection errors, timeouts, 429, 5xx, throttling) are retried with
   exponential backoff; `configure(retry_attempts=..., retry_base_delay=...)` tunes it.
 - Errors are `StorageError("<uri>: <what went wrong>")` on one line, credentials scrubbed.
