@@ -6,18 +6,21 @@ import argparse
 import sys
 from typing import Sequence
 
-from tlt.cli._common import run_main, setup_logging
+from tlt.cli._common import HelpFormatter, run_main, setup_logging
 
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with TLT v1's flags."""
-    parser = argparse.ArgumentParser(prog="tlt-train", description="Train a TLT model.")
+    parser = argparse.ArgumentParser(prog="tlt-train", description="Train a TLT model.",
+                                     formatter_class=HelpFormatter)
     tasks = parser.add_subparsers(dest="task", required=True, metavar="{classification,detection}")
     for task, help_text in (("classification", "train an image classifier"),
                             ("detection", "train a DetectNet_v2 object detector")):
-        _add_task_args(tasks.add_parser(task, help=help_text), task)
+        _add_task_args(tasks.add_parser(task, help=help_text, description=f"{help_text[0].upper()}"
+                                        f"{help_text[1:]} (guide chapter 5).",
+                                        formatter_class=HelpFormatter), task)
     return parser
 
 
@@ -27,7 +30,8 @@ def _add_task_args(cls: argparse.ArgumentParser, task: str) -> None:
     cls.add_argument("-r", "--results_dir", required=True,
                      help="folder for checkpoints, logs and the final model.tlt; rerun to resume")
     cls.add_argument("-k", "--key", default=None,
-                     help="key to encrypt the output model (default: $TLT_KEY; none = plain file)")
+                     help="key to encrypt the output model (default: $TLT_KEY if set, else a "
+                          "plain file)")
     cls.add_argument("--gpus", type=int, default=1, help="number of GPUs (replicas) to train on")
     cls.add_argument("-v", "--verbose", action="store_true", help="detailed logs")
 

@@ -6,6 +6,7 @@ Results folder layout (all written atomically; a rerun on the same folder resume
       checkpoints/epoch_NNN.keras, latest.json   per-epoch checkpoints (model + optimizer state)
       events/                                    TensorBoard logs
       training_log.csv                           one row of metrics per epoch
+      checkpoints/run_identity.json              what a resumed run must share with this one
       classmap.json                              {"class name": index}
       status.json                                progress for UIs and pipelines
       model.tlt                                  the final model (encrypted when a key is given)
@@ -14,10 +15,11 @@ Results folder layout (all written atomically; a rerun on the same folder resume
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tlt.artifacts import write_metadata
 from tlt.data.augment import AugmentConfig
@@ -26,24 +28,43 @@ from tlt.data.classification_input import PREPROCESSING, build_classification_in
 from tlt.errors import SpecError
 from tlt.status import StatusWriter
 from tlt.training.callbacks import final_metrics, trim_training_log
+from tlt.training.outputs import FINAL_MODEL_NAME, TrainResult, shippable_model
+from tlt.training.results_dir import open_results_dir
 
-__all__ = ["TrainResult", "train_classification", "build_augment_config", "FINAL_MODEL_NAME"]
+__all__ = ["TrainResult", "train_classification", "build_or_load_model", "build_augment_config",
+           "FINAL_MODEL_NAME"]
 
 _log = logging.getLogger(__name__)
 
-FINAL_MODEL_NAME = "model.tlt"
-
 
 @dataclass
-class TrainResult:
-    """What a training run produced."""
+class _Run:
+    """What the steps of one training run share (decided once, up front)."""
 
-    model_path: str
-    epochs: int
-    resumed_from_epoch: int
-    class_names: list[str]
-    history: dict[str, list[float]] = field(default_factory=dict)
-    skipped_images: int = 0
+    spec: Any
+    results: Path
+    chief: bool
+    status: StatusWriter | None
+    backbone: Any  # BackboneSpec
+    train: Any  # ImageFolderSplit
+    val: Any  # ImageFolderSplit | None
+    strategy: Any
+    multi_worker: bool
+    global_batch: int
+    steps: int
+    drop_remainder: bool
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.results / "checkpoints"
+
+    @property
+    def epochs(self) -> int:
+        return int(self.spec.train_config.n_epochs)
+
+    @property
+    def image_size(self) -> tuple[int, int, int]:
+        return (self.backbone.channels, self.backbone.height, self.backbone.width)
 
 
 def build_augment_config(aug) -> AugmentConfig:
@@ -91,16 +112,6 @@ def _compile(model, spec, steps_per_epoch: int, num_classes: int):
     )
 
 
-def _without_optimizer(model):
-    """An uncompiled copy of ``model`` (same graph, names and weights): the shipped model does
-    not carry optimizer slots, which would triple its size for nothing."""
-    import keras
-
-    copy = keras.Model.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def train_classification(spec, results_dir: str | Path, *, key: str | None = None, gpus: int = 1,
                          spec_text: str | None = None, progress: bool = True) -> TrainResult:
     """Train (or resume training) a classifier as the spec says.
@@ -114,149 +125,197 @@ def train_classification(spec, results_dir: str | Path, *, key: str | None = Non
         progress: show Keras' per-step progress bar (else one line per epoch).
 
     Raises:
-        SpecError, DataError, ModelFileError, ModelKeyError: bad spec, data or pretrained model.
+        SpecError, DataError, ModelFileError, ModelKeyError: bad spec, data or pretrained model
+            (a spec that changed what the folder's checkpoints fix is a SpecError, raised before
+            anything but status.json is written).
+        StorageError: the results folder is a file.
+        Interrupted: SIGTERM; ``status.json`` then says ``interrupted`` and a rerun resumes.
     """
-    import contextlib
-
-    import keras
-
-    from tlt.io import storage
     from tlt.models.backbones._config import parse_model_config
-    from tlt.training.strategy import build_strategy, is_chief
+    from tlt.training.strategy import is_chief
 
     tc = spec.train_config
     if not tc.train_dataset_path:
         raise SpecError("train_config.train_dataset_path is required for training",
                         field="train_config.train_dataset_path")
     backbone = parse_model_config(spec.model_config)
-    results = Path(results_dir)
-    results.mkdir(parents=True, exist_ok=True)
+    results = open_results_dir(results_dir)
     chief = is_chief()
     status = StatusWriter(results, "train") if chief else None
-    strategy = build_strategy(gpus)
-    keras.utils.set_random_seed(spec.random_seed)
-
     try:
         with contextlib.ExitStack() as stack:
-            train_root = stack.enter_context(storage.staged_input(tc.train_dataset_path))
-            train = scan_image_folder(train_root, workers=tc.n_workers)
-            val = None
-            if tc.val_dataset_path:
-                val_root = stack.enter_context(storage.staged_input(tc.val_dataset_path))
-                val = scan_image_folder(val_root, class_names=train.class_names,
-                                        workers=tc.n_workers)
-            return _fit(spec, results, train, val, backbone, strategy, chief, status, key,
-                        spec_text, progress)
+            train, val = _scan_data(tc, stack)
+            run = _plan_run(spec, results, chief, status, backbone, train, val, gpus)
+            model, initial_epoch = build_or_load_model(run, key)
+            history = _run_epochs(run, model, initial_epoch, progress)
+            if chief:
+                _finish(run, model, initial_epoch, history, key, spec_text)
+        return TrainResult(model_path=str(results / FINAL_MODEL_NAME), epochs=run.epochs,
+                           resumed_from_epoch=initial_epoch, class_names=train.class_names,
+                           history=history, skipped_images=len(train.skipped))
     except Exception as err:
-        # A UI following status.json must see the run stop, not a "running" state forever.
+        # A UI following status.json must see the run stop ("failed", or "interrupted" for a
+        # SIGTERM), not a "running" state forever.
         if status is not None:
-            status.failed(str(err).splitlines()[0] if str(err) else type(err).__name__)
+            status.finish_with(err)
         raise
 
 
-def _fit(spec, results, train, val, backbone, strategy, chief, status, key, spec_text,
-         progress) -> TrainResult:
+def _scan_data(tc, stack: contextlib.ExitStack):
+    """The training split and the validation split (or None), staged to local folders."""
+    from tlt.io import storage
+
+    train_root = stack.enter_context(storage.staged_input(tc.train_dataset_path))
+    train = scan_image_folder(train_root, workers=tc.n_workers)
+    val = None
+    if tc.val_dataset_path:
+        val_root = stack.enter_context(storage.staged_input(tc.val_dataset_path))
+        val = scan_image_folder(val_root, class_names=train.class_names, workers=tc.n_workers)
+    return train, val
+
+
+def _plan_run(spec, results: Path, chief: bool, status, backbone, train, val, gpus: int) -> _Run:
+    """Pick strategy and batching, check the folder can resume, then write the class map."""
     import keras
 
-    from tlt.io import modelfile
-    from tlt.training.callbacks import StatusCallback
-    from tlt.training.checkpoints import EpochCheckpoint, find_latest_checkpoint
-    from tlt.training.strategy import is_multi_worker
+    from tlt.training.batching import plan_batches
+    from tlt.training.strategy import build_strategy, is_multi_worker
+
+    strategy = build_strategy(gpus)
+    keras.utils.set_random_seed(spec.random_seed)
+    multi_worker = is_multi_worker(strategy)
+    batches = plan_batches(int(spec.train_config.batch_size_per_gpu),
+                           strategy.num_replicas_in_sync, len(train), drop_remainder=multi_worker,
+                           field="train_config.batch_size_per_gpu")
+    run = _Run(spec=spec, results=results, chief=chief, status=status, backbone=backbone,
+               train=train, val=val, strategy=strategy, multi_worker=multi_worker,
+               global_batch=batches.global_batch, steps=batches.steps_per_epoch,
+               drop_remainder=batches.drop_remainder)
+    _check_folder(run)
+    _log.info("training with %s on %d replica(s)",
+              "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__,
+              strategy.num_replicas_in_sync)
+    _log.info("found %d training images in %d classes%s; %d steps per epoch of %d images",
+              len(train), train.num_classes,
+              f", {len(val)} validation images" if val is not None else "", run.steps,
+              run.global_batch)
+    return run
+
+
+def _check_folder(run: _Run) -> None:
+    """Refuse checkpoints of another spec before writing anything; sweep a killed run's
+    temporary files; record this run's identity and class map."""
+    from tlt.training.checkpoints import find_latest_checkpoint
+    from tlt.training.results_dir import remove_leftovers
+    from tlt.training.run_identity import (check_identity, classification_identity,
+                                           record_identity)
+
+    identity = classification_identity(run.backbone, run.train.class_names)
+    if find_latest_checkpoint(run.ckpt_dir) is not None:
+        check_identity(run.ckpt_dir, identity)
+    if run.chief:
+        remove_leftovers(run.results)
+        record_identity(run.ckpt_dir, identity)
+        write_class_map(run.results / "classmap.json", run.train.class_names)
+
+
+def build_or_load_model(run: _Run, key: str | None):
+    """``(compiled model, initial epoch)``: resumed from the newest checkpoint, else new.
+
+    A new model starts from ``train_config.pretrained_model_path`` when one is given (weights of
+    matching layers), else from random weights. The one place a model comes from, so the
+    retraining of pruned models adds its branch here.
+    """
+    import keras
+
+    from tlt.training.checkpoints import find_latest_checkpoint
     # Registers the schedules with Keras: a checkpoint's optimizer refers to them by name, and a
     # resumed run in a fresh process has not imported them yet.
     from tlt.training import schedules  # noqa: F401
 
-    image_size = (backbone.channels, backbone.height, backbone.width)
-
-    tc = spec.train_config
-    num_classes = train.num_classes
-    if chief:
-        write_class_map(results / "classmap.json", train.class_names)
-    replicas = strategy.num_replicas_in_sync
-    global_batch = tc.batch_size_per_gpu * replicas
-
-    multi_worker = is_multi_worker(strategy)
-    strategy_name = "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__
-    drop = multi_worker and len(train) >= global_batch
-    steps_per_epoch = (len(train) // global_batch) if drop else math.ceil(len(train) / global_batch)
-    _log.info("training with %s on %d replica(s)", strategy_name, replicas)
-    _log.info("found %d training images in %d classes%s; %d steps per epoch of %d images",
-              len(train), num_classes,
-              f", {len(val)} validation images" if val is not None else "", steps_per_epoch,
-              global_batch)
-
-    ckpt_dir = results / "checkpoints"
-    latest = find_latest_checkpoint(ckpt_dir)
+    latest = find_latest_checkpoint(run.ckpt_dir)
     initial_epoch = 0
-    with strategy.scope():
+    with run.strategy.scope():
         if latest is not None:
             initial_epoch, path = latest
-            _log.info("resuming from %s (epoch %d of %d)", path, initial_epoch, tc.n_epochs)
+            _log.info("resuming from %s (epoch %d of %d)", path, initial_epoch, run.epochs)
             model = keras.models.load_model(path)
         else:
-            model = _build_new_model(spec, num_classes, key)
-            _compile(model, spec, steps_per_epoch, num_classes)
+            model = _build_new_model(run.spec, run.train.num_classes, key)
+            _compile(model, run.spec, run.steps, run.train.num_classes)
     summary: list[str] = []
     model.summary(print_fn=lambda line, *args, **kwargs: summary.append(line), line_length=110)
     _log.info("model summary:\n%s", "\n".join(summary))
+    return model, initial_epoch
 
-    history: dict[str, list[float]] = {}
-    if initial_epoch < tc.n_epochs:
-        train_ds = build_classification_input(
-            train, image_size=image_size, batch_size=global_batch, training=True,
-            augment=build_augment_config(tc.augmentation_config), seed=spec.random_seed,
-            drop_remainder=drop, epoch=initial_epoch)
-        val_ds = None
-        if val is not None:
-            val_ds = build_classification_input(val, image_size=image_size, batch_size=global_batch,
-                                                training=False)
-        callbacks = []
-        if chief:
-            # The CSV row of an epoch is written before its checkpoint, so a kill between the
-            # two leaves an extra row (trimmed on resume) rather than a missing one.
-            log_path = results / "training_log.csv"
-            trim_training_log(log_path, initial_epoch)
-            callbacks.append(keras.callbacks.CSVLogger(str(log_path), append=True))
-        callbacks += [
-            EpochCheckpoint(ckpt_dir, tc.checkpoint_interval, tc.n_epochs, enabled=chief),
-            StatusCallback(status, tc.n_epochs),
-        ]
-        if chief:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(results / "events"),
-                                                         write_graph=False))
-        if multi_worker:
-            from tlt.training.distributed_loop import fit_distributed
 
-            # Keras' fit cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
-            fit = fit_distributed(model, train_ds, epochs=tc.n_epochs, initial_epoch=initial_epoch,
-                                  steps_per_epoch=steps_per_epoch, validation_data=val_ds,
-                                  callbacks=callbacks, strategy=strategy,
-                                  verbose=1 if progress else 2)
-        else:
-            fit = model.fit(train_ds, epochs=tc.n_epochs, initial_epoch=initial_epoch,
-                            steps_per_epoch=steps_per_epoch, validation_data=val_ds,
-                            callbacks=callbacks, shuffle=False, verbose=1 if progress else 2)
-        history = {k: [float(x) for x in v] for k, v in fit.history.items()}
+def _run_epochs(run: _Run, model, initial_epoch: int, progress: bool) -> dict[str, list[float]]:
+    """Train the remaining epochs; return the per-epoch logs of this run."""
+    import keras
 
-    model_path = results / FINAL_MODEL_NAME
-    if chief:
-        metadata = {
-            "task": "classification",
-            "arch": backbone.arch,
-            "n_layers": backbone.n_layers,
-            "classes": train.class_names,
-            "input_dims": list(image_size),
-            "preprocessing": PREPROCESSING,
-            "epochs": int(tc.n_epochs),
-            "spec": spec_text or "",
-        }
-        modelfile.save_keras_model(_without_optimizer(model), str(model_path), metadata, key=key)
-        write_metadata(results, "train", spec=spec, parents=[{"uri": tc.train_dataset_path}],
-                       task="classification", model=FINAL_MODEL_NAME, classes=train.class_names,
-                       epochs=int(tc.n_epochs), resumed_from_epoch=initial_epoch,
-                       encrypted=key is not None,
-                       final_metrics=final_metrics(history, results))
-        status.done(model=str(model_path))
-    return TrainResult(model_path=str(model_path), epochs=int(tc.n_epochs),
-                       resumed_from_epoch=initial_epoch, class_names=train.class_names,
-                       history=history, skipped_images=len(train.skipped))
+    from tlt.training.callbacks import StatusCallback
+    from tlt.training.checkpoints import EpochCheckpoint
+
+    spec, tc = run.spec, run.spec.train_config
+    if initial_epoch >= run.epochs:
+        return {}
+    train_ds = build_classification_input(
+        run.train, image_size=run.image_size, batch_size=run.global_batch, training=True,
+        augment=build_augment_config(tc.augmentation_config), seed=spec.random_seed,
+        drop_remainder=run.drop_remainder, epoch=initial_epoch)
+    val_ds = None
+    if run.val is not None:
+        val_ds = build_classification_input(run.val, image_size=run.image_size,
+                                            batch_size=run.global_batch, training=False)
+    callbacks = []
+    if run.chief:
+        # The CSV row of an epoch is written before its checkpoint, so a kill between the
+        # two leaves an extra row (trimmed on resume) rather than a missing one.
+        log_path = run.results / "training_log.csv"
+        trim_training_log(log_path, initial_epoch)
+        callbacks.append(keras.callbacks.CSVLogger(str(log_path), append=True))
+    callbacks += [
+        EpochCheckpoint(run.ckpt_dir, tc.checkpoint_interval, tc.n_epochs, enabled=run.chief),
+        StatusCallback(run.status, tc.n_epochs),
+    ]
+    if run.chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.results / "events"),
+                                                     write_graph=False))
+    verbose = 1 if progress else 2
+    if run.multi_worker:
+        from tlt.training.distributed_loop import fit_distributed
+
+        # Keras' fit cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+        fit = fit_distributed(model, train_ds, epochs=run.epochs, initial_epoch=initial_epoch,
+                              steps_per_epoch=run.steps, validation_data=val_ds,
+                              callbacks=callbacks, strategy=run.strategy, verbose=verbose)
+    else:
+        fit = model.fit(train_ds, epochs=run.epochs, initial_epoch=initial_epoch,
+                        steps_per_epoch=run.steps, validation_data=val_ds, callbacks=callbacks,
+                        shuffle=False, verbose=verbose)
+    return {k: [float(x) for x in v] for k, v in fit.history.items()}
+
+
+def _finish(run: _Run, model, initial_epoch: int, history: dict[str, list[float]],
+            key: str | None, spec_text: str | None) -> None:
+    """Write the final model and metadata.json; mark status done."""
+    from tlt.io import modelfile
+
+    model_path = run.results / FINAL_MODEL_NAME
+    metadata = {
+        "task": "classification",
+        "arch": run.backbone.arch,
+        "n_layers": run.backbone.n_layers,
+        "classes": run.train.class_names,
+        "input_dims": list(run.image_size),
+        "preprocessing": PREPROCESSING,
+        "epochs": run.epochs,
+        "spec": spec_text or "",
+    }
+    modelfile.save_keras_model(shippable_model(model), str(model_path), metadata, key=key)
+    write_metadata(run.results, "train", spec=run.spec,
+                   parents=[{"uri": run.spec.train_config.train_dataset_path}],
+                   task="classification", model=FINAL_MODEL_NAME, classes=run.train.class_names,
+                   epochs=run.epochs, resumed_from_epoch=initial_epoch, encrypted=key is not None,
+                   final_metrics=final_metrics(history, run.results))
+    run.status.done(model=str(model_path))

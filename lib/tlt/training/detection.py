@@ -3,21 +3,28 @@
 Results folder layout (atomic writes; a rerun on the same folder resumes)::
 
     results_dir/
-      checkpoints/epoch_NNN.npz, latest.json   weights, Adam slots, objective weights per epoch
+      checkpoints/epoch_NNN.npz, latest.json   weights, Adam slots, objective weights, epoch logs
+      checkpoints/run_identity.json            what a resumed run must share with this one
       events/                                  TensorBoard logs
       training_log.csv                         losses, per-class costs, objective weights per epoch
       validation/epoch_NNN.json                AP of every validation run
       status.json                              progress (epoch, loss, last mAP)
       model.tlt                                the final model (encrypted when a key is given)
       metadata.json                            lineage
+
+Crash safety: an epoch's checkpoint is written before its validation (a failing validation
+loses no training) and stores the epoch's logs. A run killed after the checkpoint but before the
+epoch's CSV row was written redoes that epoch's validation and row from the checkpoint on resume,
+so ``training_log.csv`` holds every epoch once and ``validation/`` every scheduled file.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -26,91 +33,55 @@ from tlt.data.classification_input import PREPROCESSING
 from tlt.io.atomic import atomic_write_text
 from tlt.status import StatusWriter
 from tlt.training.callbacks import final_metrics, trim_training_log
-from tlt.training.classification import TrainResult, _without_optimizer
+from tlt.training.detection_callbacks import TrainingLogCSV, ValidationCallback, logged_epochs
+from tlt.training.outputs import FINAL_MODEL_NAME, TrainResult, shippable_model
+from tlt.training.results_dir import open_results_dir
 
-__all__ = ["train_detection", "ValidationCallback", "build_detection_optimizer"]
+__all__ = ["train_detection", "build_or_load_model", "build_detection_optimizer",
+           "ValidationCallback", "DetectionModel"]
 
 _log = logging.getLogger(__name__)
 
-FINAL_MODEL_NAME = "model.tlt"
+
+@dataclass
+class _Run:
+    """What the steps of one training run share (decided once, up front)."""
+
+    spec: Any
+    results: Path
+    chief: bool
+    status: StatusWriter | None
+    classes: list[str]
+    strategy: Any
+    multi_worker: bool
+    global_batch: int
+    steps: int
+    drop_remainder: bool
+    data_description: str
+    precision: Any  # tlt.training.precision.PrecisionPlan
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.results / "checkpoints"
+
+    @property
+    def log_path(self) -> Path:
+        return self.results / "training_log.csv"
+
+    @property
+    def epochs(self) -> int:
+        return int(self.spec.training_config.num_epochs)
 
 
-class ValidationCallback(keras.callbacks.Callback):
-    """Evaluate AP every ``validation_period_during_training`` epochs from ``first_validation_epoch``.
+@dataclass
+class DetectionModel:
+    """A compiled DetectNet_v2 with its loss, optimizer and where training stands."""
 
-    The last epoch is validated too. Prints the AP table like TLT, writes
-    ``validation/epoch_NNN.json`` and adds ``val_mAP`` (first
-    bucket) and ``val_cost`` to the epoch logs so the CSV and TensorBoard loggers record them.
-    """
-
-    def __init__(self, experiment, results_dir: Path, loss, batch_size: int, status,
-                 enabled: bool = True, total_epochs: int | None = None):
-        super().__init__()
-        cfg = experiment.evaluation_config
-        self.experiment = experiment
-        self.results_dir = Path(results_dir)
-        self.loss = loss
-        self.batch_size = batch_size
-        self.status = status
-        self.period = max(1, int(cfg.validation_period_during_training or 1))
-        self.first = max(1, int(cfg.first_validation_epoch or 1))
-        self.enabled = enabled
-        self.total_epochs = total_epochs
-        self.last = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        done = epoch + 1
-        scheduled = done >= self.first and (done - self.first) % self.period == 0
-        # The last epoch is always validated, so every run ends with the AP of its final model.
-        if not self.enabled or not (scheduled or done == self.total_epochs):
-            return
-        from tlt.evaluation.detection import evaluate_detection_model
-
-        evaluation = evaluate_detection_model(self.model, self.experiment, batch_size=self.batch_size,
-                                              loss=self.loss)
-        results = evaluation.results
-        self.last = evaluation
-        first_bucket = results.buckets[0]
-        mean_ap = results.mean_ap.get(first_bucket)
-        _log.info("validation after epoch %d (%d frames), validation cost: %.6f\n%s", done,
-                  evaluation.num_frames, evaluation.validation_cost, results.table())
-        out = self.results_dir / "validation" / f"epoch_{done:03d}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        results.write_json(out)
-        if logs is not None:
-            logs["val_mAP"] = float(mean_ap or 0.0)
-            logs["val_cost"] = float(evaluation.validation_cost)
-        if self.status is not None:
-            self.status.update(last_validation={"epoch": done, "mAP": mean_ap,
-                                                "cost": evaluation.validation_cost})
-
-
-class _CSVLog(keras.callbacks.CSVLogger):
-    """Keras' CSVLogger with one column set for a run and every resumption of it.
-
-    Keras fixes the columns at the first epoch it logs, so ``val_mAP``/``val_cost`` were dropped
-    when that epoch did not validate, and a resumed run appended rows that did not match the
-    file's header. Here the columns are the existing file's header, else the first epoch's keys
-    plus the validation keys; epochs without validation get "NA" there.
-    """
-
-    def __init__(self, filename: str, always: tuple[str, ...] = ("val_cost", "val_mAP")):
-        super().__init__(filename, append=True)
-        self._always = always
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        path = Path(self.filename)
-        if path.is_file():
-            with open(path, newline="", encoding="utf-8") as f:
-                header = next(csv.reader(f), None)
-            if header:
-                self.keys = [k for k in header if k != "epoch"]
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.keys is None:
-            self.keys = sorted(set(logs or {}) | set(self._always))
-        super().on_epoch_end(epoch, logs)
+    model: Any
+    loss: Any
+    optimizer: Any
+    initial_epoch: int = 0
+    extra: dict = field(default_factory=dict)  # the checkpoint's extra state (resumed runs)
 
 
 def build_detection_optimizer(training_config, schedule):
@@ -142,143 +113,249 @@ def train_detection(spec, results_dir: str | Path, *, key: str | None = None, gp
         progress: per-step progress bar.
 
     Raises:
-        SpecError, DataError, ModelFileError: bad spec, data or pretrained model.
+        SpecError, DataError, ModelFileError: bad spec, data or pretrained model (a spec that
+            changed what the results folder's checkpoints fix is a SpecError).
+        StorageError: the results folder is a file.
+        Interrupted: SIGTERM; ``status.json`` then says ``interrupted`` and a rerun resumes.
     """
-    from tlt.data.detection_input import build_detection_input, check_split
-    from tlt.evaluation.detection import class_names_of
-    from tlt.io import modelfile
-    from tlt.models.detectnet_v2.autoweight import AutoWeighting
-    from tlt.models.detectnet_v2.loss import build_detectnet_loss
-    from tlt.models.detectnet_v2.model import build_detectnet_v2
-    from tlt.training.callbacks import StatusCallback
-    from tlt.training.schedules import build_soft_start_annealing
-    from tlt.training.state_checkpoints import StateCheckpoint, find_latest_state, load_state
-    from tlt.training.strategy import build_strategy, is_chief, is_multi_worker
-    from tlt.training.transfer import load_pretrained_model, transfer_weights
+    from tlt.training.strategy import is_chief
 
-    tc = spec.training_config
-    pre = spec.augmentation_config.preprocessing
-    classes = class_names_of(spec)
-    results = Path(results_dir)
-    results.mkdir(parents=True, exist_ok=True)
+    results = open_results_dir(results_dir)
     chief = is_chief()
     status = StatusWriter(results, "train") if chief else None
     try:
-        strategy = build_strategy(gpus)
-        keras.utils.set_random_seed(spec.random_seed)
-
-        split = check_split(spec, validation=False)
-        check_split(spec, validation=True)  # fail now, not at the first validation epoch
-        replicas = strategy.num_replicas_in_sync
-        global_batch = tc.batch_size_per_gpu * replicas
-        multi_worker = is_multi_worker(strategy)
-        drop = multi_worker and split.num_frames >= global_batch
-        steps = (split.num_frames // global_batch if drop
-                 else math.ceil(split.num_frames / global_batch))
-        _log.info("training DetectNet_v2 (%s) on %d frames of %s with %s on %d replica(s); "
-                  "%d steps per epoch of %d images", ", ".join(classes), split.num_frames,
-                  split.description,
-                  "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__,
-                  replicas, steps, global_batch)
-
-        with strategy.scope():
-            model = build_detectnet_v2(spec.model_config, classes, input_height=pre.output_image_height,
-                                       input_width=pre.output_image_width,
-                                       channels=pre.output_image_channel,
-                                       allow_small_input=pre.allow_small_input,
-                                       kernel_regularizer=_regularizer(tc))
-            loss = build_detectnet_loss(spec.cost_function_config, classes)
-            optimizer = build_detection_optimizer(
-                tc, build_soft_start_annealing(tc.learning_rate, steps_per_epoch=steps,
-                                               epochs=tc.num_epochs))
-            model.compile(optimizer=optimizer, **loss.compile_args())
-            ckpt_dir = results / "checkpoints"
-            latest = find_latest_state(ckpt_dir)
-            initial_epoch = 0
-            if latest is not None:
-                initial_epoch, path = latest
-                _log.info("resuming from %s (epoch %d of %d)", path, initial_epoch, tc.num_epochs)
-                extra = load_state(path, model, optimizer)
-                if extra.get("objective_weights"):
-                    loss.set_objective_weights(extra["objective_weights"])
-            elif spec.model_config.pretrained_model_file:
-                source, _ = load_pretrained_model(spec.model_config.pretrained_model_file, key=key)
-                transfer_weights(model, source)
-                del source
-        summary: list[str] = []
-        model.summary(print_fn=lambda line, *a, **k: summary.append(line), line_length=110)
-        _log.info("model summary:\n%s", "\n".join(summary))
-
-        history: dict[str, list[float]] = {}
-        validation = ValidationCallback(spec, results, loss, global_batch, status, enabled=chief,
-                                        total_epochs=int(tc.num_epochs))
-        if initial_epoch < tc.num_epochs:
-            train_ds = build_detection_input(spec, training=True, batch_size=global_batch,
-                                             seed=spec.random_seed, epoch=initial_epoch,
-                                             drop_remainder=drop)
-            # Order matters: autoweighting sets the next epoch's weights before the checkpoint stores
-            # them, and the checkpoint is taken before validation, so a failing validation loses no
-            # training.
-            callbacks = [
-                AutoWeighting(loss),
-                StateCheckpoint(ckpt_dir, tc.checkpoint_interval, tc.num_epochs,
-                                extra_state=lambda: {"objective_weights": loss.objective_weights()},
-                                enabled=chief),
-                validation,
-                StatusCallback(status, tc.num_epochs),
-            ]
-            if chief:
-                trim_training_log(results / "training_log.csv", initial_epoch)
-                callbacks += [_CSVLog(str(results / "training_log.csv")),
-                              keras.callbacks.TensorBoard(log_dir=str(results / "events"),
-                                                          write_graph=False)]
-            if multi_worker:
-                from tlt.training.distributed_loop import fit_distributed
-
-                # Keras' fit cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
-                # Validation predicts on the chief alone, so it gets a model outside the strategy.
-                fit = fit_distributed(model, train_ds, epochs=tc.num_epochs,
-                                      initial_epoch=initial_epoch, steps_per_epoch=steps,
-                                      callbacks=callbacks, strategy=strategy,
-                                      local_callbacks=[validation], verbose=1 if progress else 2)
-            else:
-                fit = model.fit(train_ds, epochs=tc.num_epochs, initial_epoch=initial_epoch,
-                                steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
-                                verbose=1 if progress else 2)
-            history = {k: [float(x) for x in v] for k, v in fit.history.items()}
-
-        model_path = results / FINAL_MODEL_NAME
+        run = _plan_run(spec, results, gpus, chief, status)
+        state = build_or_load_model(run, key)
+        validation = ValidationCallback(spec, results, state.loss, run.global_batch, status,
+                                        enabled=chief, total_epochs=run.epochs)
         if chief:
-            bbox = spec.model_config.objective_set.bbox
-            metadata = {
-                "task": "detection",
-                "arch": spec.model_config.template or spec.model_config.arch,
-                "n_layers": int(spec.model_config.num_layers),
-                "classes": classes,
-                "input_dims": [int(pre.output_image_channel), int(pre.output_image_height),
-                               int(pre.output_image_width)],
-                "preprocessing": PREPROCESSING,
-                "stride": 16,
-                "bbox_scale": float(bbox.scale),
-                "bbox_offset": float(bbox.offset),
-                "output_names": ["output_cov", "output_bbox"],
-                "epochs": int(tc.num_epochs),
-                "spec": spec_text or "",
-            }
-            modelfile.save_keras_model(_without_optimizer(model), str(model_path), metadata, key=key)
-            final = final_metrics(history, results)
-            write_metadata(results, "train", spec=spec, parents=[{"uri": split.description}],
-                           task="detection", model=FINAL_MODEL_NAME, classes=classes,
-                           epochs=int(tc.num_epochs), resumed_from_epoch=initial_epoch,
-                           encrypted=key is not None, final_metrics=final)
-            if validation.last is not None:
-                atomic_write_text(results / "validation" / "final.json",
-                                  validation.last.results.to_json() + "\n")
-            status.done(model=str(model_path))
-        return TrainResult(model_path=str(model_path), epochs=int(tc.num_epochs),
-                           resumed_from_epoch=initial_epoch, class_names=classes, history=history)
+            trim_training_log(run.log_path, state.initial_epoch)
+            _complete_cut_epoch(run, state, validation)
+        history = _run_epochs(run, state, validation, progress)
+        if chief:
+            _finish(run, state, validation, history, key, spec_text)
+        return TrainResult(model_path=str(results / FINAL_MODEL_NAME), epochs=run.epochs,
+                           resumed_from_epoch=state.initial_epoch, class_names=run.classes,
+                           history=history)
     except Exception as err:
-        # A UI following status.json must see the run stop, not a "running" state forever.
+        # A UI following status.json must see the run stop ("failed", or "interrupted" for a
+        # SIGTERM), not a "running" state forever.
         if status is not None:
-            status.failed(str(err).splitlines()[0] if str(err) else type(err).__name__)
+            status.finish_with(err)
         raise
+
+
+def _plan_run(spec, results: Path, gpus: int, chief: bool, status) -> _Run:
+    """Check the data, pick the strategy, precision and batch; check the folder can resume."""
+    from tlt.data.detection_input import check_split
+    from tlt.evaluation.detection import class_names_of
+    from tlt.training.batching import plan_batches
+    from tlt.training.precision import build_precision_plan
+    from tlt.training.strategy import build_strategy, is_multi_worker
+
+    tc = spec.training_config
+    classes = class_names_of(spec)
+    strategy = build_strategy(gpus)
+    keras.utils.set_random_seed(spec.random_seed)
+    split = check_split(spec, validation=False)
+    check_split(spec, validation=True)  # fail now, not at the first validation epoch
+    multi_worker = is_multi_worker(strategy)
+    batches = plan_batches(int(tc.batch_size_per_gpu), strategy.num_replicas_in_sync,
+                           split.num_frames, drop_remainder=multi_worker,
+                           field="training_config.batch_size_per_gpu", what="training frames")
+    precision = build_precision_plan(_floatx(spec), tc.cost_scaling)
+    for warning in precision.warnings:
+        _log.warning("%s", warning)
+    for note in precision.notes:
+        _log.info("%s", note)
+    run = _Run(spec=spec, results=results, chief=chief, status=status, classes=classes,
+               strategy=strategy, multi_worker=multi_worker, global_batch=batches.global_batch,
+               steps=batches.steps_per_epoch, drop_remainder=batches.drop_remainder,
+               data_description=split.description, precision=precision)
+    _check_folder(run)
+    _log.info("training DetectNet_v2 (%s) on %d frames of %s with %s on %d replica(s); "
+              "%d steps per epoch of %d images", ", ".join(classes), split.num_frames,
+              split.description,
+              "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__,
+              strategy.num_replicas_in_sync, run.steps, run.global_batch)
+    return run
+
+
+def _floatx(spec) -> str:
+    from tlt.proto import detection_config_pb2 as pb
+
+    enum = pb.DetectionModelConfig.TrainingPrecision.BackendFloatx
+    return enum.Name(spec.model_config.training_precision.backend_floatx)
+
+
+def _check_folder(run: _Run) -> None:
+    """Refuse checkpoints of another spec, then sweep a killed run's temporary files."""
+    from tlt.training.results_dir import remove_leftovers
+    from tlt.training.run_identity import check_identity, detection_identity, record_identity
+    from tlt.training.state_checkpoints import find_latest_state
+
+    identity = detection_identity(run.spec, run.classes, run.precision.policy)
+    if find_latest_state(run.ckpt_dir) is not None:
+        check_identity(run.ckpt_dir, identity)
+    if run.chief:
+        remove_leftovers(run.results)
+        record_identity(run.ckpt_dir, identity)
+
+
+def build_or_load_model(run: _Run, key: str | None) -> DetectionModel:
+    """The compiled model of this run: resumed from the newest checkpoint, else new.
+
+    A new model starts from ``model_config.pretrained_model_file`` when one is given (weights
+    of matching layers), else from random weights. The one place a model comes from, so the
+    retraining of pruned models adds its branch here.
+    """
+    from tlt.models.detectnet_v2.loss import build_detectnet_loss
+    from tlt.models.detectnet_v2.model import build_detectnet_v2
+    from tlt.training.precision import apply_loss_scaling, dtype_policy
+    from tlt.training.schedules import build_soft_start_annealing
+    from tlt.training.state_checkpoints import find_latest_state, load_state
+    from tlt.training.transfer import load_pretrained_model, transfer_weights
+
+    spec, tc = run.spec, run.spec.training_config
+    pre = spec.augmentation_config.preprocessing
+    with run.strategy.scope(), dtype_policy(run.precision.policy):
+        model = build_detectnet_v2(spec.model_config, run.classes,
+                                   input_height=pre.output_image_height,
+                                   input_width=pre.output_image_width,
+                                   channels=pre.output_image_channel,
+                                   allow_small_input=pre.allow_small_input,
+                                   kernel_regularizer=_regularizer(tc))
+        loss = build_detectnet_loss(spec.cost_function_config, run.classes)
+        schedule = build_soft_start_annealing(tc.learning_rate, steps_per_epoch=run.steps,
+                                              epochs=tc.num_epochs)
+        optimizer = apply_loss_scaling(build_detection_optimizer(tc, schedule), run.precision)
+        # Loss scaling is exactly what cost_scaling says: never Keras' automatic default.
+        model.compile(optimizer=optimizer, auto_scale_loss=False, **loss.compile_args())
+        state = DetectionModel(model, loss, optimizer)
+        latest = find_latest_state(run.ckpt_dir)
+        if latest is not None:
+            state.initial_epoch, path = latest
+            _log.info("resuming from %s (epoch %d of %d)", path, state.initial_epoch, run.epochs)
+            state.extra = load_state(path, model, optimizer)
+            if state.extra.get("objective_weights"):
+                loss.set_objective_weights(state.extra["objective_weights"])
+        elif spec.model_config.pretrained_model_file:
+            source, _ = load_pretrained_model(spec.model_config.pretrained_model_file, key=key)
+            transfer_weights(model, source)
+            del source
+    summary: list[str] = []
+    model.summary(print_fn=lambda line, *a, **k: summary.append(line), line_length=110)
+    _log.info("model summary:\n%s", "\n".join(summary))
+    return state
+
+
+def _complete_cut_epoch(run: _Run, state: DetectionModel, validation: ValidationCallback) -> None:
+    """Redo the epoch-end work (validation, CSV row) a kill cut short after the checkpoint.
+
+    The checkpoint of epoch N stores N's logs; if the CSV has no row for N, the run died in
+    N's validation or before the row was written. The restored model, objective weights and
+    optimizer are exactly those of that moment, so the redone validation is the one that was lost.
+    """
+    done = state.initial_epoch
+    logs = state.extra.get("logs")
+    if done == 0 or logs is None or (done - 1) in logged_epochs(run.log_path):
+        return
+    _log.info("epoch %d ended before its validation and log row were written; completing them",
+              done)
+    model = state.model
+    if run.multi_worker:
+        # The strategy's model predicts collectively and would wait for the other workers.
+        model = type(model).from_config(model.get_config())
+        model.set_weights(state.model.get_weights())
+    csv_log = TrainingLogCSV(str(run.log_path))
+    callbacks = keras.callbacks.CallbackList([validation, csv_log], model=model)
+    csv_log.on_train_begin()
+    try:
+        callbacks.on_epoch_end(done - 1, dict(logs))
+    finally:
+        csv_log.on_train_end()
+    validation.set_model(state.model)
+
+
+def _run_epochs(run: _Run, state: DetectionModel, validation: ValidationCallback,
+                progress: bool) -> dict[str, list[float]]:
+    """Train the remaining epochs; return the per-epoch logs of this run."""
+    from tlt.data.detection_input import build_detection_input
+    from tlt.models.detectnet_v2.autoweight import AutoWeighting
+    from tlt.training.callbacks import StatusCallback
+    from tlt.training.state_checkpoints import StateCheckpoint
+
+    spec, tc = run.spec, run.spec.training_config
+    if state.initial_epoch >= run.epochs:
+        return {}
+    train_ds = build_detection_input(spec, training=True, batch_size=run.global_batch,
+                                     seed=spec.random_seed, epoch=state.initial_epoch,
+                                     drop_remainder=run.drop_remainder)
+    loss = state.loss
+    # Order matters: autoweighting sets the next epoch's weights (and logs the used ones) before
+    # the checkpoint stores them with the epoch's logs; the checkpoint comes before validation,
+    # so a failing validation loses no training, and `_complete_cut_epoch` can redo validation
+    # and the CSV row of an epoch whose run died between the two.
+    callbacks = [
+        AutoWeighting(loss),
+        StateCheckpoint(run.ckpt_dir, tc.checkpoint_interval, tc.num_epochs,
+                        extra_state=lambda: {"objective_weights": loss.objective_weights()},
+                        enabled=run.chief),
+        validation,
+        StatusCallback(run.status, tc.num_epochs),
+    ]
+    if run.chief:
+        callbacks += [TrainingLogCSV(str(run.log_path)),
+                      keras.callbacks.TensorBoard(log_dir=str(run.results / "events"),
+                                                  write_graph=False)]
+    verbose = 1 if progress else 2
+    if run.multi_worker:
+        from tlt.training.distributed_loop import fit_distributed
+
+        # Keras' fit cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+        # Validation predicts on the chief alone, so it gets a model outside the strategy.
+        fit = fit_distributed(state.model, train_ds, epochs=run.epochs,
+                              initial_epoch=state.initial_epoch, steps_per_epoch=run.steps,
+                              callbacks=callbacks, strategy=run.strategy,
+                              local_callbacks=[validation], verbose=verbose)
+    else:
+        fit = state.model.fit(train_ds, epochs=run.epochs, initial_epoch=state.initial_epoch,
+                              steps_per_epoch=run.steps, callbacks=callbacks, shuffle=False,
+                              verbose=verbose)
+    return {k: [float(x) for x in v] for k, v in fit.history.items()}
+
+
+def _finish(run: _Run, state: DetectionModel, validation: ValidationCallback,
+            history: dict[str, list[float]], key: str | None, spec_text: str | None) -> None:
+    """Write the final model, metadata.json, validation/final.json; mark status done."""
+    from tlt.io import modelfile
+
+    spec = run.spec
+    pre = spec.augmentation_config.preprocessing
+    bbox = spec.model_config.objective_set.bbox
+    model_path = run.results / FINAL_MODEL_NAME
+    metadata = {
+        "task": "detection",
+        "arch": spec.model_config.template or spec.model_config.arch,
+        "n_layers": int(spec.model_config.num_layers),
+        "classes": run.classes,
+        "input_dims": [int(pre.output_image_channel), int(pre.output_image_height),
+                       int(pre.output_image_width)],
+        "preprocessing": PREPROCESSING,
+        "stride": 16,
+        "bbox_scale": float(bbox.scale),
+        "bbox_offset": float(bbox.offset),
+        "output_names": ["output_cov", "output_bbox"],
+        "epochs": run.epochs,
+        "training_precision": run.precision.policy,
+        "spec": spec_text or "",
+    }
+    modelfile.save_keras_model(shippable_model(state.model), str(model_path), metadata, key=key)
+    write_metadata(run.results, "train", spec=spec, parents=[{"uri": run.data_description}],
+                   task="detection", model=FINAL_MODEL_NAME, classes=run.classes,
+                   epochs=run.epochs, resumed_from_epoch=state.initial_epoch,
+                   encrypted=key is not None, final_metrics=final_metrics(history, run.results))
+    if validation.last is not None:
+        atomic_write_text(run.results / "validation" / "final.json",
+                          validation.last.results.to_json() + "\n")
+    run.status.done(model=str(model_path))

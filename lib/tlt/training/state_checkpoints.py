@@ -81,7 +81,8 @@ class StateCheckpoint(keras.callbacks.Callback):
         interval: epochs between checkpoints.
         total_epochs: the run's epoch count.
         extra_state: called at save time; returns JSON-serialisable state to store (e.g. the
-            autoweighting objective weights).
+            autoweighting objective weights). The extra state always holds ``epoch`` and the
+            epoch's ``logs`` as well.
         keep: recent checkpoints kept.
         enabled: False on non-chief workers.
     """
@@ -101,7 +102,11 @@ class StateCheckpoint(keras.callbacks.Callback):
         if not self.enabled or (done % self.interval and done != self.total_epochs):
             return
         path = self.ckpt_dir / f"epoch_{done:03d}.npz"
-        save_state(path, self.model, self.model.optimizer, {"epoch": done, **self.extra_state()})
+        # The epoch's logs travel with it: a run killed before its CSV row was written can
+        # write that row on resume (see tlt.training.detection).
+        epoch_logs = {k: float(v) for k, v in (logs or {}).items()}
+        save_state(path, self.model, self.model.optimizer,
+                   {"epoch": done, "logs": epoch_logs, **self.extra_state()})
         atomic_write_text(self.ckpt_dir / "latest.json",
                           json.dumps({"epoch": done, "file": path.name}) + "\n")
         _log.info("saved checkpoint %s", path)

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import keras
 
 from tlt.errors import SpecError
-from tlt.models.backbones import DATA_FORMAT, build_backbone, to_channels_first
+from tlt.models.backbones import DATA_FORMAT, build_backbone
 
 __all__ = ["MIN_INPUT_HEIGHT", "MIN_INPUT_WIDTH", "STRIDE", "build_detectnet_v2"]
 
@@ -141,8 +141,11 @@ def build_detectnet_v2(model_config, class_names, *, input_height: int, input_wi
     heads = []
     for name, filters, activation in (("output_cov", k, "sigmoid"),
                                       ("output_bbox", 4 * k, "linear")):
+        # The heads compute in float32 whatever the global dtype policy: under mixed precision
+        # (training_precision FLOAT16) a float16 sigmoid saturates and the losses lose precision.
         y = keras.layers.Conv2D(filters, 1, padding="same", data_format=DATA_FORMAT,
                                 activation=activation, kernel_regularizer=kernel_regularizer,
-                                bias_regularizer=bias_regularizer, name=f"{name}_conv")(x)
-        heads.append(to_channels_first(y, name))
+                                bias_regularizer=bias_regularizer, name=f"{name}_conv",
+                                dtype="float32")(x)
+        heads.append(keras.layers.Permute((3, 1, 2), name=name, dtype="float32")(y))
     return keras.Model(backbone.inputs, heads, name=f"{backbone.name}_detectnet_v2")
