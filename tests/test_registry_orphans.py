@@ -125,3 +125,29 @@ def test_remote_orphan_without_lease_after_grace(s3_bucket, tmp_path):
     assert removed == ["m/1-abandon1"]
     assert not storage.exists(f"{root}/m/1-abandon1/a.tlt")
     assert [v.version for v in Registry(root).list_versions("m")] == ["2"]
+
+
+def test_heartbeat_keeps_a_slow_upload_from_being_swept(tmp_path, monkeypatch):
+    """An upload slower than the grace period survives a sweep: its lease is kept fresh."""
+    import threading
+
+    root = tmp_path / "reg"
+    real_upload = storage.upload_file
+    first_file_done = threading.Event()
+
+    def slow_upload(local, uri):
+        real_upload(local, uri)
+        if not first_file_done.is_set():
+            first_file_done.set()
+            time.sleep(1.5)  # five grace periods
+
+    monkeypatch.setattr(storage, "upload_file", slow_upload)
+    publisher = threading.Thread(
+        target=lambda: Registry(root, orphan_grace=0.3).publish("m", "1", _source(tmp_path)))
+    publisher.start()
+    assert first_file_done.wait(30)
+    time.sleep(0.9)  # the uploaded file is now three grace periods old
+    assert Registry(root, orphan_grace=0.3).remove_orphans("m") == []
+    publisher.join(30)
+    [info] = Registry(root).list_versions("m")
+    assert Registry(root).pull("m", "1", tmp_path / "out")[0].read_bytes() == b"weights"
