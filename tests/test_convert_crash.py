@@ -227,3 +227,21 @@ def test_sigterm_stops_cleanly_and_rerun_works(dataset, tmp_path):
     assert status["state"] == "interrupted" and "SIGTERM" in status["message"]
     assert _output(out) == "old" and _leftovers(out) == []
     _rerun_gives_new_output(dataset, tmp_path, out)
+
+
+def test_kill_9_during_an_upload_to_object_storage(s3_bucket, dataset, tmp_path):
+    from tlt.io import storage
+
+    out = f"{s3_bucket}/out"
+    _old_output(dataset, tmp_path, out)
+    # upload_file calls: 1 = status.json "running", 2 = the first new shard, 3 = the second.
+    proc = _hooked(("tlt.io.storage", "upload_file", 3, "kill"),
+                   _new_args(dataset, tmp_path, out, "--workers", "1"), tmp_path / "log")
+    assert proc.wait(timeout=120) == -signal.SIGKILL, (tmp_path / "log").read_text()
+    # Old and new shards are mixed now, so the commit point is gone: no reader takes them whole.
+    assert not storage.exists(f"{out}/metadata.json")
+    assert json.loads(storage.read_bytes(f"{out}/status.json"))["state"] == "running"
+    assert convert_main(_new_args(dataset, tmp_path, out, "--workers", "1")) == 0
+    local = tmp_path / "copy"
+    storage.download_tree(out, local)
+    assert _output(local) == "new" and _state(local) == "done"
