@@ -29,18 +29,25 @@ def _table(stdout: str) -> tuple[list[str], dict[str, list[str]]]:
     return header, rows
 
 
+COLUMNS = ["combined", "easy", "moderate", "hard"]
+
+
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
 def _assert_table_matches_json(stdout: str, report: dict, buckets: list[str]) -> None:
+    """The printed table, the nested JSON and its flat ``columns`` hold the same numbers."""
     header, rows = _table(stdout)
-    assert header == ["class"] + (["AP"] if buckets == ["all"] else buckets)
+    assert header == ["class", "mAP"] + buckets          # the guide's header: "class mAP combined ..."
     assert report["buckets"] == buckets
     assert sorted(rows) == sorted(report["classes"] + ["mAP"])
     for name in report["classes"]:
         assert rows[name] == [_fmt(report["per_class"][name][b]["ap"]) for b in buckets]
+        assert rows[name] == [_fmt(report["columns"][f"ap_{name}_{b}"]) for b in buckets]
     assert rows["mAP"] == [_fmt(report["mean_ap"][b]) for b in buckets]
+    assert rows["mAP"] == [_fmt(report["columns"][f"mAP_{b}"]) for b in buckets]
+    assert len(report["columns"]) == (len(report["classes"]) + 1) * len(buckets)
 
 
 def test_evaluate_model_prints_cost_and_table_equal_to_json(trained, tmp_path):
@@ -54,10 +61,23 @@ def test_evaluate_model_prints_cost_and_table_equal_to_json(trained, tmp_path):
     assert report["validation_cost"] > 0
     assert report["mode"] == "voc" and report["classes"] == CLASSES
     assert report["num_frames"] == 6                      # the 25 % validation fold of 24 frames
+    assert "Found 6 samples in validation set" in stdout.splitlines()
     for name in CLASSES:
-        assert report["per_class"][name]["all"]["num_ground_truth"] > 0
-    _assert_table_matches_json(stdout, report, ["all"])
+        assert report["per_class"][name]["combined"]["num_ground_truth"] > 0
+    _assert_table_matches_json(stdout, report, COLUMNS)
     assert f"Results written to {out}" in stdout
+
+
+def test_use_training_set_evaluates_training_and_validation_frames(trained, tmp_path):
+    out = tmp_path / "eval.json"
+    code, stdout, stderr = run_main(evaluate.main, "detection", "-e", trained["spec"],
+                                    "-m", trained["model"], "--use_training_set",
+                                    "--results_json", out)
+    assert code == 0, stderr[-3000:]
+    report = read_json(out)
+    assert report["num_frames"] == 24 and report["use_training_set"] is True  # all 24 frames
+    assert "Found 24 samples in training and validation sets" in stdout.splitlines()
+    _assert_table_matches_json(stdout, report, COLUMNS)
 
 
 def test_evaluate_model_kitti_mode_has_difficulty_columns(trained, tmp_path):
@@ -67,7 +87,8 @@ def test_evaluate_model_kitti_mode_has_difficulty_columns(trained, tmp_path):
     assert code == 0, stderr[-3000:]
     report = read_json(out)
     assert report["mode"] == "kitti"
-    _assert_table_matches_json(stdout, report, ["easy", "moderate", "hard"])
+    assert "Found 6 samples in validation set" in stdout.splitlines()
+    _assert_table_matches_json(stdout, report, COLUMNS)
 
 
 GROUND_TRUTH = {
@@ -96,10 +117,11 @@ def test_prediction_files_equal_to_ground_truth_score_100(tmp_path):
     assert code == 0, stderr
     report = read_json(out)
     assert report["classes"] == CLASSES
-    assert report["per_class"]["car"]["all"]["ap"] == pytest.approx(100.0)
-    assert report["per_class"]["pedestrian"]["all"]["ap"] == pytest.approx(100.0)
-    _assert_table_matches_json(stdout, report, ["all"])
-    assert "mAP         100.00" in stdout
+    assert report["per_class"]["car"]["combined"]["ap"] == pytest.approx(100.0)
+    assert report["per_class"]["pedestrian"]["combined"]["ap"] == pytest.approx(100.0)
+    assert f"Found 2 samples in {labels}" in stdout.splitlines()
+    _assert_table_matches_json(stdout, report, COLUMNS)
+    assert "mAP           100.00" in stdout
 
 
 def test_prediction_files_with_a_miss_and_a_false_positive(tmp_path):
@@ -114,8 +136,11 @@ def test_prediction_files_with_a_miss_and_a_false_positive(tmp_path):
     code, stdout, stderr = run_main(evaluate.main, "detection", "--labels_dir", labels,
                                     "--predictions_dir", predictions)
     assert code == 0, stderr
+    # Without a spec the buckets are KITTI's. Easy (taller than 40 px) holds neither car (30 and
+    # 40 px): n/a; moderate and hard hold both, and the 40 px false positive counts there too.
     header, rows = _table(stdout)
-    assert rows == {"car": ["54.55"], "pedestrian": ["100.00"], "mAP": ["77.27"]}
+    assert rows == {"car": ["54.55", "n/a", "54.55", "54.55"], "pedestrian": ["100.00"] * 4,
+                    "mAP": ["77.27", "100.00", "77.27", "77.27"]}
 
 
 def test_prediction_file_with_wrong_field_count_is_one_error_line(tmp_path):
@@ -130,3 +155,35 @@ def test_prediction_file_with_wrong_field_count_is_one_error_line(tmp_path):
         f"tlt-evaluate: error: {bad}:2: 15 fields, expected 16 (a KITTI label line with the score "
         "as 16th field)")
     assert "AP (" not in stdout
+
+
+def test_help_shows_defaults():
+    _, stdout, _ = _help("classification")
+    assert "k of the top-k accuracy (default: 5)" in " ".join(stdout.split())
+    assert "images per batch (default: 32)" in " ".join(stdout.split())
+    _, stdout, _ = _help("detection")
+    assert "-e EXPERIMENT_SPEC_FILE" in stdout and "-m MODEL_FILE" in stdout
+    assert "default: the spec's batch_size_per_gpu" in " ".join(stdout.split())
+
+
+def _help(task: str):
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as stop:
+        evaluate.build_parser().parse_args([task, "-h"])
+    return stop.value.code, out.getvalue(), ""
+
+
+@pytest.mark.parametrize("args,message", [
+    (["classification", "-d", "data", "-pm", "m.tlt", "--top_k", "0"], "--top_k must be >= 1, got 0"),
+    (["classification", "-d", "data", "-pm", "m.tlt", "-b", "-3"], "--batch_size must be >= 1, got -3"),
+    (["classification", "-d", "data", "-pm", "m.tlt", "-w", "0"], "--workers must be >= 1, got 0"),
+    (["detection", "--labels_dir", "l", "--predictions_dir", "p", "-b", "0"],
+     "--batch_size must be >= 1, got 0"),
+])
+def test_count_flags_below_one_are_one_error_line(args, message):
+    code, stdout, stderr = run_main(evaluate.main, *args)
+    assert code != 0 and stdout == ""
+    assert stderr.strip().splitlines() == [f"tlt-evaluate: error: {message}"]

@@ -3,12 +3,14 @@
 The graph counts every ``import`` of a ``tlt`` module, including those inside functions: a
 function-level import that closes a circle still couples the two modules both ways (it is how
 ``metrics.detection`` <-> ``detection_kitti``/``detection_voc`` and ``data.detection_frames`` <->
-``data.detection_input`` hid theirs). Each module must also import first in a fresh interpreter.
+``data.detection_input`` hid theirs). Each module must also import with no other tlt module
+loaded before it (a fresh interpreter, tlt modules unloaded between modules).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +48,7 @@ def _imports(path: Path, known: set[str]) -> set[str]:
     return found
 
 
+@functools.cache
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
     known = set(modules)

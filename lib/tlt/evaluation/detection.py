@@ -8,6 +8,7 @@ resized or cropped are judged against their original labels.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 
@@ -17,18 +18,33 @@ from tlt.metrics.detection import (DetectionResults, GroundTruth, build_evaluati
                                    evaluate_detections)
 
 __all__ = ["DetectionEvaluation", "predict_validation_frames", "evaluate_detection_model",
-           "validation_cost", "class_names_of"]
+           "validation_cost", "class_names_of", "load_detection_model", "evaluate_detection_file"]
 
 _log = logging.getLogger(__name__)
 
 
 @dataclass
 class DetectionEvaluation:
-    """AP results, the validation cost and how many frames were scored."""
+    """AP results, the validation cost and how many frames were scored.
+
+    Attributes:
+        results: AP per class and column.
+        validation_cost: mean DetectNet_v2 cost over the frames, if computed.
+        num_frames: frames evaluated.
+        use_training_set: the frames were training + validation, not validation alone.
+    """
 
     results: DetectionResults
     validation_cost: float | None
     num_frames: int
+    use_training_set: bool = False
+
+    def to_dict(self) -> dict:
+        """The results' JSON data plus the validation cost and the frames evaluated."""
+        data = self.results.to_dict()
+        data["validation_cost"] = self.validation_cost
+        data["use_training_set"] = self.use_training_set
+        return data
 
 
 def class_names_of(experiment) -> list[str]:
@@ -38,7 +54,7 @@ def class_names_of(experiment) -> list[str]:
 
 def predict_validation_frames(model, experiment, *, batch_size: int, use_training_set: bool = False,
                               postprocessor=None):
-    """Run the model on the validation (or training) frames.
+    """Run the model on the validation (or training + validation) frames.
 
     Returns:
         ``(frame_ids, ground_truth, predictions)``: per frame its id, its labelled objects as
@@ -75,7 +91,7 @@ def predict_validation_frames(model, experiment, *, batch_size: int, use_trainin
 def validation_cost(model, experiment, *, batch_size: int, loss=None,
                     use_training_set: bool = False) -> float:
     """Mean DetectNet_v2 cost over the validation split (the guide's "Validation cost"), or over
-    the training split with ``use_training_set``."""
+    training + validation with ``use_training_set``."""
     from tlt.data.detection_input import build_detection_input
     from tlt.models.detectnet_v2.loss import build_detectnet_loss
 
@@ -97,7 +113,8 @@ def validation_cost(model, experiment, *, batch_size: int, loss=None,
 def evaluate_detection_model(model, experiment, *, batch_size: int, use_training_set: bool = False,
                              mode: str | None = None, ap_mode: str | None = None,
                              with_cost: bool = True, loss=None) -> DetectionEvaluation:
-    """Score ``model`` on the spec's validation frames (or training frames) in voc or kitti mode."""
+    """Score ``model`` on the spec's validation frames (or training + validation frames) in voc
+    or kitti mode."""
     settings = build_evaluation_settings(experiment, mode=mode, ap_mode=ap_mode)
     frame_ids, ground_truth, predictions = predict_validation_frames(
         model, experiment, batch_size=batch_size, use_training_set=use_training_set)
@@ -105,4 +122,54 @@ def evaluate_detection_model(model, experiment, *, batch_size: int, use_training
     results.num_frames = len(frame_ids)
     cost = (validation_cost(model, experiment, batch_size=batch_size, loss=loss,
                             use_training_set=use_training_set) if with_cost else None)
-    return DetectionEvaluation(results=results, validation_cost=cost, num_frames=len(frame_ids))
+    return DetectionEvaluation(results=results, validation_cost=cost, num_frames=len(frame_ids),
+                               use_training_set=use_training_set)
+
+
+def load_detection_model(model_uri: str, experiment, *, key: str | None = None):
+    """Load a DetectNet_v2 .tlt model and check it predicts the spec's classes.
+
+    Raises:
+        ModelFileError: not a detection model, or its classes differ from the spec's
+            ``cost_function_config.target_classes``.
+    """
+    from tlt.errors import ModelFileError
+    from tlt.io.modelfile import load_keras_model
+
+    model, metadata = load_keras_model(model_uri, key=key, compile=False)
+    if metadata.get("task") != "detection":
+        raise ModelFileError(f"{model_uri}: is a {metadata.get('task')} model, not a detection model")
+    spec_classes = class_names_of(experiment)
+    if list(metadata.get("classes", [])) != spec_classes:
+        raise ModelFileError(f"{model_uri}: model classes {metadata.get('classes')} differ from the "
+                             f"spec's cost_function_config classes {spec_classes}")
+    return model
+
+
+def evaluate_detection_file(experiment, model_uri: str, *, key: str | None = None,
+                            use_training_set: bool = False, mode: str | None = None,
+                            ap_mode: str | None = None, batch_size: int | None = None,
+                            results_json: str | None = None) -> DetectionEvaluation:
+    """Evaluate a .tlt model file on the spec's validation (or training + validation) frames.
+
+    Args:
+        experiment: the training spec (data, classes, overlaps, buckets, post-processing).
+        model_uri: the .tlt file (local, gs:// or s3://).
+        key: the model's key.
+        use_training_set: training + validation frames, as the guide's ``--use_training_set``.
+        mode: "voc" or "kitti"; default the spec's.
+        ap_mode: "11", "40" or "all"; default the spec's.
+        batch_size: frames per batch; default ``training_config.batch_size_per_gpu``.
+        results_json: where to write `DetectionEvaluation.to_dict` (plus the model) as JSON.
+    """
+    from tlt.io import storage
+
+    model = load_detection_model(model_uri, experiment, key=key)
+    evaluation = evaluate_detection_model(
+        model, experiment, batch_size=batch_size or experiment.training_config.batch_size_per_gpu,
+        use_training_set=use_training_set, mode=mode, ap_mode=ap_mode)
+    if results_json:
+        data = evaluation.to_dict()
+        data["model"] = model_uri
+        storage.write_text(results_json, json.dumps(data, indent=2) + "\n")
+    return evaluation

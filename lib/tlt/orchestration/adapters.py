@@ -16,7 +16,7 @@ from tlt.errors import PipelineError
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["ADAPTERS", "get_adapter", "convert", "train", "evaluate"]
+__all__ = ["ADAPTERS", "get_adapter", "convert", "train", "evaluate", "detection_scalars"]
 
 Adapter = Callable[[Mapping[str, Any], Mapping[str, str], Mapping[str, str]], dict[str, dict[str, Any]]]
 
@@ -172,19 +172,25 @@ def _evaluate_detection(params, inputs, model_file: str, outputs):
         spec, model_file, key=resolve_key(None), mode=params.get("mode") or None,
         batch_size=int(params["batch_size"]),
         results_json=str(Path(outputs["metrics"]) / "evaluation.json"))
-    results = evaluation.results
-    _log.info("detection evaluation (validation cost %.6f):\n%s", evaluation.validation_cost,
-              results.table())
-    scalars = {"validation_cost": evaluation.validation_cost, "num_frames": evaluation.num_frames}
-    for bucket in results.buckets:
-        suffix = "" if bucket == "all" else f"_{bucket}"
-        scalars[f"mAP{suffix}"] = results.mean_ap[bucket] or 0.0
-        for cls in results.classes:
-            ap = results.per_class[cls][bucket].ap
-            if ap is not None:
-                scalars[f"AP_{cls}{suffix}"] = ap
+    _log.info("Found %d samples in validation set; validation cost %.6f\n%s", evaluation.num_frames,
+              evaluation.validation_cost, evaluation.results.table())
     samples = annotated_validation_samples(model, spec, max_frames=4)
-    return scalars, {}, detection_report_html(results, evaluation.validation_cost, samples)
+    report = detection_report_html(evaluation.results, evaluation.validation_cost, samples)
+    return detection_scalars(evaluation), {}, report
+
+
+def detection_scalars(evaluation) -> dict[str, float]:
+    """The Kubeflow Metrics of a detection evaluation: the AP table's columns and the cost.
+
+    ``ap_<class>_<column>`` and ``mAP_<column>`` for ``combined`` and every bucket, as in the
+    results JSON (``columns``), skipping the n/a cells (no ground truth); ``mAP`` repeats
+    ``mAP_combined`` (0 when n/a) as the one number a run is compared by.
+    """
+    results = evaluation.results
+    scalars = {"validation_cost": evaluation.validation_cost, "num_frames": evaluation.num_frames,
+               "mAP": results.mean_ap.get("combined") or 0.0}
+    scalars.update({k: v for k, v in results.columns().items() if v is not None})
+    return scalars
 
 
 #: Registry key -> adapter. Every `tlt.orchestration.registry.STAGES` key has one (a test checks).
