@@ -3,6 +3,7 @@ and uploads with no lease; the next publish of the model removes exactly the orp
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from tlt.errors import Interrupted, RegistryError, StorageError
-from tlt.io import storage
+from tlt.io import registry_orphans, storage
 from tlt.io.registry import Registry
 
 # Publishes m:1 from argv[2] into registry argv[1], and kill -9s itself after the first file.
@@ -104,16 +105,19 @@ def test_orphans_are_told_from_live_uploads(tmp_path):
     _age(model / ".5-x.deleting-1", 3600)  # a delete killed half-way
     _age(model / "4-leased01", 3600)  # old files, but a live publisher holds the lease
     (root / "_pending" / "m").mkdir(parents=True, exist_ok=True)
-    (root / "_pending" / "m" / "4-leased01.json").write_text(
-        f'{{"host": "{os.uname().nodename}", "pid": {os.getpid()}, "location": "m/4-leased01"}}')
-    (root / "_pending" / "m" / "9-gone0001.json").write_text(  # a lease of a dead process
-        f'{{"host": "{os.uname().nodename}", "pid": 999999999, "location": "m/9-gone0001"}}')
+    here = registry_orphans._machine()
+    for label, pid in (("4-leased01", os.getpid()), ("9-gone0001", 999999999)):  # live, dead
+        (root / "_pending" / "m" / f"{label}.json").write_text(json.dumps(
+            {"machine": here, "pid": pid, "location": f"m/{label}"}))
+    (root / "_pending" / "m" / "8-elsewhr.json").write_text(json.dumps(  # dead pid, other machine
+        {"machine": "other-host|boot|pid:[1]", "pid": 999999999, "location": "m/8-elsewhr"}))
 
     info = reg.publish("m", "6", _source(tmp_path))
     kept = sorted(p.name for p in model.iterdir())
     assert kept == sorted(["3-young001", "4-leased01", reg.get_version("m", "1").location[2:],
                            info.location[2:]])
-    assert sorted(p.name for p in (root / "_pending" / "m").iterdir()) == ["4-leased01.json"]
+    assert sorted(p.name for p in (root / "_pending" / "m").iterdir()) == [
+        "4-leased01.json", "8-elsewhr.json"]
 
 
 def test_remote_orphan_without_lease_after_grace(s3_bucket, tmp_path):

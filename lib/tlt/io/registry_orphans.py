@@ -3,12 +3,13 @@
 A publish uploads into a fresh folder ``<name>/<version>-<token>`` and commits by creating its
 entry object. Killed in between (kill -9, a lost node), it leaves a folder that no entry points
 at. To tell such a folder from one whose publisher is still uploading, every publish holds a
-lease ``_pending/<name>/<version>-<token>.json`` (host, pid) for as long as it runs, refreshed
-by a heartbeat so a long upload keeps it fresh.
+lease ``_pending/<name>/<version>-<token>.json`` (machine, pid) for as long as it runs,
+refreshed by a heartbeat so a long upload keeps it fresh.
 
 An uncommitted folder is an *orphan*, and is deleted by the next publish of that model, when
-    - its lease names this host and a process that no longer exists (a rerun on the same
-      machine cleans up at once), or
+    - its lease names this machine and a process that no longer exists (a rerun on the same
+      machine cleans up at once; "machine" is host name, boot and pid namespace, so a pid is
+      only ever checked where it means the same process), or
     - its lease (or, without a lease, its newest file) is older than the grace period.
 """
 
@@ -21,6 +22,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Iterator
 
 from tlt.errors import StorageError
@@ -48,7 +50,7 @@ def lease(root: str, location: str, grace: float) -> Iterator[None]:
     removed either way.
     """
     uri = _lease_uri(root, location)
-    body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+    body = json.dumps({"machine": _machine(), "pid": os.getpid(),
                        "location": location}).encode("utf-8")
     storage.write_bytes(uri, body)
     stop = threading.Event()
@@ -76,6 +78,18 @@ def _heartbeat(uri: str, body: bytes, stop: threading.Event, interval: float) ->
             _LOG.debug("lease refresh of %s failed: %s", uri, err)
 
 
+def _machine() -> str:
+    """Where a pid means one process: host name, boot id and pid namespace (Linux)."""
+    parts = [socket.gethostname()]
+    for probe in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                  lambda: os.readlink("/proc/self/ns/pid")):
+        try:
+            parts.append(probe())
+        except OSError:
+            parts.append("")
+    return "|".join(parts)
+
+
 def _process_gone(pid: object) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
@@ -96,7 +110,7 @@ def _lease_dead(root: str, location: str, stamp: float, now: float, grace: float
         held = json.loads(storage.read_text(_lease_uri(root, location)))
     except (StorageError, ValueError):
         return False  # vanished or being rewritten: judge it again next time
-    return (isinstance(held, dict) and held.get("host") == socket.gethostname()
+    return (isinstance(held, dict) and held.get("machine") == _machine()
             and _process_gone(held.get("pid")))
 
 
