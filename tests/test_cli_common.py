@@ -18,9 +18,17 @@ HINT = "(rerun with -v for the traceback)"
 
 @pytest.fixture(autouse=True)
 def _clean_state(monkeypatch):
+    """No TLT_VERBOSE; afterwards the root logger's handlers (setup_logging replaces them) and the
+    quiet-import measures are back as they were, so later tests do not log to a closed stream."""
     monkeypatch.delenv("TLT_VERBOSE", raising=False)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     yield
     _quiet.restore()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name in ("absl", "tensorflow"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 def _run(main, argv, capsys):

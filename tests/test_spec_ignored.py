@@ -94,7 +94,10 @@ def test_warn_false_and_errors_first(warnings_of, no_gpu):
         warnings_of(text + "\ntraining_config { num_epochs: 0 }", "detection")
 
 
-def test_warnings_are_logged_never_printed(warnings_of, capsys):
+def test_warnings_are_logged_never_printed(warnings_of, capsys, monkeypatch):
+    root = logging.getLogger()  # keep only pytest's capturing handlers: no stream writes but ours
+    monkeypatch.setattr(root, "handlers", [h for h in root.handlers
+                                           if type(h).__module__ == "_pytest.logging"])
     assert len(warnings_of('kitti_config { root_directory_path: "/d" point_clouds_dir: "v" }',
                            "dataset_export")) == 1
     captured = capsys.readouterr()

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("-cp", "--cluster_params_file", default=None,
                      help="bbox post-processing JSON (default: the spec stored in the model)")
     det.add_argument("-lw", "--line_width", type=int, default=2, help="overlay line width in pixels")
-    det.add_argument("-g", "--gpu_set", type=int, default=None, help="index of the GPU to use")
+    det.add_argument("-g", "--gpu_set", type=int, default=None,
+                     help="index of the GPU to use (default: TensorFlow's choice)")
     det.add_argument("--output_cov", default="output_cov",
                      help="coverage output: a layer name, or TLT's blob name output_cov/Sigmoid")
     det.add_argument("--output_bbox", default="output_bbox",

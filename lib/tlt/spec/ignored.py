@@ -61,12 +61,9 @@ def gpu_visible() -> bool:
 
 
 def _is_set(message: Message, name: str) -> bool:
-    fd = message.DESCRIPTOR.fields_by_name[name]
-    if fd.message_type is not None and not fd.is_repeated:
+    if message.DESCRIPTOR.fields_by_name[name].has_presence:  # sub-messages, `optional` scalars
         return message.HasField(name)
-    if fd.has_presence:
-        return message.HasField(name)
-    return bool(getattr(message, name))
+    return bool(getattr(message, name))  # plain strings, repeated fields and maps
 
 
 def _unread(message: Message, path: str) -> Iterator[tuple[str, str]]:
@@ -93,7 +90,9 @@ _gpu_check: Callable[[], bool] = gpu_visible
 
 
 def ignored_fields(message: Message) -> list[tuple[str, str]]:
-    """Every ``(dotted field path, why it cannot take effect)`` of a parsed spec, in field order.
+    """Every ``(dotted field path, why it cannot take effect)`` of a parsed spec.
+
+    Unread fields come first, in field order, then the detection precision settings.
 
     Args:
         message: a spec message as parsed, before defaults are applied.
