@@ -3,7 +3,9 @@
 TLT v1's ``tlt-pull`` talks to NGC; this one talks to a registry folder on local disk, gs:// or
 s3:// (`tlt.io.registry`), chosen with ``-r/--registry`` or ``$TLT_REGISTRY``. The guide's flags
 work unchanged; the NGC-only ``-k``, ``-o`` and ``-t`` are accepted and ignored. ``--publish`` is
-this project's addition: it uploads a model so others can pull it.
+this project's addition: it uploads a model so others can pull it. A download writes only inside
+``-d`` (names and paths read from the registry are validated first), and concurrent publishes
+to any backend never lose a version (see `tlt.io.registry`).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the model's task, shown as its Application")
     publish.add_argument("--description", help="free text shown by --list models")
     publish.add_argument("--precision", help="precision column (default FP32)")
-    publish.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    publish.add_argument("--overwrite", action="store_true",
+                         help="replace an existing version (versions are otherwise immutable)")
     ngc = parser.add_argument_group("NGC options (accepted for compatibility, ignored)")
     ngc.add_argument("-k", "--key", help="NGC API key")
     ngc.add_argument("-o", "--org", help="NGC organisation")
