@@ -44,7 +44,7 @@ def _prefix(levels: str) -> str:
 NOISE = re.compile("|".join([
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
     _prefix("IW"),                                                   # start-up info and warnings
-    _prefix("E") + r".*(?:cuda|cuInit|cudnn|cufft|cublas|cudart)",   # errors of the absent GPU stack
+    _prefix("E") + r".*(?i:cuda|cuinit|cudnn|cufft|cublas|cudart)",  # errors of the absent GPU stack
     r"To enable the following instructions: .* rebuild TensorFlow",  # cpu_feature_guard, 2nd line
 ]))
 
