@@ -243,3 +243,18 @@ def test_object_store_registry_round_trip(request, tmp_path, bucket_fixture):
         reg.pull("m", "1", tmp_path / "again")
     with pytest.raises(RegistryError, match=r"^registry s3://|^registry gs://"):
         Registry(f"{reg.root}-absent").list_models()
+
+
+def test_commit_whose_answer_was_lost_is_recognised(tmp_path, monkeypatch):
+    """A create-only commit retried after its first attempt landed gets "exists": its own."""
+    real_write_new = storage.write_new
+
+    def landed_but_answer_lost(uri, data):
+        assert real_write_new(uri, data) is True
+        return False  # what the retry of a timed-out request sees (HTTP 412)
+
+    monkeypatch.setattr(storage, "write_new", landed_but_answer_lost)
+    reg = Registry(tmp_path / "reg")
+    info = reg.publish("m", "1", _model_dir(tmp_path))
+    assert reg.pull("m", "1", tmp_path / "out")[0].read_bytes() == b"weights-v1"
+    assert reg.get_version("m", "1") == info
