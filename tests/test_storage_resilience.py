@@ -270,3 +270,28 @@ def test_import_is_cheap() -> None:
             "print(sorted(m for m in ('boto3', 'botocore', 'google.cloud.storage') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_create_only_write_is_retried_and_exists_is_not_an_error(flaky: SimpleNamespace) -> None:
+    uri = st.join(flaky.bucket, "claims", "v1.json")
+    flaky.proxy.fail(2, status=503, body=flaky.body, content_type=flaky.ctype, match=flaky.upload)
+    assert st.write_new(uri, b"mine") is True
+    assert flaky.uploads() == 3  # two failures, then success
+    assert st.write_new(uri, b"theirs") is False  # 412: answered at once, not retried
+    assert flaky.uploads() == 4
+    assert st.read_bytes(uri) == b"mine"
+
+
+def test_s3_conditional_conflict_is_retried(s3_bucket: str, moto_endpoint: str, fault_proxy,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 answers 409 ConditionalRequestConflict while a racing conditional write is in flight,
+    and asks for a retry; the retry then gets the real answer."""
+    proxy = fault_proxy(moto_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+    st.configure(retry_attempts=3, retry_base_delay=0.01)
+    conflict = (b"<Error><Code>ConditionalRequestConflict</Code><Message>A conflicting "
+                b"operation occurred</Message></Error>")
+    proxy.fail(1, status=409, body=conflict, content_type="application/xml",
+               match=lambda m, p: m == "PUT")
+    assert st.write_new(st.join(s3_bucket, "claim.json"), b"x") is True
+    assert sum(1 for m, _ in proxy.requests if m == "PUT") == 2
