@@ -1,0 +1,130 @@
+"""ONNX Runtime engines: fp32 equals Keras, int8 is a QDQ graph built from the cache, sidecars."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from export_fixtures import (CLS_DIMS, DET_DIMS, KEY, classifier_tlt, detector_tlt, exported,
+                             random_batch)
+from tlt.engines import BuildOptions, build_engine, load_engine, sidecar_path
+from tlt.engines.calibration_cache import read_cache
+from tlt.engines.onnxruntime_engine import nonnegative_tensors
+from tlt.errors import DataError, ModelFileError
+
+
+def _build(tmp_path, precision="fp32", *, kind="cls-int8", **options):
+    export = exported(kind)
+    dims = CLS_DIMS if kind == "cls-int8" else DET_DIMS
+    engine = tmp_path / f"{precision}.engine"
+    fields = dict(input_dims=dims, engine_path=str(engine), precision=precision,
+                  cache_file=str(export["dir"] / "cal.bin"), max_batch_size=4,
+                  backend="onnxruntime")
+    info = build_engine(str(export["output"]), KEY, BuildOptions(**{**fields, **options}))
+    return engine, info
+
+
+def test_fp32_classifier_engine_equals_keras_and_has_a_sidecar(tmp_path):
+    engine_path, info = _build(tmp_path)
+    _, model = classifier_tlt()
+    engine = load_engine(engine_path, threads=1)
+    batch = random_batch(10, CLS_DIMS)  # > max batch 4: run in chunks of 4, 4, 2
+    out = engine.run(batch)
+    assert list(out) == ["predictions/Softmax"]
+    np.testing.assert_allclose(out["predictions/Softmax"], model.predict(batch, verbose=0),
+                               atol=1e-4, rtol=0)
+    side = json.loads(sidecar_path(engine_path).read_text())
+    assert side["backend"] == "onnxruntime" and side["precision"] == "fp32"
+    assert side["input_dims"] == list(CLS_DIMS) and side["input_name"] == "input_1"
+    assert side["output_names"] == ["predictions/Softmax"] and side["max_batch_size"] == 4
+    export_file = exported("cls-int8")["output"]
+    import hashlib
+
+    assert side["source_digest"] == "sha256:" + hashlib.sha256(export_file.read_bytes()).hexdigest()
+    assert side["export"]["classes"] == ["circle", "square", "triangle"]
+    assert side["export"]["preprocessing"]["scale"] == pytest.approx(1 / 127.5)
+    assert engine.info.task == "classification"
+
+
+def test_fp32_detector_engine_equals_keras(tmp_path):
+    engine_path, info = _build(tmp_path, kind="det", cache_file="")
+    _, model = detector_tlt()
+    batch = random_batch(3, DET_DIMS, seed=2)
+    out = load_engine(engine_path, threads=1).run(batch)
+    cov, bbox = model.predict(batch, verbose=0)
+    np.testing.assert_allclose(out["output_cov/Sigmoid"], cov, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(out["output_bbox/BiasAdd"], bbox, atol=1e-4, rtol=0)
+    assert info.export["spec"]  # post-processing settings travel with the engine
+
+
+def _initializer(model, name):
+    init = next(i for i in model.graph.initializer if i.name == name)
+    return onnx.numpy_helper.to_array(init)
+
+
+def test_int8_engine_is_quantized_with_the_cache_ranges(tmp_path):
+    engine_path, info = _build(tmp_path, "int8")
+    graph_model = onnx.load(engine_path)
+    ops = [n.op_type for n in graph_model.graph.node]
+    assert ops.count("QuantizeLinear") > 5 and "DequantizeLinear" in ops
+    cache = read_cache(exported("cls-int8")["dir"] / "cal.bin").amax()
+    quants = {n.input[0]: n for n in graph_model.graph.node if n.op_type == "QuantizeLinear"}
+    # The input's range is symmetric [-amax, amax]: uint8 zero point in the middle.
+    q_in = quants["input_1"]
+    scale, zero = _initializer(graph_model, q_in.input[1]), _initializer(graph_model, q_in.input[2])
+    assert zero.dtype == np.uint8 and int(zero) == 128
+    assert float(scale) == pytest.approx(2 * cache["input_1"] / 255, rel=1e-5)
+    # A Relu output cannot be negative: [0, amax], all 256 levels used, zero point 0.
+    relu = next(name for name in quants if name.endswith("Relu:0"))
+    scale, zero = _initializer(graph_model, quants[relu].input[1]), \
+        _initializer(graph_model, quants[relu].input[2])
+    assert int(zero) == 0 and float(scale) == pytest.approx(cache[relu] / 255, rel=1e-5)
+    assert info.precision == "int8"
+
+
+def test_int8_engine_stays_close_to_fp32(tmp_path):
+    fp32, _ = _build(tmp_path, "fp32")
+    int8, _ = _build(tmp_path, "int8")
+    from export_fixtures import calibration_images
+    from tlt.export.calibration import calibration_batches, list_calibration_images
+
+    batch = next(calibration_batches(list_calibration_images(calibration_images(), 8), CLS_DIMS, 8))
+    ref = load_engine(fp32, threads=1).run(batch)["predictions/Softmax"]
+    got = load_engine(int8, threads=1).run(batch)["predictions/Softmax"]
+    assert np.abs(got - ref).max() < 0.05
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.75
+
+
+def test_nonnegative_tensors_follow_relu_through_pooling():
+    helper = onnx.helper
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2]),
+             helper.make_node("Add", ["p", "c"], ["a"]),
+             helper.make_node("Concat", ["p", "r"], ["cat"], axis=1),
+             helper.make_node("Concat", ["p", "a"], ["mixed"], axis=1)]
+    graph = helper.make_graph(nodes, "g", [], [])
+    assert nonnegative_tensors(helper.make_model(graph)) == {"r", "p", "cat"}
+
+
+def test_engine_rejects_a_batch_of_another_size(tmp_path):
+    engine_path, _ = _build(tmp_path)
+    with pytest.raises(DataError, match=r"engine input is N x 3 x 32 x 32 \(C x H x W\), got a "
+                                        r"batch of shape \(2, 3, 64, 64\)"):
+        load_engine(engine_path, threads=1).run(random_batch(2, (3, 64, 64)))
+
+
+def test_engine_without_sidecar_says_to_copy_both(tmp_path):
+    engine_path, _ = _build(tmp_path)
+    sidecar_path(engine_path).unlink()
+    with pytest.raises(ModelFileError, match=r"no engine sidecar fp32\.engine\.json next to it"):
+        load_engine(engine_path)
+
+
+def test_fp16_on_the_cpu_backend_is_one_line(tmp_path):
+    from tlt.engines import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable, match=r"fp16 engines need TensorRT on a GPU"):
+        _build(tmp_path, "fp16")
