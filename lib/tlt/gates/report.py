@@ -18,7 +18,8 @@ from typing import Any
 from tlt.errors import TLTError
 from tlt.io.atomic import atomic_write_text
 
-__all__ = ["GateError", "Check", "GateReport", "require", "write_gate_report", "format_value"]
+__all__ = ["GateError", "Check", "GateReport", "require", "write_gate_report", "format_value",
+           "json_safe"]
 
 
 class GateError(TLTError):
@@ -96,7 +97,7 @@ class GateReport:
 
     def to_json(self) -> str:
         """`to_dict` as indented JSON (NaN written as null, so any JSON reader accepts it)."""
-        return json.dumps(_no_nan(self.to_dict()), indent=2, sort_keys=True)
+        return json.dumps(json_safe(self.to_dict()), indent=2, sort_keys=True)
 
     def to_markdown(self) -> str:
         """A short Markdown fragment: verdict line and a table of the checks."""
@@ -120,13 +121,14 @@ class GateReport:
                 f"<th>reason</th></tr>{rows}</table></section>\n")
 
 
-def _no_nan(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None, so strict JSON readers accept it."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_no_nan(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
