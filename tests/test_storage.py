@@ -320,3 +320,20 @@ def test_list_times(root: str) -> None:
     assert sorted(times) == [st.join(root, "a", "deep", "y.bin"), st.join(root, "a", "x.bin")]
     assert all(before <= t <= time.time() + 5 for t in times.values())
     assert st.list_times(st.join(root, "absent")) == {}
+
+
+def test_s3_delete_tree_aborts_unfinished_multipart_uploads(s3_bucket: str, moto_endpoint: str) -> None:
+    """The parts of a writer killed mid-upload are invisible but kept (and billed) until aborted."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    bucket = s3_bucket[len("s3://"):]
+    for key in ("run/killed/model.tlt", "other/busy.bin"):
+        upload = client.create_multipart_upload(Bucket=bucket, Key=key)
+        client.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1,
+                           Body=b"x" * 1024)
+    st.write_bytes(st.join(s3_bucket, "run", "killed", "done.txt"), b"1")
+    st.delete_tree(st.join(s3_bucket, "run"))
+    pending = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["Key"] for u in pending] == ["other/busy.bin"]  # only the one outside the tree
+    assert st.list_files(st.join(s3_bucket, "run")) == []

@@ -200,6 +200,10 @@ class GCSBackend:
         run_parallel(lambda key: self.delete_object(f"gs://{bucket}/{key}", bucket, key), keys,
                      desc=f"delete {uri}")
 
+    def abort_uploads(self, uri: str, bucket: str, prefix: str) -> int:
+        """Nothing to do: an unfinished resumable upload is invisible and GCS expires it."""
+        return 0
+
     def check_bucket(self, uri: str, bucket: str) -> None:
         self._call(uri, bucket, "bucket check", lambda: self.client.get_bucket(
             bucket, retry=None, timeout=get_config().timeout))

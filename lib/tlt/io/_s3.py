@@ -235,6 +235,23 @@ class S3Backend:
 
             self._call(uri, bucket, "delete", delete_batch)
 
+    def abort_uploads(self, uri: str, bucket: str, prefix: str) -> int:
+        """Abort the unfinished multipart uploads under ``prefix`` (a killed writer's parts).
+
+        Returns:
+            How many were aborted.
+        """
+        def abort() -> int:
+            pending = []
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=bucket, Prefix=prefix):
+                pending.extend((u["Key"], u["UploadId"]) for u in page.get("Uploads", ()))
+            for key, upload_id in pending:
+                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            return len(pending)
+
+        return self._call(uri, bucket, "abort uploads", abort)
+
     def check_bucket(self, uri: str, bucket: str) -> None:
         self._call(uri, bucket, "bucket check", lambda: self.client.head_bucket(Bucket=bucket))
 

@@ -321,7 +321,11 @@ def delete(uri: str | os.PathLike) -> None:
 
 
 def delete_tree(uri: str | os.PathLike) -> None:
-    """Delete a folder/prefix and everything under it (nothing there is not an error)."""
+    """Delete a folder/prefix and everything under it (nothing there is not an error).
+
+    On S3 this includes unfinished multipart uploads under the prefix: the invisible, billed
+    parts a writer killed mid-upload leaves behind.
+    """
     if not is_remote(uri):
         _local.delete_tree(os.fspath(uri))
         return
@@ -330,6 +334,7 @@ def delete_tree(uri: str | os.PathLike) -> None:
         raise storage_error(uri, "refusing to delete a whole bucket; name a folder under it")
     keys = backend.list_keys(uri, bucket, _folder(key), True)
     backend.delete_keys(uri, bucket, keys)
+    backend.abort_uploads(uri, bucket, _folder(key))
 
 
 def check_writable_prefix(uri: str | os.PathLike) -> None:
