@@ -77,6 +77,10 @@ def test_missing_and_new_classes_are_named(tmp_path):
                                                          allow_new_classes=True,
                                                          max_balance_shift=1.0))
     assert allowed.passed
+    # ignored classes leave every class check, whatever their case
+    ignored = check_detection_data(root, {"car": 10}, config=DataGateConfig(
+        ignore_classes=["DontCare", "Truck"], max_balance_shift=0.0))
+    assert ignored.passed and ignored.details["class_counts"] == {"car": 10}
 
 
 def test_balance_shift_is_total_variation_distance_on_a_hand_made_example(tmp_path):

@@ -28,6 +28,8 @@ def test_macros_and_rich_syntax():
     s = parse_cron("@daily")
     assert (s.form, s.kfp_cron, s.argo_cron) == ("macro", "0 0 0 * * *", "0 0 * * *")
     assert parse_cron("*/15 9-17 1,15 jan-jun ?").argo_cron == "*/15 9-17 1,15 jan-jun ?"
+    # the example of kfp.Client.create_recurring_run's docstring: weekdays at 09:00
+    assert parse_cron("0 0 9 ? * 2-6").argo_cron == "0 9 ? * 2-6"
     runs = next_runs(parse_cron("0 3 * * *"), dt.datetime(2026, 11, 28, 10, 0))
     assert runs == [dt.datetime(2026, 11, d, 3, 0) for d in (29, 30)] + [dt.datetime(2026, 12, 1, 3, 0)]
 

@@ -59,6 +59,8 @@ class DataGateConfig:
     ignore_classes: tuple[str, ...] = (DONT_CARE,)
 
     def __post_init__(self) -> None:
+        # a list from a pipeline parameter or JSON becomes the tuple the dataclass promises
+        object.__setattr__(self, "ignore_classes", tuple(str(c) for c in self.ignore_classes))
         for name in ("max_malformed_rate", "max_unreadable_rate", "max_balance_shift"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
@@ -215,9 +217,9 @@ def evaluate_data(profile: DataProfile, reference_counts: Mapping[str, int] | No
     """
     config = config or DataGateConfig()
     lower = profile.kind == "detection"  # KITTI class names are case-insensitive
-    new = _class_table(profile.class_counts, lower, config.ignore_classes)
-    ref = None if reference_counts is None else _class_table(reference_counts, lower,
-                                                             config.ignore_classes)
+    ignore = tuple(c.lower() for c in config.ignore_classes) if lower else config.ignore_classes
+    new = _class_table(profile.class_counts, lower, ignore)
+    ref = None if reference_counts is None else _class_table(reference_counts, lower, ignore)
     checks = []
     if profile.kind == "detection":
         checks.append(_rate_check("malformed_label_rate", "malformed-label rate",
