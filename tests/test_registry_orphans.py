@@ -112,7 +112,12 @@ def test_orphans_are_told_from_live_uploads(tmp_path):
     (root / "_pending" / "m" / "8-elsewhr.json").write_text(json.dumps(  # dead pid, other machine
         {"machine": "other-host|boot|pid:[1]", "pid": 999999999, "location": "m/8-elsewhr"}))
 
+    killed_commit = root / "_versions" / "m" / ".7.json.k1ll3d.tmp"  # a local commit cut short
+    killed_commit.write_text("{")
+    _age(killed_commit, 3600)
+
     info = reg.publish("m", "6", _source(tmp_path))
+    assert not killed_commit.exists()
     kept = sorted(p.name for p in model.iterdir())
     assert kept == sorted(["3-young001", "4-leased01", reg.get_version("m", "1").location[2:],
                            info.location[2:]])

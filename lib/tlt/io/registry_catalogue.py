@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tlt.errors import RegistryError, StorageError
+from tlt.errors import RegistryError
 from tlt.io import storage
 from tlt.io._storage_common import run_parallel
 from tlt.io.registry_index import (
@@ -49,8 +49,6 @@ def _parse_json(uri: str) -> Any:
         return json.loads(storage.read_text(uri))
     except ValueError as err:
         raise RegistryError(f"{uri} is not valid JSON: {err}") from None
-    except StorageError as err:
-        raise RegistryError(f"cannot read {uri}: {err}") from None
 
 
 def _entry_keys(root: str) -> list[tuple[str, str, str]]:

@@ -27,6 +27,7 @@ from typing import Iterator
 
 from tlt.errors import StorageError
 from tlt.io import storage
+from tlt.io.registry_catalogue import ENTRIES_DIR
 
 __all__ = ["PENDING_DIR", "DEFAULT_GRACE", "lease", "remove_orphans"]
 
@@ -130,16 +131,21 @@ def _upload_folders(root: str, name: str) -> dict[str, float]:
     return newest
 
 
-def _leases(root: str, name: str) -> tuple[dict[str, float], dict[str, float]]:
-    """Lease times by location, and the times of lease writes' local temporaries (dotfiles)."""
+def _leases(root: str, name: str) -> dict[str, float]:
+    """Lease times by location (``<name>/<label>``)."""
     folder = storage.join(root, PENDING_DIR, name)
-    leases, temporaries = {}, {}
-    for parts, stamp in _relative_times(folder).items():
-        if len(parts) == 1 and parts[0].startswith("."):
-            temporaries[storage.join(folder, parts[0])] = stamp
-        elif len(parts) == 1 and parts[0].endswith(".json"):
-            leases[f"{name}/{parts[0][:-len('.json')]}"] = stamp
-    return leases, temporaries
+    return {f"{name}/{parts[0][:-len('.json')]}": stamp
+            for parts, stamp in _relative_times(folder).items()
+            if len(parts) == 1 and parts[0].endswith(".json") and not parts[0].startswith(".")}
+
+
+def _stale_temporaries(root: str, name: str, now: float, grace: float) -> list[str]:
+    """Local temporaries (dotfiles) of lease and entry writes killed half-way."""
+    stale = []
+    for folder in (storage.join(root, PENDING_DIR, name), storage.join(root, ENTRIES_DIR, name)):
+        stale += [storage.join(folder, parts[0]) for parts, stamp in _relative_times(folder).items()
+                  if len(parts) == 1 and parts[0].startswith(".") and now - stamp > grace]
+    return stale
 
 
 def remove_orphans(root: str, name: str, referenced: set[str], grace: float) -> list[str]:
@@ -155,16 +161,17 @@ def remove_orphans(root: str, name: str, referenced: set[str], grace: float) -> 
         The locations deleted.
     """
     now = time.time()
-    leases, temporaries = _leases(root, name)
+    leases = _leases(root, name)
     folders = _upload_folders(root, name)
     removed = []
     for location, newest in sorted(folders.items()):
         if location in referenced:
             continue
         if location in leases:
-            if not _lease_dead(root, location, leases[location], now, grace):
-                continue
-        elif now - newest <= grace:
+            orphan = _lease_dead(root, location, leases[location], now, grace)
+        else:  # no lease: a publisher of an older release, or one killed before its lease
+            orphan = now - newest > grace
+        if not orphan:
             continue
         storage.delete_tree(storage.join(root, location))
         storage.delete(_lease_uri(root, location))
@@ -172,9 +179,8 @@ def remove_orphans(root: str, name: str, referenced: set[str], grace: float) -> 
     for location, stamp in leases.items():
         if location not in folders and _lease_dead(root, location, stamp, now, grace):
             storage.delete(_lease_uri(root, location))
-    for uri, stamp in temporaries.items():  # lease writes killed half-way (local disk only)
-        if now - stamp > grace:
-            storage.delete(uri)
+    for uri in _stale_temporaries(root, name, now, grace):
+        storage.delete(uri)
     if removed:
         _LOG.info("removed %d orphaned upload folder(s) of %s: %s", len(removed), name,
                   ", ".join(removed))
