@@ -94,3 +94,35 @@ def test_a_checkpoint_of_another_model_is_one_clear_error(tmp_path):
     with pytest.raises(ModelFileError, match=r"epoch_001.npz: checkpoint does not fit the model of "
                                              r"this spec .*use a fresh results folder"):
         load_state(path, other, other.optimizer)
+
+
+def test_state_checkpoint_stores_the_epochs_logs_for_a_resumed_run(tmp_path):
+    # A run killed between an epoch's checkpoint and its CSV row writes that row from these.
+    model = _model()
+    model.fit(np.zeros((2, 3)), np.zeros((2, 2)), epochs=1, verbose=0)
+    callback = StateCheckpoint(tmp_path, interval=1, total_epochs=3,
+                               extra_state=lambda: {"objective_weights": {"car": {"cov": 0.5}}})
+    callback.set_model(model)
+    callback.on_epoch_end(0, {"loss": np.float32(0.25), "objective_weight_car_cov": 0.5})
+    extra = load_state(tmp_path / "epoch_001.npz", _model(), _model().optimizer)
+    assert extra == {"epoch": 1, "logs": {"loss": 0.25, "objective_weight_car_cov": 0.5},
+                     "objective_weights": {"car": {"cov": 0.5}}}
+
+
+def test_loss_scaled_optimizer_state_round_trips_with_its_scale(tmp_path):
+    def scaled_model():
+        inputs = keras.Input((3,))
+        model = keras.Model(inputs, keras.layers.Dense(2, name="dense")(inputs))
+        model.compile(optimizer=keras.optimizers.LossScaleOptimizer(
+            keras.optimizers.Adam(1e-2), initial_scale=2.0 ** 20, dynamic_growth_steps=200),
+            loss="mse", auto_scale_loss=False)
+        return model
+
+    model = scaled_model()
+    model.fit(np.random.rand(8, 3), np.random.rand(8, 2), epochs=1, verbose=0)
+    model.optimizer.dynamic_scale.assign(1024.0)
+    save_state(tmp_path / "epoch_001.npz", model, model.optimizer, {"epoch": 1})
+    fresh = scaled_model()
+    load_state(tmp_path / "epoch_001.npz", fresh, fresh.optimizer)
+    assert float(fresh.optimizer.dynamic_scale.numpy()) == 1024.0
+    assert int(fresh.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())

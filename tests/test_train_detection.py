@@ -205,3 +205,23 @@ def test_a_missing_validation_source_fails_before_any_training(data, tmp_path):
     assert not (tmp_path / "r" / "checkpoints").exists()
     status = json.loads((tmp_path / "r" / "status.json").read_text())
     assert status["state"] == "failed" and "matches no file" in status["message"]
+
+
+def test_resume_with_a_changed_spec_fails_in_one_line_and_leaves_the_folder(trained, tmp_path):
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(trained["results"], results)
+    files = {p: p.read_bytes() for p in sorted(results.rglob("*")) if p.is_file()}
+    spec = write_spec(tmp_path / "spec.txt", trained["data"], width=WIDTH + 16,
+                      extra_replacements=[("num_layers: 10", "num_layers: 18")])
+    code, _, stderr = run_main(train.main, "detection", "-e", spec, "-r", results)
+    assert code == 2
+    assert _one_error(code, stderr) == (
+        f"tlt-train: error: the checkpoints in {results / 'checkpoints'} were trained with "
+        f"another spec: num_layers 10 -> 18; input_dims [3, {HEIGHT}, {WIDTH}] -> "
+        f"[3, {HEIGHT}, {WIDTH + 16}]. Use a new results folder (-r), or the spec the run was "
+        f"started with")
+    changed = [p.name for p, data in files.items() if p.read_bytes() != data]
+    assert changed == ["status.json"]
+    assert read_json(results / "status.json")["state"] == "failed"
