@@ -17,6 +17,7 @@ __all__ = [
     "RegistryError",
     "PipelineError",
     "Interrupted",
+    "GateError",
 ]
 
 
@@ -84,3 +85,7 @@ class Interrupted(TLTError):
     """
 
     exit_code = 143
+
+
+class GateError(TLTError):
+    """A data or quality gate failed and the caller required it to pass (tlt.gates.report.require)."""

@@ -15,15 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlt.errors import TLTError
+from tlt.errors import GateError
 from tlt.io.atomic import atomic_write_text
 
 __all__ = ["GateError", "Check", "GateReport", "require", "write_gate_report", "format_value",
            "json_safe"]
-
-
-class GateError(TLTError):
-    """A gate failed and its caller requires it to pass (see `require`)."""
 
 
 def format_value(value: Any) -> str:
