@@ -116,7 +116,7 @@ def test_verbose_lists_every_layer_width(models, tmp_path, capsys):
     assert f"block_1a_conv_1: 64 -> {expected['block_1a_conv_1']} filters" in err
     assert "block_4a_conv_1: 512 -> 512 filters (kept: block_4a_conv_1: excluded layer " \
            "block_4a_conv_1)" in err
-    assert "predictions: 3 -> 3 filters (kept: predictions:" in err
+    assert "predictions: 3 -> 3 filters (kept: predictions: feeds model output predictions)" in err
 
 
 def test_help_shows_the_guides_defaults(capsys):

@@ -68,8 +68,11 @@ def test_pruned_model_weights_are_the_survivors():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("all_projections", [True, False])
-def test_resnet50_bottlenecks_prune_exactly(all_projections):
+@pytest.mark.parametrize("arch, n_layers, all_projections", [
+    ("resnet", 34, True), ("resnet", 50, True), ("resnet", 50, False), ("resnet", 101, False),
+    ("vgg", 19, True),
+])
+def test_deeper_backbones_prune_exactly(arch, n_layers, all_projections):
     from prune_helpers import classifier
 
-    _check_exact(classifier("resnet", 50, all_projections))
+    _check_exact(classifier(arch, n_layers, all_projections))

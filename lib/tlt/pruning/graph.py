@@ -113,6 +113,7 @@ class ChannelGraph:
         groups: every group, indexed by gid.
         producer_group: producer layer name -> its gid.
         opaque: names of the layers treated as opaque (weights copied unchanged).
+        outputs: names of the layers producing the model's outputs.
     """
 
     order: list[str] = field(default_factory=list)
@@ -122,6 +123,7 @@ class ChannelGraph:
     groups: list[Group] = field(default_factory=list)
     producer_group: dict[str, int] = field(default_factory=dict)
     opaque: set[str] = field(default_factory=set)
+    outputs: set[str] = field(default_factory=set)
     _parent: list[int] = field(default_factory=list)
     _blocked: dict[int, str] = field(default_factory=dict)
 
@@ -148,10 +150,13 @@ class ChannelGraph:
         if ra != rb:
             self._parent[max(ra, rb)] = min(ra, rb)
 
-    def block(self, gids, reason: str) -> None:
-        """Mark groups as never pruned (the first reason given for a group is kept)."""
+    def block(self, gids, reason: str, *, override: bool = False) -> None:
+        """Mark groups as never pruned (the first reason given is kept unless ``override``)."""
         for gid in gids:
-            self._blocked.setdefault(int(gid), reason)
+            if override:
+                self._blocked[int(gid)] = reason
+            else:
+                self._blocked.setdefault(int(gid), reason)
 
     def roots(self) -> list[int]:
         """The representative of every merged set, in order."""
@@ -189,14 +194,17 @@ def build_channel_graph(model, excluded_layers=()) -> ChannelGraph:
                              f"pruning needs one")
     entries = {entry["name"]: entry for entry in config["layers"]}
     inbound = {name: _inbound(entry) for name, entry in entries.items()}
-    graph = ChannelGraph(order=_topological(inbound))
+    outputs = _output_refs(config["output_layers"])
+    graph = ChannelGraph(order=_topological(inbound), outputs={name for name, _ in outputs})
     for name in graph.order:
         graph.classes[name] = entries[name]["class_name"]
         graph.in_maps[name] = [graph.out_maps[src][i] for src, i in inbound[name]]
         graph.out_maps[name] = _layer_out_maps(graph, name, entries[name]["config"],
                                                model.get_layer(name))
-    for src, index in _output_refs(config["output_layers"]):
-        graph.block(graph.out_maps[src][index].groups(), "feeds a model output")
+    for src, index in outputs:
+        # The heads' own reason, whatever else would also keep them whole.
+        graph.block(graph.out_maps[src][index].groups(), f"feeds model output {src}",
+                    override=True)
     for name in excluded_layers:
         for out_map in graph.out_maps[name]:
             graph.block(out_map.groups(), f"excluded layer {name}")
@@ -295,9 +303,12 @@ def _layer_out_maps(graph: ChannelGraph, name: str, config: dict, layer) -> list
 
 def _opaque(graph: ChannelGraph, name: str, layer, ins: list[ChannelMap]) -> list[ChannelMap]:
     graph.opaque.add(name)
+    if name in graph.outputs:  # e.g. DetectNet_v2's Permute back to NCHW after each head
+        reason = f"feeds model output {name}"
+    else:
+        reason = f"feeds {name} ({graph.classes[name]}), which pruning cannot cut"
     for in_map in ins:
-        graph.block(in_map.groups(), f"feeds {name} ({graph.classes[name]}), which pruning "
-                                     f"cannot cut")
+        graph.block(in_map.groups(), reason)
     return [ChannelMap.untracked(_channels(s)) for s in _out_shapes(layer)]
 
 
