@@ -108,3 +108,9 @@ def test_softmax_over_channels_blocks_its_group():
     out = keras.layers.Conv2D(2, 1, name="head")(x)
     graph = build_channel_graph(keras.Model(inputs, out))
     assert "softmax" in graph.blocked_reason(graph.producer_group["attention"])
+
+
+def test_a_sequential_model_is_refused():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="seq")
+    with pytest.raises(ModelFileError, match="model 'seq' is not a functional Keras graph"):
+        build_channel_graph(model)

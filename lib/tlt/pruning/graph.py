@@ -50,7 +50,7 @@ _PASS_THROUGH = {
 _MIXING_ACTIVATIONS = {"softmax", "log_softmax"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compare maps by identity
 class ChannelMap:
     """Which filter each channel of a tensor's last axis carries.
 
@@ -189,7 +189,7 @@ def build_channel_graph(model, excluded_layers=()) -> ChannelGraph:
         ModelFileError: the model is not a functional graph, or reuses a layer.
     """
     config = model.get_config()
-    if not isinstance(config, dict) or "layers" not in config:
+    if not isinstance(config, dict) or "output_layers" not in config:
         raise ModelFileError(f"model {model.name!r} is not a functional Keras graph; "
                              f"pruning needs one")
     entries = {entry["name"]: entry for entry in config["layers"]}
@@ -326,7 +326,8 @@ def _pass_through(graph, name, config, layer, ins):
         return None
     if config.get("activation") in _MIXING_ACTIVATIONS:
         return None
-    if graph.classes[name] == "BatchNormalization" and not _last_axis(config, len(layer.output.shape)):
+    rank = len(layer.output.shape)
+    if graph.classes[name] == "BatchNormalization" and not _last_axis(config, rank):
         return None
     return ins[0]
 
