@@ -51,6 +51,7 @@ def _page(title: str, body: list[str]) -> str:
              "table{border-collapse:collapse;margin-bottom:1em}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
              "td:first-child,th:first-child{text-align:left}figure{display:inline-block;margin:6px}"
+             "figure img{min-width:320px;height:auto}"
              "figcaption{font-size:small;color:#555}.charts{display:flex;flex-wrap:wrap;gap:12px}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"

@@ -50,11 +50,12 @@ def evaluate(ground_truth: Sequence[Sequence[GroundTruth]], predictions: Sequenc
     for name in classes:
         gt = [[g for g in frame if settings.map_class(g.class_name) == name] for frame in ground_truth]
         dets = [[d for d in frame if settings.map_class(d.class_name) == name] for frame in predictions]
-        per_class[name] = {
-            bucket.name: _result(*match_class([_boxes(f) for f in gt], dets, settings.overlap_for(name),
-                                              counted=[_inside(f, bucket) for f in gt], bucket=bucket),
-                                 settings.ap_mode)
-            for bucket in settings.columns}
+        boxes = [_boxes(f) for f in gt]
+        per_class[name] = {}
+        for bucket in settings.columns:
+            is_tp, num_gt = match_class(boxes, dets, settings.overlap_for(name),
+                                        counted=[_inside(f, bucket) for f in gt], bucket=bucket)
+            per_class[name][bucket.name] = _result(is_tp, num_gt, settings.ap_mode)
     buckets = [b.name for b in settings.columns]
     return DetectionResults(
         mode="voc", ap_mode=settings.ap_mode, classes=classes, buckets=buckets, per_class=per_class,
