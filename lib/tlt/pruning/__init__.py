@@ -6,7 +6,8 @@
 
 `prune_model` runs the three steps. The result is an ordinary functional model with TLT's layer
 names and fewer filters: save it with `tlt.io.modelfile.save_keras_model` and load it back with
-`tlt.io.modelfile.load_keras_model` to retrain it as it is (never rebuilt from model_config).
+`tlt.io.modelfile.load_keras_model` to retrain it as it is (never rebuilt from model_config);
+`is_pruned` and `check_retrain_compatible` (`tlt.pruning.retrain`) tell retraining what it has.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tlt.errors import SpecError
 from tlt.pruning.criteria import EQUALIZATION_CRITERIA, NORMALIZERS
 from tlt.pruning.graph import ChannelGraph, build_channel_graph
 from tlt.pruning.plan import PrunePlan, PruneSettings, build_prune_plan
+from tlt.pruning.retrain import check_retrain_compatible, is_pruned
 from tlt.pruning.surgery import rebuild_pruned
 
 __all__ = [
@@ -33,6 +35,8 @@ __all__ = [
     "rebuild_pruned",
     "check_excluded_layers",
     "prune_model",
+    "is_pruned",
+    "check_retrain_compatible",
 ]
 
 _LOG = logging.getLogger(__name__)
