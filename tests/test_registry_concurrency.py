@@ -8,6 +8,9 @@ rewrote ``index.json`` (read, modify, write back).
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
@@ -134,3 +137,57 @@ def test_many_threads_publishing_versions(request, tmp_path, backend):
     errors = _race(*[lambda i=i: Registry(root).publish("m", str(i), src) for i in range(5)])
     assert errors == [None] * 5
     assert [v.version for v in Registry(root).list_versions("m")] == ["0", "1", "2", "3", "4"]
+
+
+# Publishes argv[2]:argv[3] from file argv[4] into registry argv[1]. Before its first catalogue
+# write it waits until every publisher named in argv[6:] has reached its own (files in argv[5]).
+_PROCESS_PUBLISH = textwrap.dedent("""
+    import os, sys, time
+    from tlt.io import storage
+    from tlt.io.registry import Registry
+
+    root, name, version, src, meet, *everyone = sys.argv[1:]
+    real = {"write_new": storage.write_new, "write_bytes": storage.write_bytes}
+
+    def meet_once(uri):
+        text = str(uri)
+        if not (text.endswith("/index.json") or "/_versions/" in text):
+            return
+        if os.path.exists(os.path.join(meet, version)):
+            return
+        open(os.path.join(meet, version), "w").close()
+        deadline = time.monotonic() + 60
+        while sorted(os.listdir(meet)) != sorted(everyone):
+            if time.monotonic() > deadline:
+                sys.exit("the other publisher never reached its commit")
+            time.sleep(0.02)
+
+    def hooked(fn):
+        def write(uri, data):
+            meet_once(uri)
+            return real[fn](uri, data)
+        return write
+
+    storage.write_new = hooked("write_new")
+    storage.write_bytes = hooked("write_bytes")
+    Registry(root).publish(name, version, src)
+""")
+
+
+@pytest.mark.parametrize("backend", ["s3_bucket", "gcs_bucket"])
+def test_racing_publisher_processes(request, tmp_path, backend):
+    """Two real processes, each past its catalogue read before either commits."""
+    root = _root(request, backend, tmp_path)
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    jobs = [subprocess.Popen([sys.executable, "-c", _PROCESS_PUBLISH, root, "m", version,
+                              str(_files(tmp_path, f"v{version}", version.encode())), str(meet),
+                              "1", "2"], stderr=subprocess.PIPE, text=True)
+            for version in ("1", "2")]
+    for job in jobs:
+        _, err = job.communicate(timeout=180)
+        assert job.returncode == 0, err
+    reg = Registry(root)
+    assert [v.version for v in reg.list_versions("m")] == ["1", "2"]
+    assert reg.pull("m", "1", tmp_path / "o1")[0].read_bytes() == b"1"
+    assert reg.pull("m", "2", tmp_path / "o2")[0].read_bytes() == b"2"
