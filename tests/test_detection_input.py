@@ -303,3 +303,19 @@ def test_use_training_set_without_validation_shards(records):
     with pytest.raises(DataError, match="no validation records"):
         resolve_evaluation_split(experiment)
     assert resolve_evaluation_split(experiment, use_training_set=True).num_frames == 6
+
+
+def test_star_pattern_skips_convert_side_files_and_names_a_stray_file(records, tmp_path):
+    """The guide's `tfrecords/kitti_trainval/*` also matches convert's metadata.json/status.json."""
+    out, _ = records
+    folder = tmp_path / "trainval"
+    folder.mkdir()
+    for f in out.glob("kitti-fold-*"):
+        shutil.copy(f, folder / f.name)
+    (folder / "metadata.json").write_text('{"not": "records"}')
+    (folder / "status.json").write_text('{"state": "done"}')
+    assert resolve_split(_spec(f"{folder}/*"), validation=True).num_frames == 2
+    (folder / "notes.txt").write_bytes(b"\x00" * 64)
+    with pytest.raises(DataError) as err:
+        resolve_split(_spec(f"{folder}/*"), validation=True)
+    assert "notes.txt" in str(err.value) and "not a TFRecord" in str(err.value)

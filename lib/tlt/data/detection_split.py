@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tlt.data.class_mapping import ClassMapping, build_class_mapping, check_class_presence
-from tlt.data.tfrecord import decode_example, read_records
+from tlt.data.tfrecord import check_tfrecord_file, decode_example, read_records
 from tlt.errors import DataError, SpecError
 from tlt.io import storage
 
@@ -78,17 +78,27 @@ def _local_copy(uri: str, cache_dir: str | None) -> str:
     return local
 
 
+# Files tlt-dataset-convert writes next to its shards: a pattern such as the guide's
+# `tfrecords/kitti_trainval/*` matches them too, and they are not records.
+_CONVERT_SIDE_FILES = ("metadata.json", "status.json")
+
+
 def _expand(pattern: str, base_dir: str | None) -> list[str]:
     if not storage.is_remote(pattern):
         if base_dir and not os.path.isabs(pattern):
             pattern = os.path.join(base_dir, pattern)
-        return sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+        files = sorted(p for p in glob.glob(pattern)
+                       if os.path.isfile(p) and os.path.basename(p) not in _CONVERT_SIDE_FILES)
+        for path in files:  # name a non-TFRecord file here, before tf.data reads it blindly
+            check_tfrecord_file(path)
+        return files
     folder, name = pattern.rsplit("/", 1)
     if any(c in folder for c in "*?["):
         raise SpecError(f"{pattern}: wildcards are supported only in the file name of a "
                         "gs:// or s3:// tfrecords_path")
     return [u for u in storage.list_files(folder, recursive=False)
-            if fnmatch.fnmatchcase(u.rsplit("/", 1)[-1], name)]
+            if fnmatch.fnmatchcase(u.rsplit("/", 1)[-1], name)
+            and u.rsplit("/", 1)[-1] not in _CONVERT_SIDE_FILES]
 
 
 def _metadata(pattern: str, base_dir: str | None) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tlt.data.classification import check_same_classes, scan_image_folder
 from tlt.data.classification_input import build_classification_input
-from tlt.errors import ModelFileError
+from tlt.errors import DataError, ModelFileError
 from tlt.io.atomic import atomic_write_text
 from tlt.metrics.classification import classification_metrics, format_metrics_table
 
@@ -61,6 +61,8 @@ def evaluate_classification(model_uri: str, data_dir: str, *, key: str | None = 
     """
     from tlt.io import storage
 
+    if top_k < 1 or batch_size < 1:  # the pipeline path reaches here without the CLI's checks
+        raise DataError(f"top_k and batch_size must be >= 1, got top_k={top_k}, batch_size={batch_size}")
     model, metadata = load_classifier(model_uri, key)
     classes = list(metadata["classes"])
     with storage.staged_input(data_dir) as local:
