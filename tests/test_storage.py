@@ -337,3 +337,15 @@ def test_s3_delete_tree_aborts_unfinished_multipart_uploads(s3_bucket: str, moto
     pending = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [u["Key"] for u in pending] == ["other/busy.bin"]  # only the one outside the tree
     assert st.list_files(st.join(s3_bucket, "run")) == []
+
+
+def test_local_write_new_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    uri = tmp_path / "claims" / "v1.json"
+    assert st.write_new(uri, b"first") is True
+    assert st.write_new(uri, b"second") is False
+    assert uri.read_bytes() == b"first"
+    assert [p.name for p in uri.parent.iterdir()] == ["v1.json"]

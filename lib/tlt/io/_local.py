@@ -26,6 +26,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+# link() errors of file systems without hard links (FAT, some FUSE and SMB mounts).
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK}
+
 _REASONS = {
     errno.ENOENT: "no such file or folder",
     errno.EISDIR: "is a folder, not a file",
@@ -81,7 +84,8 @@ def write_new(uri: str, data: bytes) -> bool:
 
     The content is written to a temporary sibling and hard-linked into place: ``link`` fails
     when the name exists, so of two racing writers exactly one wins and readers never see half
-    a file.
+    a file. A file system without hard links gets an exclusive create instead (still one
+    winner, but a reader racing the write may see it short).
     """
     path = to_path(uri)
     with _errors(uri, "write"):
@@ -99,9 +103,25 @@ def write_new(uri: str, data: bytes) -> bool:
             return True
         except FileExistsError:
             return False
+        except OSError as exc:
+            if exc.errno not in _NO_LINKS:
+                raise
+            return _create_exclusive(path, data)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+
+def _create_exclusive(path: Path, data: bytes) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
 
 
 def list_times(uri: str) -> dict[str, float]:
