@@ -200,3 +200,18 @@ def test_installed_entry_point_reads_the_key_from_the_environment(models, tmp_pa
     assert read_model_header(out)["encrypted"] is True
     _, meta = load_keras_model(out, key=KEY)
     assert meta["pruning"]["settings"]["pruning_threshold"] == 0.3
+
+
+def test_prune_from_and_to_object_storage(models, s3_bucket, capsys):
+    from tlt.io import storage
+
+    src = f"{s3_bucket}/models/classification.tlt"
+    storage.write_bytes(src, open(models["classification"]["path"], "rb").read())
+    out = f"{s3_bucket}/pruned"
+    code, err = _run(capsys, "-pm", src, "-o", out, "-k", KEY, *EXACT)
+    assert code == 0, err
+    record = json.loads(storage.read_text(f"{out}/metadata.json"))
+    assert record["stage"] == "prune" and record["parents"] == [{"uri": src}]
+    assert record["tlt_version"] and record["created"]
+    pruned, meta = load_keras_model(f"{out}/model.tlt", key=KEY)
+    assert record["params_after"] == meta["pruning"]["params_after"] == pruned.count_params()

@@ -9,7 +9,6 @@ settings, both parameter counts, the ratio and every layer's width before and af
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
@@ -73,6 +72,10 @@ def _pruned_metadata(metadata: dict, model: str, settings, result) -> dict:
 
 
 def _write_artifact(folder: str, model: str, meta: dict, encrypted: bool) -> None:
+    """Write the artifact's metadata.json (after the model, so its presence means complete)."""
+    import tempfile
+    from pathlib import Path
+
     from tlt.artifacts import METADATA_FILE, write_metadata
     from tlt.io import storage
 
@@ -81,11 +84,12 @@ def _write_artifact(folder: str, model: str, meta: dict, encrypted: bool) -> Non
                   encrypted=encrypted, params_before=pruning["params_before"],
                   params_after=pruning["params_after"], pruning_ratio=pruning["pruning_ratio"],
                   settings=pruning["settings"])
-    if storage.is_remote(folder):
-        record = {"stage": "prune", "parents": [{"uri": model}], **fields}
-        storage.write_text(storage.join(folder, METADATA_FILE), json.dumps(record, indent=2) + "\n")
-    else:
+    if not storage.is_remote(folder):
         write_metadata(folder, "prune", parents=[{"uri": model}], **fields)
+        return
+    with tempfile.TemporaryDirectory(prefix="tlt-prune-") as tmp:
+        write_metadata(tmp, "prune", parents=[{"uri": model}], **fields)
+        storage.upload_file(Path(tmp) / METADATA_FILE, storage.join(folder, METADATA_FILE))
 
 
 def run(model: str, output: str, *, key: str | None = None, settings=None) -> PruneOutcome:
