@@ -51,7 +51,7 @@ def test_local_run_converts_trains_and_evaluates(kitti, tmp_path, capsys):
     model = result.outputs["model"]
     assert (model.path / "model.tlt").is_file()
     assert model.metadata["task"] == "detection" and model.metadata["epochs"] == 1
-    assert model.metadata["classes"] == ["car", "pedestrian", "cyclist"]
+    assert model.metadata["classes"] == ["car", "pedestrian"]
     metrics = result.outputs["metrics"].metadata
     assert {"mAP", "validation_cost", "num_frames"} <= set(metrics)
     assert 0.0 <= metrics["mAP"] <= 100.0

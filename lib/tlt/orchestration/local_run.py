@@ -275,8 +275,6 @@ def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
         PipelineError: unknown pipeline or parameters, a missing data set, or a task that failed
             (the message is the task's one-line error and names the log file).
     """
-    from kfp import local
-
     info = get_pipeline(name)
     func = _load(info.name, root, retries, compiled)
     args = dict(params) if isinstance(params, Mapping) else parse_params(params, func)
@@ -285,10 +283,31 @@ def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
     proot.mkdir(parents=True, exist_ok=True)
     before = {p for p in proot.iterdir() if p.is_dir()}
     pending_log = proot / f".{info.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(proot), raise_on_error=True)
     started = time.monotonic()
-    failed = False
-    with open(pending_log, "w", encoding="utf-8") as log, warnings.catch_warnings():
+    try:
+        task, watcher = _execute(func, args, proot, pending_log, echo, progress)
+    except TypeError as err:  # arguments the pipeline does not take
+        pending_log.unlink(missing_ok=True)
+        raise PipelineError(f"pipeline {info.name}: {err}") from None
+    new_dirs = sorted(p for p in proot.iterdir() if p.is_dir() and p not in before)
+    run_dir = new_dirs[-1] if new_dirs else proot
+    log_file = run_dir / LOG_FILE
+    pending_log.replace(log_file)
+    if task is None:
+        raise PipelineError(_failure_line(info.name, watcher.steps, log_file))
+    outputs = {key: _artifact(key, value) for key, value in sorted((task.outputs or {}).items())}
+    _html_copies(outputs, run_dir)
+    return LocalRunResult(pipeline=info.name, run_dir=run_dir, log_file=log_file, outputs=outputs,
+                          steps=_with_unrun_steps(watcher.steps, func), seconds=time.monotonic() - started)
+
+
+def _execute(func: Any, args: Mapping[str, Any], proot: Path, log_path: Path, echo: TextIO | None,
+             progress: TextIO | None) -> tuple[Any, _RunWatcher]:
+    """Run the pipeline in kfp.local with its output in ``log_path``; the task is None on failure."""
+    from kfp import local
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(proot), raise_on_error=True)
+    with open(log_path, "w", encoding="utf-8") as log, warnings.catch_warnings():
         # The project image is not a "python" image; in a SubprocessRunner the image is unused anyway.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         # Requests and limits only matter on a cluster; kfp.local says so for every task.
@@ -296,22 +315,9 @@ def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
         watcher = _RunWatcher(log, echo, progress, total=len(func.pipeline_spec.root.dag.tasks))
         with contextlib.redirect_stdout(watcher), _root_logging_to(watcher):
             try:
-                task = func(**args)
+                return func(**args), watcher
             except RuntimeError:  # kfp.local reports a failed task this way; the watcher saw which
-                failed = True
-            except TypeError as err:  # arguments the pipeline does not take
-                pending_log.unlink(missing_ok=True)
-                raise PipelineError(f"pipeline {info.name}: {err}") from None
-    new_dirs = sorted(p for p in proot.iterdir() if p.is_dir() and p not in before)
-    run_dir = new_dirs[-1] if new_dirs else proot
-    log_file = run_dir / LOG_FILE
-    pending_log.replace(log_file)
-    if failed:
-        raise PipelineError(_failure_line(info.name, watcher.steps, log_file))
-    outputs = {key: _artifact(key, value) for key, value in sorted((task.outputs or {}).items())}
-    _html_copies(outputs, run_dir)
-    return LocalRunResult(pipeline=info.name, run_dir=run_dir, log_file=log_file, outputs=outputs,
-                          steps=_with_unrun_steps(watcher.steps, func), seconds=time.monotonic() - started)
+                return None, watcher
 
 
 @contextlib.contextmanager

@@ -1,0 +1,44 @@
+"""The demo's detector works: `./build.sh demo`'s data and the pipeline's default spec reach >= 50 mAP
+with clean boxes (about one confident box per object, not a cloud of overlapping ones).
+
+Slow (the demo itself: a few minutes of 2 cores), so it runs in CI (`./build.sh test --all`).
+"""
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from cli_processes import VENV_BIN, subprocess_env
+
+
+def _demo_sample_data_args(repo_root) -> list[str]:
+    """The `tlt-sample-data detection` flags `./build.sh demo` uses (so this test follows the demo)."""
+    text = (repo_root / "build.sh").read_text().replace("\\\n", " ")
+    match = re.search(r'tlt-sample-data" detection "[^"]+"([^\n]*)', text)
+    assert match, "build.sh demo no longer calls tlt-sample-data detection"
+    return match.group(1).split()
+
+
+@pytest.mark.slow
+def test_demo_detector_reaches_50_map_with_clean_boxes(repo_root, tmp_path):
+    from tlt.orchestration.local_run import run_local
+
+    args = _demo_sample_data_args(repo_root)
+    assert "--frames" in args and "--seed" in args
+    data = tmp_path / "sample-data"
+    subprocess.run([str(VENV_BIN / "tlt-sample-data"), "detection", str(data), *args], check=True,
+                   env=subprocess_env(), capture_output=True)
+    result = run_local("detection", {"dataset_root": str(data)}, pipeline_root=tmp_path / "runs")
+    metrics = result.outputs["metrics"].metadata
+    evaluation = json.loads((result.outputs["metrics"].path / "evaluation.json").read_text())
+    assert evaluation["mode"] == "voc"
+    assert metrics["mAP"] >= 50.0, metrics
+    column = evaluation["buckets"][0]
+    for name in evaluation["classes"]:
+        cell = evaluation["per_class"][name][column]
+        assert cell["ap"] >= 30.0, (name, cell["ap"])
+        # Clean boxes: the detections the report draws are about one per object, mostly right.
+        assert cell["num_detections"] <= 2 * cell["num_ground_truth"], (name, cell)
+        assert cell["true_positives"] >= 0.6 * cell["num_ground_truth"], (name, cell)
