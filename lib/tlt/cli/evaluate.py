@@ -6,21 +6,25 @@ import argparse
 from typing import Sequence
 
 from tlt.cli._common import HelpFormatter, check_count, run_main, setup_logging
+from tlt.inference.deployed import FRAMEWORK_HELP, FRAMEWORKS
 
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with TLT v1's flags."""
-    parser = argparse.ArgumentParser(prog="tlt-evaluate", description="Evaluate a TLT model.",
+    parser = argparse.ArgumentParser(prog="tlt-evaluate", description="Evaluate a TLT model, an export or an engine.",
                                      formatter_class=HelpFormatter)
     tasks = parser.add_subparsers(dest="task", required=True, metavar="{classification,detection}")
     cls = tasks.add_parser("classification", help="evaluate an image classifier",
                            formatter_class=HelpFormatter)
     cls.add_argument("-d", "--target_dir", required=True,
                      help="data set folder with one sub-folder per class (local, gs://, s3://)")
-    cls.add_argument("-pm", "--pretrained_model", required=True, help="the .tlt model to evaluate")
-    cls.add_argument("-k", "--key", default=None, help="the model's key (default: $TLT_KEY)")
+    cls.add_argument("-pm", "--pretrained_model", required=True,
+                     help="the model to evaluate: a .tlt, an export (.onnx / .etlt) or an engine")
+    cls.add_argument("--framework", choices=FRAMEWORKS, default=None, help=FRAMEWORK_HELP)
+    cls.add_argument("-k", "--key", default=None,
+                     help="the key of a .tlt or .etlt model (default: $TLT_KEY)")
     cls.add_argument("-b", "--batch_size", type=int, default=32, help="images per batch")
     cls.add_argument("-w", "--workers", type=int, default=8, help="accepted for compatibility")
     cls.add_argument("--top_k", type=int, default=5, help="k of the top-k accuracy")
@@ -34,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="EXPERIMENT_SPEC_FILE",
                      help="the training spec (validation data, classes, overlaps, buckets)")
     det.add_argument("-m", "--model", default=None, metavar="MODEL_FILE",
-                     help="the .tlt model to evaluate")
-    det.add_argument("-k", "--key", default=None, help="the model's key (default: $TLT_KEY)")
+                     help="the model to evaluate: a .tlt, an export (.onnx / .etlt) or an engine")
+    det.add_argument("--framework", choices=FRAMEWORKS, default=None, help=FRAMEWORK_HELP)
+    det.add_argument("-k", "--key", default=None,
+                     help="the key of a .tlt or .etlt model (default: $TLT_KEY)")
     det.add_argument("--use_training_set", action="store_true",
                      help="evaluate on the training + validation data (default: validation only)")
     det.add_argument("--labels_dir", default=None,
@@ -76,7 +82,10 @@ def _classification(args) -> int:
         results_json = storage.join(parent, "evaluation.json")
     result = evaluate.run_classification(args.pretrained_model, args.target_dir,
                                          key=resolve_key(args.key), batch_size=args.batch_size,
-                                         top_k=args.top_k, results_json=results_json)
+                                         top_k=args.top_k, results_json=results_json,
+                                         framework=args.framework)
+    if "runtime" in result.metrics:
+        print(f"Model: {args.pretrained_model} ({result.metrics['runtime']}, no TensorFlow)")
     print(result.table)
     print(f"\nResults written to {result.results_json}")
     return 0
@@ -117,11 +126,16 @@ def _detection_model(args, spec) -> None:
     evaluation = evaluate.run_detection(spec, args.model, key=resolve_key(args.key),
                                         use_training_set=args.use_training_set, mode=args.mode,
                                         ap_mode=args.ap_mode, batch_size=args.batch_size,
-                                        results_json=args.results_json)
+                                        results_json=args.results_json, framework=args.framework)
     where = "training and validation sets" if args.use_training_set else "validation set"
+    if evaluation.runtime:
+        print(f"Model: {args.model} ({evaluation.runtime}, no TensorFlow)")
     # The guide's wording (its evaluator logs "Found 1802 samples in validation set").
     print(f"Found {evaluation.num_frames} samples in {where}")
-    print(f"Validation cost: {evaluation.validation_cost:.6f}")
+    if evaluation.validation_cost is None:
+        print("Validation cost: n/a (needs the .tlt model's training loss)")
+    else:
+        print(f"Validation cost: {evaluation.validation_cost:.6f}")
     print(evaluation.results.table())
 
 

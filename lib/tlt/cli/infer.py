@@ -9,6 +9,7 @@ import sys
 from typing import Sequence
 
 from tlt.cli._common import HelpFormatter, check_count, run_main, setup_logging
+from tlt.inference.deployed import FRAMEWORK_HELP, FRAMEWORKS
 
 __all__ = ["build_parser", "main"]
 
@@ -21,19 +22,24 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=HelpFormatter)
     tasks = parser.add_subparsers(dest="task", required=True, metavar="{classification,detection}")
     cls = tasks.add_parser("classification", help="classify images", formatter_class=HelpFormatter)
-    cls.add_argument("-m", "--model", required=True, help="the .tlt model")
+    cls.add_argument("-m", "--model", required=True,
+                     help="the model: a .tlt, an export (.onnx / .etlt) or an engine")
+    cls.add_argument("--framework", choices=FRAMEWORKS, default=None, help=FRAMEWORK_HELP)
     source = cls.add_mutually_exclusive_group(required=True)
     source.add_argument("-i", "--image", help="a single image file")
     source.add_argument("-d", "--image_dir", help="a folder of images; result.csv is written into it")
     cls.add_argument("-b", "--batch_size", type=int, default=1, help="inference batch size")
-    cls.add_argument("-k", "--key", default=None, help="the model's key (default: $TLT_KEY)")
+    cls.add_argument("-k", "--key", default=None,
+                     help="the key of a .tlt or .etlt model (default: $TLT_KEY)")
     cls.add_argument("-cm", "--class_map", default=None,
                      help="JSON class map {name: index} (default: the classes stored in the model)")
     cls.add_argument("-v", "--verbose", action="store_true", help="detailed logs")
 
     det = tasks.add_parser("detection", help="detect objects: KITTI labels and/or annotated images",
                            formatter_class=HelpFormatter)
-    det.add_argument("-m", "--model", required=True, help="the DetectNet_v2 .tlt model")
+    det.add_argument("-m", "--model", required=True,
+                     help="the DetectNet_v2 model: a .tlt, an export (.onnx / .etlt) or an engine")
+    det.add_argument("--framework", choices=FRAMEWORKS, default=None, help=FRAMEWORK_HELP)
     det.add_argument("-i", "--inference_input", required=True,
                      help="an image, or a folder of images (.jpg/.jpeg/.png)")
     det.add_argument("-o", "--inference_output", required=True,
@@ -52,14 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="coverage output: a layer name, or TLT's blob name output_cov/Sigmoid")
     det.add_argument("--output_bbox", default="output_bbox",
                      help="bbox output: a layer name, or TLT's blob name output_bbox/BiasAdd")
-    det.add_argument("-ek", "--enc_key", default=None, help="the model's key (default: $TLT_KEY)")
+    det.add_argument("-ek", "--enc_key", default=None,
+                     help="the key of a .tlt or .etlt model (default: $TLT_KEY)")
     det.add_argument("-v", "--verbosity", "--verbose", dest="verbose", action="store_true",
                      help="detailed logs")
     return parser
 
 
-def _select_gpu(index: int) -> None:
-    """Make GPU ``index`` the only visible one; TensorFlow must not be loaded yet for that."""
+def _select_gpu(index: int, tensorflow: bool = True) -> None:
+    """Make GPU ``index`` the only visible one; TensorFlow must not be loaded yet for that.
+
+    With ``tensorflow`` False (an export or engine runs) TensorFlow is neither loaded nor asked.
+    """
     from tlt.errors import DataError
 
     if index < 0:
@@ -69,6 +79,8 @@ def _select_gpu(index: int) -> None:
                   index)
     else:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
+    if not tensorflow:
+        return
     import tensorflow as tf
 
     if not tf.config.list_physical_devices("GPU"):
@@ -82,12 +94,15 @@ def _detection(args) -> int:
     check_count("-bs/--batch_size", args.batch_size)
     check_count("-lw/--line_width", args.line_width)
     if args.gpu_set is not None:
-        _select_gpu(args.gpu_set)
+        from tlt.inference.deployed import is_deployed
+
+        _select_gpu(args.gpu_set, tensorflow=not is_deployed(args.model, args.framework))
     result = infer.run_detection(
         args.model, args.inference_input, args.inference_output, key=resolve_key(args.enc_key),
         batch_size=args.batch_size, kitti_dump=args.kitti_dump, box_overlay=args.box_overlay,
         cluster_params=args.cluster_params_file, line_width=args.line_width,
-        output_cov=args.output_cov, output_bbox=args.output_bbox, progress=sys.stderr.isatty())
+        output_cov=args.output_cov, output_bbox=args.output_bbox, progress=sys.stderr.isatty(),
+        framework=args.framework)
     boxes = sum(len(f.detections) for f in result.frames)
     written = [f"KITTI labels in {result.labels_dir}"] if result.labels_dir else []
     written += [f"annotated images in {result.annotated_dir}"] if result.annotated_dir else []
@@ -110,7 +125,7 @@ def _main(argv: Sequence[str] | None) -> int:
     check_count("-b/--batch_size", args.batch_size)
     predictions, result_csv = infer.run_classification(
         args.model, image=args.image, image_dir=args.image_dir, key=resolve_key(args.key),
-        batch_size=args.batch_size, class_map=args.class_map)
+        batch_size=args.batch_size, class_map=args.class_map, framework=args.framework)
     if result_csv:
         print(f"Wrote {len(predictions)} predictions to {result_csv}")
     else:

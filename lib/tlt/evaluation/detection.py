@@ -32,18 +32,22 @@ class DetectionEvaluation:
         validation_cost: mean DetectNet_v2 cost over the frames, if computed.
         num_frames: frames evaluated.
         use_training_set: the frames were training + validation, not validation alone.
+        runtime: what ran a deployed model (``"int8 onnxruntime engine"``); None for Keras.
     """
 
     results: DetectionResults
     validation_cost: float | None
     num_frames: int
     use_training_set: bool = False
+    runtime: str | None = None
 
     def to_dict(self) -> dict:
         """The results' JSON data plus the validation cost and the frames evaluated."""
         data = self.results.to_dict()
         data["validation_cost"] = self.validation_cost
         data["use_training_set"] = self.use_training_set
+        if self.runtime:
+            data["runtime"] = self.runtime
         return data
 
 
@@ -53,8 +57,17 @@ def class_names_of(experiment) -> list[str]:
 
 
 def predict_validation_frames(model, experiment, *, batch_size: int, use_training_set: bool = False,
-                              postprocessor=None):
+                              postprocessor=None, frames=None):
     """Run the model on the validation (or training + validation) frames.
+
+    Args:
+        model: anything with ``predict_on_batch(images) -> (cov, bbox)`` (a Keras model, or a
+            deployed model's `tlt.inference.deployed.DeployedModel.predictor`).
+        experiment: the spec.
+        batch_size: frames per batch.
+        use_training_set: training + validation frames.
+        postprocessor: default: the spec's.
+        frames: the `ValidationBatch` iterable; default: `iter_validation_frames` (tf.data).
 
     Returns:
         ``(frame_ids, ground_truth, predictions)``: per frame its id, its labelled objects as
@@ -68,8 +81,10 @@ def predict_validation_frames(model, experiment, *, batch_size: int, use_trainin
     pre = experiment.augmentation_config.preprocessing
     size = (int(pre.output_image_width), int(pre.output_image_height))
     frame_ids, ground_truth, predictions = [], [], []
-    for batch in iter_validation_frames(experiment, batch_size=batch_size,
-                                        use_training_set=use_training_set):
+    if frames is None:
+        frames = iter_validation_frames(experiment, batch_size=batch_size,
+                                        use_training_set=use_training_set)
+    for batch in frames:
         cov, bbox = model.predict_on_batch(batch.images)
         cov, bbox = np.asarray(cov), np.asarray(bbox)
         for i, frame_id in enumerate(batch.frame_ids):
@@ -112,12 +127,12 @@ def validation_cost(model, experiment, *, batch_size: int, loss=None,
 
 def evaluate_detection_model(model, experiment, *, batch_size: int, use_training_set: bool = False,
                              mode: str | None = None, ap_mode: str | None = None,
-                             with_cost: bool = True, loss=None) -> DetectionEvaluation:
+                             with_cost: bool = True, loss=None, frames=None) -> DetectionEvaluation:
     """Score ``model`` on the spec's validation frames (or training + validation frames) in voc
-    or kitti mode."""
+    or kitti mode (``frames``: see `predict_validation_frames`; the cost needs a Keras model)."""
     settings = build_evaluation_settings(experiment, mode=mode, ap_mode=ap_mode)
     frame_ids, ground_truth, predictions = predict_validation_frames(
-        model, experiment, batch_size=batch_size, use_training_set=use_training_set)
+        model, experiment, batch_size=batch_size, use_training_set=use_training_set, frames=frames)
     results = evaluate_detections(ground_truth, predictions, settings)
     results.num_frames = len(frame_ids)
     cost = (validation_cost(model, experiment, batch_size=batch_size, loss=loss,
@@ -149,27 +164,44 @@ def load_detection_model(model_uri: str, experiment, *, key: str | None = None):
 def evaluate_detection_file(experiment, model_uri: str, *, key: str | None = None,
                             use_training_set: bool = False, mode: str | None = None,
                             ap_mode: str | None = None, batch_size: int | None = None,
-                            results_json: str | None = None) -> DetectionEvaluation:
-    """Evaluate a .tlt model file on the spec's validation (or training + validation) frames.
+                            results_json: str | None = None,
+                            framework: str | None = None) -> DetectionEvaluation:
+    """Evaluate a model file on the spec's validation (or training + validation) frames.
+
+    A .tlt model runs in Keras; an export or engine (``framework`` onnx / engine, or by name)
+    runs without TensorFlow (`tlt.evaluation.deployed_detection`) and has no validation cost.
 
     Args:
         experiment: the training spec (data, classes, overlaps, buckets, post-processing).
-        model_uri: the .tlt file (local, gs:// or s3://).
+        model_uri: the .tlt, export or engine file (local, gs:// or s3://).
         key: the model's key.
         use_training_set: training + validation frames, as the guide's ``--use_training_set``.
         mode: "voc" or "kitti"; default the spec's.
         ap_mode: "11", "40" or "all"; default the spec's.
         batch_size: frames per batch; default ``training_config.batch_size_per_gpu``.
         results_json: where to write `DetectionEvaluation.to_dict` (plus the model) as JSON.
+        framework: ``tlt``, ``onnx`` or ``engine`` (`tlt.inference.deployed.FRAMEWORKS`);
+            default from the name.
     """
+    from tlt.inference.deployed import resolve_framework
     from tlt.io import storage
 
-    model = load_detection_model(model_uri, experiment, key=key)
-    evaluation = evaluate_detection_model(
-        model, experiment, batch_size=batch_size or experiment.training_config.batch_size_per_gpu,
-        use_training_set=use_training_set, mode=mode, ap_mode=ap_mode)
+    framework = resolve_framework(model_uri, framework)
+    batch_size = batch_size or experiment.training_config.batch_size_per_gpu
+    if framework == "tlt":
+        model = load_detection_model(model_uri, experiment, key=key)
+        evaluation = evaluate_detection_model(
+            model, experiment, batch_size=batch_size, use_training_set=use_training_set,
+            mode=mode, ap_mode=ap_mode)
+    else:
+        from tlt.evaluation.deployed_detection import evaluate_deployed_detection
+
+        evaluation = evaluate_deployed_detection(
+            experiment, model_uri, framework=framework, key=key, batch_size=batch_size,
+            use_training_set=use_training_set, mode=mode, ap_mode=ap_mode)
     if results_json:
         data = evaluation.to_dict()
         data["model"] = model_uri
+        data["framework"] = framework
         storage.write_text(results_json, json.dumps(data, indent=2) + "\n")
     return evaluation

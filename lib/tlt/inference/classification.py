@@ -28,8 +28,8 @@ class Prediction:
 
 
 def infer_classification(model_uri: str, *, image: str | None = None, image_dir: str | None = None,
-                         key: str | None = None, batch_size: int = 1,
-                         class_map: str | None = None) -> tuple[list[Prediction], str | None]:
+                         key: str | None = None, batch_size: int = 1, class_map: str | None = None,
+                         framework: str | None = None) -> tuple[list[Prediction], str | None]:
     """Classify ``image`` or every image under ``image_dir``.
 
     In folder mode ``result.csv`` is written into the folder (the guide's format: class index,
@@ -42,6 +42,8 @@ def infer_classification(model_uri: str, *, image: str | None = None, image_dir:
         key: the model's key.
         batch_size: images per forward pass.
         class_map: JSON class map (``-cm``) overriding the class names stored in the model.
+        framework: ``tlt`` (Keras), ``onnx`` (an export) or ``engine`` (a tlt-converter engine);
+            default from the name. Exports and engines run without TensorFlow.
 
     Returns:
         ``(predictions, result_csv_path or None)``.
@@ -51,7 +53,7 @@ def infer_classification(model_uri: str, *, image: str | None = None, image_dir:
             folder, a folder without images or whose result.csv is a folder, a class map that
             does not fit the model.
     """
-    from tlt.evaluation.classification import load_classifier, predict_split
+    from tlt.evaluation.classification import load_any_classifier
     from tlt.io.atomic import atomic_write_text
 
     if bool(image) == bool(image_dir):
@@ -60,11 +62,11 @@ def infer_classification(model_uri: str, *, image: str | None = None, image_dir:
         raise DataError(f"--batch_size must be >= 1, got {batch_size}")
     if image_dir and (Path(image_dir) / "result.csv").is_dir():
         raise DataError(f"{Path(image_dir) / 'result.csv'}: is a folder; results cannot be written there")
-    model, metadata = load_classifier(model_uri, key)
+    predict, metadata, _ = load_any_classifier(model_uri, key=key, framework=framework)
     classes = read_class_map(class_map) if class_map else list(metadata["classes"])
-    if len(classes) != model.outputs[0].shape[-1]:
+    if len(classes) != len(metadata["classes"]):
         raise DataError(f"class map has {len(classes)} classes, the model predicts "
-                        f"{model.outputs[0].shape[-1]}")
+                        f"{len(metadata['classes'])}")
     if image:
         if not Path(image).is_file():
             raise DataError(f"{image}: image file does not exist")
@@ -87,7 +89,7 @@ def infer_classification(model_uri: str, *, image: str | None = None, image_dir:
             _log.warning("skipping %s", err)
     split = ImageFolderSplit(root=Path(image_dir or Path(image).parent), class_names=classes,
                              files=readable, labels=[0] * len(readable))
-    probabilities = predict_split(model, split, metadata["input_dims"], batch_size)
+    probabilities = predict(split, batch_size)
     predictions = [
         Prediction(path=path, class_index=int(p.argmax()), class_name=classes[int(p.argmax())],
                    confidence=float(p.max()))

@@ -161,8 +161,27 @@ def draw_detections(image, boxes: Sequence[tuple[Detection, tuple[int, int, int]
     return out
 
 
-def _load_model(model_uri: str, key: str | None, output_cov: str, output_bbox: str):
+def _load_deployed(model_uri: str, key: str | None, output_cov: str, output_bbox: str,
+                   framework: str | None):
+    """`_load_model` of an export or engine: ONNX Runtime / TensorRT, no TensorFlow."""
+    from tlt.inference.deployed import load_deployed
+
+    model = load_deployed(model_uri, framework=framework, key=key)
+    model.check_task("detection")
+    names = [model.output_name(output_cov, BLOB_OPS["output_cov"]),
+             model.output_name(output_bbox, BLOB_OPS["output_bbox"])]
+    _log.info("running %s (%s) without TensorFlow", model_uri, model.description)
+    metadata = dict(model.metadata, input_dims=list(model.input_dims))
+    return model.predictor(names), [False, False], metadata
+
+
+def _load_model(model_uri: str, key: str | None, output_cov: str, output_bbox: str,
+                framework: str | None = None):
     """``(network returning [cov, bbox], channels_last flags, metadata)``."""
+    from tlt.inference.deployed import is_deployed
+
+    if is_deployed(model_uri, framework):
+        return _load_deployed(model_uri, key, output_cov, output_bbox, framework)
     import keras
 
     from tlt.io.modelfile import load_keras_model
@@ -303,16 +322,15 @@ def _read_image(path: Path, channels: int):
 
 
 def _network_batch(arrays: list[np.ndarray], size: tuple[int, int], preprocessing: dict) -> np.ndarray:
-    import tensorflow as tf
+    """Resize (numpy, equal to ``tf.image.resize`` bilinear) and scale to ``[N, C, H, W]``."""
+    from tlt.data.image_arrays import resize_bilinear, to_network
 
     width, height = size
-    scale = float(preprocessing.get("scale", 1.0 / 127.5))
-    offset = float(preprocessing.get("offset", 127.5))
     batch = []
     for array in arrays:
         if array.shape[:2] != (height, width):
-            array = tf.image.resize(array, (height, width), method="bilinear").numpy()
-        batch.append(np.transpose((array - offset) * scale, (2, 0, 1)))
+            array = resize_bilinear(array, height, width)
+        batch.append(to_network(array, preprocessing))
     return np.stack(batch).astype(np.float32)
 
 
@@ -320,7 +338,8 @@ def infer_detection(model_uri: str, inference_input: str | Path, output_dir: str
                     key: str | None = None, batch_size: int = 1, kitti_dump: bool = False,
                     box_overlay: bool = False, cluster_params: str | None = None,
                     line_width: int = 2, output_cov: str = "output_cov",
-                    output_bbox: str = "output_bbox", progress: bool = True) -> DetectionInferenceResult:
+                    output_bbox: str = "output_bbox", progress: bool = True,
+                    framework: str | None = None) -> DetectionInferenceResult:
     """Detect objects in one image or a folder of images.
 
     Args:
@@ -337,6 +356,8 @@ def infer_detection(model_uri: str, inference_input: str | Path, output_dir: str
             name of it (``output_cov/Sigmoid``).
         output_bbox: the bbox layer, or its blob name (``output_bbox/BiasAdd``).
         progress: show a progress bar.
+        framework: ``tlt`` (Keras), ``onnx`` (an export) or ``engine`` (a tlt-converter engine);
+            default from the name. Exports and engines run without TensorFlow.
 
     Returns:
         Per readable image its detections in its own pixels, plus the skipped images.
@@ -358,7 +379,8 @@ def infer_detection(model_uri: str, inference_input: str | Path, output_dir: str
         raise DataError(f"--line_width must be >= 1, got {line_width}")
     out = check_output_dir(output_dir)
     files = list_input_images(inference_input)
-    net, channels_last, metadata = _load_model(str(model_uri), key, output_cov, output_bbox)
+    net, channels_last, metadata = _load_model(str(model_uri), key, output_cov, output_bbox,
+                                               framework)
     channels, height, width = (int(v) for v in metadata["input_dims"])
     post, labels, colours = _postprocessing(metadata, cluster_params, (width, height))
 
