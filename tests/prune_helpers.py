@@ -3,8 +3,9 @@
 `kill_filters` makes chosen filters of a channel group *exactly* zero all the way down: the
 producers' kernel columns and biases are zeroed, so the convolution outputs 0 there; every batch
 norm on the way gets gamma = beta = moving_mean = 0 at those channels, so it outputs
-``0 * (x - 0) / sqrt(var + eps) + 0 = 0`` whatever x is (a depthwise convolution before it has
-its bias zeroed too); ReLU(0), max/average pooling, zero padding and Add of zeros all stay 0.
+``0 * (x - 0) / sqrt(var + eps) + 0 = 0`` whatever x is; a depthwise convolution on the way has
+its kernel and bias zeroed there (its input is 0 anyway, and its norms vote on the group);
+ReLU(0), max/average pooling, zero padding and Add of zeros all stay 0.
 Such channels contribute nothing to any later layer, so removing them (and the matching input
 rows of their consumers) must leave the model's outputs unchanged up to float rounding.
 """
@@ -105,8 +106,10 @@ def kill_filters(model, graph, root: int, channels) -> None:
         if kind == "BatchNormalization":
             for i in (0, 1, 2):  # gamma, beta, moving mean
                 weights[i][hit] = 0.0
-        elif len(weights) == 2:  # depthwise bias (multiplier 1 in every family)
-            weights[1][hit] = 0.0
+        else:  # depthwise kernel (its norms vote in TLT's equalization) and bias
+            weights[0][:, :, hit, :] = 0.0
+            if len(weights) == 2:
+                weights[1][hit] = 0.0
         layer.set_weights(weights)
 
 

@@ -259,3 +259,21 @@ def test_unknown_excluded_layer_lists_close_names():
     assert message.startswith("--excluded_layers: the model has no layer named "
                               "'block_1a_conv_shortcu'; closest: block_1a_conv_shortcut")
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("criterion, width", [("union", 8), ("intersection", 7)])
+def test_depthwise_norms_vote_on_the_group_they_follow(criterion, width):
+    inputs = keras.Input((6, 6, 3), name="x")
+    x = keras.layers.Conv2D(8, 1, name="pointwise")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise")(x)
+    out = keras.layers.Conv2D(2, 1, name="head")(x)
+    model = keras.Model(inputs, out)
+    kernel, bias = model.get_layer("depthwise").get_weights()
+    kernel[:, :, 3, :] = 0.0  # a strong pointwise filter feeding a dead depthwise one
+    model.get_layer("depthwise").set_weights([kernel, bias])
+    settings = PruneSettings(equalization_criterion=criterion, pruning_threshold=0.01,
+                             pruning_granularity=1, min_num_filters=1)
+    result = prune_model(model, settings)
+    assert result.widths["pointwise"] == (8, width)
+    assert result.model.get_layer("depthwise").get_weights()[0].shape == (3, 3, width, 1)
+    assert result.model.get_layer("head").get_weights()[0].shape == (1, 1, width, 2)

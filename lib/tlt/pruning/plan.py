@@ -1,7 +1,8 @@
 """Which filters to keep: the prune settings and the per-group decision.
 
-For every set of merged groups that is not blocked, each member layer's filter norms are
-normalised (`criteria.normalize`), combined across members (`criteria.equalize`), and the filters
+For every set of merged groups that is not blocked, each member layer's filter norms (and those
+of the depthwise convolutions that follow the set, as in TLT) are normalised
+(`criteria.normalize`), combined across layers (`criteria.equalize`), and the filters
 scoring at least the threshold are kept. The count kept is then raised to at least
 ``min_num_filters`` and rounded up to a multiple of ``pruning_granularity`` (never beyond the
 layer's width); when that adds filters, the highest-scoring ones are added first.
@@ -134,13 +135,30 @@ def select_filters(scores: np.ndarray, settings: PruneSettings) -> np.ndarray:
     return np.sort(order[:count])
 
 
-def _layer_scores(model, graph: ChannelGraph, group, normalizer: str) -> np.ndarray:
+def _layer_scores(model, graph: ChannelGraph, name: str, normalizer: str) -> np.ndarray:
+    """Normalised filter norms of a producer, or of a depthwise layer per input channel."""
     import keras
 
-    layer = model.get_layer(group.layer)
-    out_axis = PRODUCERS[graph.classes[group.layer]][1]
-    kernel = keras.ops.convert_to_numpy(layer.kernel)
+    kind = graph.classes[name]
+    out_axis = 2 if kind == "DepthwiseConv2D" else PRODUCERS[kind][1]
+    kernel = keras.ops.convert_to_numpy(model.get_layer(name).kernel)
     return normalize(filter_norms(kernel, out_axis), normalizer)
+
+
+def _depthwise_voters(graph: ChannelGraph) -> dict[int, list[str]]:
+    """Depthwise layers reading one whole group, by that group's root.
+
+    As in TLT, a depthwise convolution's per-channel kernel norms take part in the equalization
+    of the group it follows: under ``intersection`` a channel whose depthwise filter is weak goes
+    even when the filter producing it is strong.
+    """
+    voters: dict[int, list[str]] = {}
+    for name in graph.order:
+        if graph.classes[name] == "DepthwiseConv2D" and name not in graph.opaque:
+            gid = graph.in_maps[name][0].single_group()
+            if gid is not None:
+                voters.setdefault(graph.find(gid), []).append(name)
+    return voters
 
 
 def build_prune_plan(model, graph: ChannelGraph, settings: PruneSettings) -> PrunePlan:
@@ -155,6 +173,7 @@ def build_prune_plan(model, graph: ChannelGraph, settings: PruneSettings) -> Pru
         The plan: blocked sets keep every filter.
     """
     kept, sizes, blocked = {}, {}, {}
+    depthwise = _depthwise_voters(graph)
     for root in graph.roots():
         members = graph.members(root)
         sizes[root] = members[0].size
@@ -163,7 +182,8 @@ def build_prune_plan(model, graph: ChannelGraph, settings: PruneSettings) -> Pru
             blocked[root] = reason
             kept[root] = np.arange(sizes[root])
             continue
-        scores = [_layer_scores(model, graph, g, settings.normalizer) for g in members]
+        names = [g.layer for g in members] + depthwise.get(root, [])
+        scores = [_layer_scores(model, graph, name, settings.normalizer) for name in names]
         merged = equalize(scores, settings.equalization_criterion) if len(scores) > 1 else scores[0]
         kept[root] = select_filters(merged, settings)
     return PrunePlan(kept=kept, sizes=sizes, blocked=blocked)
