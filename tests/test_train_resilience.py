@@ -95,6 +95,16 @@ def test_results_dir_that_is_a_file_is_one_line_and_the_file_is_untouched(task, 
         f"folder")
 
 
+def test_a_spec_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    spec = tmp_path / "spec.txt"
+    spec.write_bytes(b'model_config {\n  arch: "resnet\xff"\n}\n')
+    code = train_main(["classification", "-e", str(spec), "-r", str(tmp_path / "out")])
+    assert code == 2
+    line = _error_line(capsys.readouterr().err)
+    assert line.startswith(f"tlt-train: error: {spec}:2: is not UTF-8 text: byte 0xff")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_batch_larger_than_the_training_set_is_one_step_of_all_of_it(caplog):
     with caplog.at_level(logging.WARNING, logger="tlt.training.batching"):
         plan = plan_batches(4096, 1, 12, drop_remainder=False,

@@ -16,10 +16,11 @@ def _load_spec(spec, task: str):
     from tlt import spec as spec_loader
 
     if isinstance(spec, (str, Path)):
-        text = Path(spec).read_text(encoding="utf-8") if Path(spec).is_file() else None
-        if text is None:
+        if not Path(spec).is_file():
             raise SpecError(f"{spec}: spec file does not exist")
-        return spec_loader.load(str(spec), task), text
+        # Loaded first: the loader turns a file that is not UTF-8 (or not a spec) into one line.
+        message = spec_loader.load(str(spec), task)
+        return message, Path(spec).read_text(encoding="utf-8")
     return spec, spec_loader.to_text(spec)
 
 
