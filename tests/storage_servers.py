@@ -11,10 +11,13 @@ Fixtures:
         server's memory (bulk set-up for listing tests; the code under test still uses HTTP).
 
 The GCS emulator ignores generation preconditions, which real GCS enforces and which the model
-registry relies on for create-only commits; `_enforce_generation_match` teaches its object
-insert the one real GCS rule used here: ``ifGenerationMatch`` must equal the object's current
-generation, 0 meaning "must not exist" (else HTTP 412 conditionNotMet), checked and written
-under one lock.
+registry relies on (create-only commits of versions, compare-and-swap of aliases);
+`_enforce_generation_match` teaches its object insert and download the real GCS rule:
+``ifGenerationMatch`` must equal the object's current generation, 0 meaning "must not exist"
+(else HTTP 412 conditionNotMet), checked and written under one lock. Likewise moto's S3 server
+checks ``If-Match`` / ``If-None-Match`` and then writes without a lock, so two conditional puts
+in flight at once could both pass; `_atomic_moto_puts` makes check and write one step, as on
+real S3.
 
 Both bucket fixtures reset `tlt.io.storage`'s cached clients and settings before and after the
 test, so clients never outlive the environment they were built from.
@@ -48,6 +51,7 @@ def moto_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    restore = _atomic_moto_puts()
     server.start()
     try:
         host, port = server.get_host_and_port()
@@ -56,6 +60,26 @@ def moto_endpoint() -> Iterator[str]:
     finally:
         _SERVERS.pop("s3", None)
         server.stop()
+        restore()
+
+
+def _atomic_moto_puts() -> Callable[[], None]:
+    """Make moto's PutObject check its preconditions and write under one lock; returns the undo."""
+    from moto.s3.responses import S3Response
+
+    original = S3Response.put_object
+    lock = threading.Lock()
+
+    def put_object(self, *args, **kwargs):
+        with lock:
+            return original(self, *args, **kwargs)
+
+    S3Response.put_object = put_object
+
+    def restore() -> None:
+        S3Response.put_object = original
+
+    return restore
 
 
 @pytest.fixture(scope="session")
@@ -78,34 +102,31 @@ def gcs_endpoint() -> Iterator[str]:
 
 
 def _enforce_generation_match() -> Callable[[], None]:
-    """Make the emulator's object insert honour ``ifGenerationMatch``; returns the undo."""
-    from http import HTTPStatus
+    """Make the emulator's object insert and download honour ``ifGenerationMatch``.
 
+    Any generation is enforced, as real GCS does: 0 means "no live object", any other number
+    must be the live object's generation (the emulator gives every write a new one).
+
+    Returns:
+        The undo.
+    """
     from gcp_storage_emulator import server as emulator
-    from gcp_storage_emulator.exceptions import NotFound
     from gcp_storage_emulator.handlers import objects
 
-    original = objects.insert
     lock = threading.Lock()
+    originals = {"insert": objects.insert, "download": objects.download}
 
     def insert(request, response, storage, *args, **kwargs):
-        wanted = request.query.get("ifGenerationMatch")
-        if not wanted:
-            return original(request, response, storage, *args, **kwargs)
-        name = _object_name(request)
+        with lock:  # the check and the write are one step
+            if _precondition_holds(request, response, storage, _object_name(request)):
+                return originals["insert"](request, response, storage, *args, **kwargs)
+            return None
+
+    def download(request, response, storage, *args, **kwargs):
         with lock:
-            try:
-                current = str(storage.get_file_obj(request.params["bucket_name"], name)["generation"])
-            except NotFound:
-                current = "0"
-            if current != wanted[0]:
-                response.status = HTTPStatus.PRECONDITION_FAILED
-                response.json({"error": {"code": 412, "message": "At least one of the "
-                               "pre-conditions you specified did not hold.", "errors": [
-                                   {"reason": "conditionNotMet", "domain": "global",
-                                    "message": "Precondition Failed"}]}})
-                return None
-            return original(request, response, storage, *args, **kwargs)
+            if _precondition_holds(request, response, storage, request.params["object_id"]):
+                return originals["download"](request, response, storage, *args, **kwargs)
+            return None
 
     def _object_name(request) -> str | None:
         if request.query.get("name"):
@@ -113,15 +134,41 @@ def _enforce_generation_match() -> Callable[[], None]:
         data = request.data if isinstance(request.data, dict) else {}
         return (data.get("meta") or data).get("name")  # multipart body, or resumable metadata
 
-    def swap(new) -> None:
-        objects.insert = new
-        for _regex, handlers in emulator.HANDLERS:
-            for method, handler in list(handlers.items()):
-                if handler in (original, insert):
-                    handlers[method] = new
+    patched = {"insert": insert, "download": download}
 
-    swap(insert)
-    return lambda: swap(original)
+    def swap(to: dict) -> None:
+        for attr, fn in to.items():
+            setattr(objects, attr, fn)  # objects.get calls the module's download
+            for _regex, handlers in emulator.HANDLERS:
+                for method, handler in list(handlers.items()):
+                    if handler in (originals[attr], patched[attr]):
+                        handlers[method] = fn
+
+    swap(patched)
+    return lambda: swap(originals)
+
+
+def _precondition_holds(request, response, storage, name: str | None) -> bool:
+    """True unless ``ifGenerationMatch`` is given and differs (then the answer is a 412)."""
+    from http import HTTPStatus
+
+    from gcp_storage_emulator.exceptions import NotFound
+
+    wanted = request.query.get("ifGenerationMatch")
+    if not wanted:
+        return True
+    try:
+        current = str(storage.get_file_obj(request.params["bucket_name"], name)["generation"])
+    except NotFound:
+        current = "0"
+    if current == wanted[0]:
+        return True
+    response.status = HTTPStatus.PRECONDITION_FAILED
+    response.json({"error": {"code": 412, "message": "At least one of the pre-conditions you "
+                   "specified did not hold.", "errors": [
+                       {"reason": "conditionNotMet", "domain": "global",
+                        "message": "Precondition Failed"}]}})
+    return False
 
 
 def _reset_storage() -> None:

@@ -5,6 +5,8 @@ This replaces NGC for ``tlt-pull``. Layout::
     <root>/<name>/<version>-<token>/<files>   the files of one published version
     <root>/_versions/<name>/<version>.json    the version's entry: its commit record
     <root>/_pending/<name>/<label>.json       lease of a publish still uploading
+    <root>/_aliases/<name>/<alias>.json       an alias (``production``) naming one version,
+                                              moved by `promote` (`tlt.io.registry_aliases`)
     <root>/index.json                         the whole catalogue, for older releases
 
 A version entry::
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import logging
 import os
 import re
@@ -52,9 +55,14 @@ from tlt.io.registry_catalogue import (
     INDEX_NAME, commit_entry, load_catalogue, write_index_cache,
 )
 from tlt.io.registry_index import check_name
+from tlt.io.registry_aliases import (
+    DEFAULT_ALIAS, PromotionRecord, aliases, current, history, promote, resolve,
+)
 from tlt.io.registry_orphans import DEFAULT_GRACE, lease, remove_orphans
 
-__all__ = ["Registry", "ModelInfo", "VersionInfo", "FileInfo", "INDEX_NAME", "APPLICATIONS"]
+__all__ = ["Registry", "ModelInfo", "VersionInfo", "FileInfo", "INDEX_NAME", "APPLICATIONS",
+           "DEFAULT_ALIAS", "PromotionRecord", "promote", "current", "aliases", "history",
+           "resolve"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -246,22 +254,26 @@ class Registry:
             version: version label (same characters), e.g. ``1`` or ``2024.06``.
             files: a local folder (its whole tree is published), one file, or a list of files
                 and folders (each kept under its base name).
-            metadata: stored with the version. Missing keys are filled from the metadata of a
-                plain .tlt/.etlt file among ``files``.
+            metadata: any JSON object (metrics, lineage such as the training data's class
+                counts ...), stored with the version and returned by `resolve` /
+                `get_version`. Missing keys are filled from the metadata of a plain .tlt/.etlt
+                file among ``files``.
             task: ``classification`` or ``detection`` (shown as the Application column); when
                 None, kept from an earlier version or taken from the metadata's ``task``.
             framework: catalogue column, default ``TLT`` (or the earlier value).
             precision: catalogue column, default ``FP32`` (or the earlier value).
             description: free text for the catalogue.
-            overwrite: replace an existing version instead of failing.
+            overwrite: replace an existing version instead of failing (not one an alias
+                names: a deployed version stays as it was promoted).
             progress: show a tqdm byte counter on stderr.
 
         Returns:
             The new version's catalogue entry.
 
         Raises:
-            RegistryError: bad name/version, no files, the version exists (also when another
-                publisher committed it first), malformed catalogue.
+            RegistryError: bad name/version, metadata that is not JSON, no files, the version
+                exists (also when another publisher committed it first) or an alias names it,
+                malformed catalogue.
             StorageError: an upload failed (nothing is committed; the upload is removed).
         """
         version = str(version)
@@ -272,7 +284,9 @@ class Registry:
         replaced = model["versions"].get(version)
         if replaced is not None and not overwrite:
             raise self._exists_error(name, version)
-        meta = dict(metadata or {})
+        if replaced is not None:
+            self._check_not_aliased(name, version)
+        meta = _check_metadata(metadata)
         for key, value in _model_file_metadata(local).items():
             meta.setdefault(key, value)
         fields = _model_fields(model, meta, task, framework, precision, description)
@@ -332,6 +346,13 @@ class Registry:
         referenced = {e.get("location", f"{name}/{v}") for v, e in model["versions"].items()}
         return remove_orphans(self.root, name, referenced, self.orphan_grace)
 
+    def _check_not_aliased(self, name: str, version: str) -> None:
+        named = sorted(a for a, v in aliases(self, name).items() if v == version)
+        if named:
+            raise RegistryError(f"version {version} of '{name}' is its {', '.join(named)} "
+                                f"version in registry {self.root} and cannot be overwritten; "
+                                f"publish a new version and promote it")
+
     def _exists_error(self, name: str, version: str, raced: bool = False) -> RegistryError:
         how = "was published by someone else meanwhile" if raced else "already exists"
         return RegistryError(f"version {version} of '{name}' {how} in registry {self.root}; "
@@ -345,6 +366,19 @@ class Registry:
             raise RegistryError(f"model '{name}' not found in registry {self.root}; "
                                 f"available: {available}")
         return models[name]
+
+
+def _check_metadata(metadata: dict | None) -> dict:
+    """A copy of ``metadata``, proven storable as JSON before anything is uploaded."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise RegistryError(f"metadata must be a JSON object (dict), got "
+                            f"{type(metadata).__name__}")
+    try:
+        return json.loads(json.dumps(metadata))
+    except (TypeError, ValueError) as err:
+        raise RegistryError(f"metadata cannot be stored as JSON: {err}") from None
 
 
 def _model_fields(model: dict, meta: dict, task: str | None, framework: str | None,

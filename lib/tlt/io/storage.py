@@ -9,6 +9,9 @@ their outputs up (`staged_output`). Guarantees:
 - Create-only writes (`write_new`): of several writers racing for one name, exactly one
   creates it (local hard link, S3 ``If-None-Match: *``, GCS ``ifGenerationMatch=0``); the model
   registry commits versions this way.
+- Compare-and-swap (`read_with_token` + `write_if_unchanged`): a write that lands only if the
+  object is still as it was read (S3 ``If-Match: <ETag>``, GCS ``ifGenerationMatch=<generation>``,
+  local lock + compare + rename); the model registry moves its aliases this way.
 - Transient failures (connection errors, timeouts, 429, 5xx, throttling) are retried with
   exponential backoff; `configure(retry_attempts=..., retry_base_delay=...)` tunes it.
 - Errors are `StorageError("<uri>: <what went wrong>")` on one line, credentials scrubbed.
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tlt.errors import StorageError
-from tlt.io import _local
+from tlt.io import _conditional, _local
 from tlt.io._gcs import GCSBackend
 from tlt.io._s3 import S3Backend
 from tlt.io._storage_common import (
@@ -41,7 +44,8 @@ from tlt.io.atomic import atomic_dir
 
 __all__ = [
     "is_remote", "join", "exists", "isdir", "read_bytes", "read_text", "write_bytes", "write_text",
-    "write_new", "list_files", "list_times", "copy", "upload_file", "download_file", "download_tree", "upload_tree",
+    "write_new", "read_with_token", "write_if_unchanged", "list_files", "list_times", "copy",
+    "upload_file", "download_file", "download_tree", "upload_tree",
     "delete", "delete_tree", "check_writable_prefix", "staged_input", "staged_output",
     "configure", "reset_clients", "reset_config", "StorageConfig", "StorageError",
 ]
@@ -150,6 +154,36 @@ def write_new(uri: str | os.PathLike, data: bytes) -> bool:
         return _local.write_new(os.fspath(uri), bytes(data))
     backend, bucket, key = _object(uri)
     return backend.write_new(uri, bucket, key, bytes(data))
+
+
+def read_with_token(uri: str | os.PathLike) -> tuple[bytes, str] | None:
+    """The content of a file or object and a token naming that state of it, for a later swap.
+
+    Returns:
+        ``(content, token)``, or None when nothing is there. The token is opaque (S3 ETag,
+        GCS generation, local SHA-256) and only means something to `write_if_unchanged`.
+    """
+    if not is_remote(uri):
+        return _conditional.read_with_token(None, os.fspath(uri), "", "")
+    backend, bucket, key = _object(uri)
+    return _conditional.read_with_token(backend, uri, bucket, key)
+
+
+def write_if_unchanged(uri: str | os.PathLike, data: bytes, token: str | None) -> bool:
+    """Compare-and-swap: write ``data`` only if the object is still in the state ``token`` names.
+
+    ``token`` comes from `read_with_token`; None means "only if nothing is there" (as
+    `write_new`). Of several writers swapping from the same token exactly one succeeds. The
+    write is atomic: readers see the old content or the new. Local files written this way must
+    only ever be written this way (the swap holds a lock that plain writes do not take).
+
+    Returns:
+        True when written; False (nothing written) when the object changed since the read.
+    """
+    if not is_remote(uri):
+        return _conditional.write_if_unchanged(None, os.fspath(uri), "", "", bytes(data), token)
+    backend, bucket, key = _object(uri)
+    return _conditional.write_if_unchanged(backend, uri, bucket, key, bytes(data), token)
 
 
 def write_text(uri: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
