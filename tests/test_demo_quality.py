@@ -42,3 +42,17 @@ def test_demo_detector_reaches_50_map_with_clean_boxes(repo_root, tmp_path):
         # Clean boxes: the detections the report draws are about one per object, mostly right.
         assert cell["num_detections"] <= 2 * cell["num_ground_truth"], (name, cell)
         assert cell["true_positives"] >= 0.6 * cell["num_ground_truth"], (name, cell)
+
+
+def test_demo_data_matches_the_pipeline_default_spec(repo_root):
+    """The frames build.sh makes are the size the default spec trains at (no resize, no padding)."""
+    from tlt import spec
+    from tlt.orchestration.pipelines import DEFAULT_DETECTION_SPEC
+
+    args = _demo_sample_data_args(repo_root)
+    flags = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--")}
+    experiment = spec.loads(DEFAULT_DETECTION_SPEC, "detection")
+    pre = experiment.augmentation_config.preprocessing
+    assert (int(flags["--width"]), int(flags["--height"])) == (pre.output_image_width, pre.output_image_height)
+    # Validated once, at the end: the evaluate stage scores the final model anyway.
+    assert experiment.evaluation_config.first_validation_epoch == experiment.training_config.num_epochs
