@@ -56,8 +56,9 @@ def test_list_versions(registry, capsys):
     assert main(["-r", str(registry), "--list_versions", "-m",
                  "tlt_iva_object_detection_resnet10"]) == 0
     rows = _table(capsys.readouterr().out)
-    assert rows[0] == ["Version", "Files", "Size", "Last Modified"]
-    assert [r[:3] for r in rows[1:]] == [["2", "1", "2.50 KB"], ["1", "1", "2.50 KB"]]
+    assert rows[0] == ["Version", "Files", "Size", "Last Modified", "Aliases"]
+    assert [r[:3] + r[4:] for r in rows[1:]] == [["2", "1", "2.50 KB", "-"],
+                                                  ["1", "1", "2.50 KB", "-"]]
 
 
 def test_download_like_the_guide(registry, tmp_path, capsys):
@@ -107,13 +108,23 @@ def test_publish_then_pull(tmp_path, capsys, monkeypatch):
      "no registry given: pass -r/--registry URI or set TLT_REGISTRY"),
     (["-r", "{reg}", "-m", "tlt_iva_classification_resnet18"], 2,
      "--version is mandatory to download; use --list_versions -m "
-     "tlt_iva_classification_resnet18 to see the versions"),
+     "tlt_iva_classification_resnet18 to see the versions (or --alias production)"),
     (["-r", "{reg}"], 2,
      "nothing to do: pass --list models, --list_versions -m NAME, -m NAME -v VERSION, "
-     "or --publish PATH -m NAME -v VERSION"),
+     "-m NAME --alias ALIAS, --publish PATH -m NAME -v VERSION, --promote VERSION -m NAME, "
+     "or --history -m NAME"),
     (["-r", "{reg}", "--list_versions"], 2, "--list_versions needs -m/--model_name"),
+    (["-r", "{reg}", "--promote", "1"], 2, "--promote needs -m/--model_name"),
+    (["-r", "{reg}", "--history"], 2, "--history needs -m/--model_name"),
     (["-r", "{reg}", "-lm", "--list_versions", "-m", "x"], 2,
-     "choose one of --list models, --list_versions and --publish"),
+     "choose one of --list models, --list_versions, --publish, --promote and --history"),
+    (["-r", "{reg}", "-m", "tlt_iva_object_detection_resnet10", "-v", "1", "--alias",
+      "production"], 2, "choose -v/--version or --alias to download, not both"),
+    (["-r", "{reg}", "-m", "tlt_iva_object_detection_resnet10", "--alias", "production"], 1,
+     "registry {reg} has no production model 'tlt_iva_object_detection_resnet10'; run the "
+     "retraining pipeline once or promote a version with tlt-pull --promote"),
+    (["-r", "{reg}", "-m", "tlt_iva_object_detection_resnet10", "--promote", "9"], 1,
+     "version 9 of 'tlt_iva_object_detection_resnet10' not found; available: 1, 2"),
     (["-r", "{reg}", "--publish", "f.tlt", "-m", "x"], 2,
      "--publish needs -m/--model_name and -v/--version"),
     (["-r", "{reg}", "-m", "nope", "-v", "1"], 1,
@@ -141,5 +152,61 @@ def test_help_and_bad_flag(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "--publish FILE_OR_DIR" in out and "this project's addition" in out
+    assert "--promote VERSION" in out and "--history" in out
+    flat = " ".join(out.split())
+    assert "(default: current folder)" in flat and "(default: production)" in flat
+    assert "  tlt-pull -r gs://bucket/models --history -m resnet18_cls\n" in out  # epilog kept
     assert main(["--no-such-flag"]) == 2
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def test_promote_list_pull_by_alias_and_history(registry, tmp_path, capsys, monkeypatch):
+    name = "tlt_iva_object_detection_resnet10"
+    monkeypatch.setenv("TLT_PROMOTED_BY", "alice")
+    assert main(["-r", str(registry), "-m", name, "--promote", "1"]) == 0
+    assert capsys.readouterr().out == (f"Promoted {name} version 1 to production in {registry} "
+                                       f"(was unset)\n")
+    assert main(["-r", str(registry), "-m", name, "--promote", "2"]) == 0
+    assert capsys.readouterr().out.endswith("(was version 1)\n")
+    assert main(["-r", str(registry), "-m", name, "--promote", "2"]) == 0
+    assert "already is production" in capsys.readouterr().out
+    assert main(["-r", str(registry), "-m", name, "--promote", "1", "--alias", "staging"]) == 0
+    capsys.readouterr()
+
+    assert main(["-r", str(registry), "--list_versions", "-m", name]) == 0
+    rows = _table(capsys.readouterr().out)
+    assert [(r[0], r[4]) for r in rows[1:]] == [("2", "production"), ("1", "staging")]
+
+    assert main(["-r", str(registry), "-m", name, "--alias", "production", "-d",
+                 str(tmp_path / "models")]) == 0
+    out = capsys.readouterr().out
+    dest = tmp_path / "models" / f"{name}_v2"
+    assert f"Downloaded local path: {dest}\n" in out
+    assert (dest / "resnet18.tlt").read_bytes() == b"x" * 2500
+
+    assert main(["-r", str(registry), "--history", "-m", name]) == 0
+    rows = _table(capsys.readouterr().out)
+    assert rows[0] == ["#", "Promoted", "Who", "From", "To", "Metric", "Margin", "Reason"]
+    assert [r[:1] + r[2:] for r in rows[1:]] == [
+        ["1", "alice", "-", "1", "-", "-",
+         "promoted by hand (no champion/challenger decision recorded)"],
+        ["2", "alice", "1", "2", "-", "-",
+         "promoted by hand (no champion/challenger decision recorded)"]]
+    assert main(["-r", str(registry), "--history", "-m", name, "--alias", "canary"]) == 0
+    assert capsys.readouterr().out == (f"canary alias of '{name}' has never been set in "
+                                       f"registry {registry}\n")
+
+
+def test_history_shows_the_decision(registry, capsys):
+    from tlt.gates.promotion import decide_promotion
+    from tlt.io.registry import promote
+
+    name = "tlt_iva_object_detection_resnet10"
+    reg = Registry(registry)
+    promote(reg, name, "1", decision=decide_promotion(0.5), who="run-1")
+    promote(reg, name, "2", decision=decide_promotion(0.62, 0.5, margin=0.02), who="run-2")
+    assert main(["-r", str(registry), "--history", "-m", name]) == 0
+    rows = _table(capsys.readouterr().out)
+    assert [r[2:7] for r in rows[1:]] == [["run-1", "-", "1", "mAP - -> 0.5", "0.01"],
+                                          ["run-2", "1", "2", "mAP 0.5 -> 0.62", "0.02"]]
+    assert rows[2][7].startswith("challenger mAP 0.62")

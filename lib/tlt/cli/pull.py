@@ -2,10 +2,12 @@
 
 TLT v1's ``tlt-pull`` talks to NGC; this one talks to a registry folder on local disk, gs:// or
 s3:// (`tlt.io.registry`), chosen with ``-r/--registry`` or ``$TLT_REGISTRY``. The guide's flags
-work unchanged; the NGC-only ``-k``, ``-o`` and ``-t`` are accepted and ignored. ``--publish`` is
-this project's addition: it uploads a model so others can pull it. A download writes only inside
-``-d`` (names and paths read from the registry are validated first), and concurrent publishes
-to any backend never lose a version (see `tlt.io.registry`).
+work unchanged; the NGC-only ``-k``, ``-o`` and ``-t`` are accepted and ignored. This project's
+additions: ``--publish`` uploads a model so others can pull it; ``--alias`` pulls the version an
+alias (``production``) names; ``--promote`` moves an alias by hand and ``--history`` shows its
+promotions (`tlt.io.registry_aliases`). A download writes only inside ``-d`` (names and paths
+read from the registry are validated first), and concurrent publishes to any backend never lose
+a version (see `tlt.io.registry`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from tlt.cli._common import run_main, setup_logging
+from tlt.cli._common import HelpFormatter, run_main, setup_logging
 from tlt.errors import RegistryError, TLTError
-from tlt.io.registry import APPLICATIONS, Registry
+from tlt.io.registry import (
+    APPLICATIONS, DEFAULT_ALIAS, Registry, aliases, current, history, promote, resolve,
+)
 
 __all__ = ["main", "build_parser", "REGISTRY_ENV"]
 
@@ -37,6 +41,10 @@ class _UsageError(TLTError):
     exit_code = 2
 
 
+class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in ``-h`` (`HelpFormatter`), and the epilog's examples kept line by line."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``tlt-pull`` argument parser (TLT v1's flags plus ``-r`` and ``--publish``)."""
     parser = argparse.ArgumentParser(
@@ -48,10 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
                "  tlt-pull -r gs://bucket/models --list_versions -m resnet18_cls\n"
                "  tlt-pull -r gs://bucket/models -m resnet18_cls -v 1 -d ./models\n"
                "  tlt-pull -r gs://bucket/models --publish out/model.tlt -m resnet18_cls -v 2 "
-               "--task classification\n\n"
-               "--publish is this project's addition to TLT's tlt-pull; it creates the registry "
-               "(its index.json) on first use.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+               "--task classification\n"
+               "  tlt-pull -r gs://bucket/models --promote 2 -m resnet18_cls\n"
+               "  tlt-pull -r gs://bucket/models -m resnet18_cls --alias production -d ./models\n"
+               "  tlt-pull -r gs://bucket/models --history -m resnet18_cls\n\n"
+               "--publish, --alias, --promote and --history are this project's additions to TLT's "
+               "tlt-pull; --publish creates the registry (its index.json) on first use.",
+        formatter_class=_Formatter)
     parser.add_argument("-r", "--registry", metavar="URI",
                         help=f"registry root: local folder, gs:// or s3:// URI "
                              f"(default: ${REGISTRY_ENV})")
@@ -72,7 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--description", help="free text shown by --list models")
     publish.add_argument("--precision", help="precision column (default FP32)")
     publish.add_argument("--overwrite", action="store_true",
-                         help="replace an existing version (versions are otherwise immutable)")
+                         help="replace an existing version (versions are otherwise immutable; "
+                              "one an alias names never is)")
+    alias = parser.add_argument_group("aliases and promotion (this project's addition)")
+    alias.add_argument("--alias", metavar="ALIAS",
+                       help=f"download the version this alias names instead of -v; the alias "
+                            f"--promote moves and --history shows (default: {DEFAULT_ALIAS})")
+    alias.add_argument("--promote", metavar="VERSION",
+                       help="move the alias of -m NAME to VERSION by hand (atomic; recorded in "
+                            "the history)")
+    alias.add_argument("--history", action="store_true",
+                       help="print the promotion history of the alias of -m NAME")
     ngc = parser.add_argument_group("NGC options (accepted for compatibility, ignored)")
     ngc.add_argument("-k", "--key", help="NGC API key")
     ngc.add_argument("-o", "--org", help="NGC organisation")
@@ -103,33 +124,51 @@ def _main(argv: Sequence[str] | None) -> int:
         _print_versions(registry, args.model_name)
     elif mode == "publish":
         _publish(registry, args)
+    elif mode == "promote":
+        _promote(registry, args.model_name, args.promote, args.alias or DEFAULT_ALIAS)
+    elif mode == "history":
+        _print_history(registry, args.model_name, args.alias or DEFAULT_ALIAS)
     else:
-        _download(registry, args.model_name, args.version, Path(args.dir))
+        _download(registry, args.model_name, args.version, args.alias, Path(args.dir))
     return 0
+
+
+_MODE_FLAGS = {"versions": "--list_versions", "publish": "--publish", "promote": "--promote",
+               "history": "--history"}
 
 
 def _mode(args: argparse.Namespace) -> str:
     modes = [m for m, on in (("list", args.list == "models" or args.list_models),
                              ("versions", args.list_versions),
-                             ("publish", bool(args.publish))) if on]
+                             ("publish", bool(args.publish)),
+                             ("promote", bool(args.promote)),
+                             ("history", args.history)) if on]
     if not modes and args.model_name:
         modes = ["download"]
     if len(modes) > 1:
-        raise _UsageError("choose one of --list models, --list_versions and --publish")
+        raise _UsageError("choose one of --list models, --list_versions, --publish, --promote "
+                          "and --history")
     if not modes:
         raise _UsageError("nothing to do: pass --list models, --list_versions -m NAME, "
-                          "-m NAME -v VERSION, or --publish PATH -m NAME -v VERSION")
+                          "-m NAME -v VERSION, -m NAME --alias ALIAS, --publish PATH -m NAME "
+                          "-v VERSION, --promote VERSION -m NAME, or --history -m NAME")
     mode = modes[0]
-    if mode == "versions" and not args.model_name:
-        raise _UsageError("--list_versions needs -m/--model_name")
-    if mode == "publish" and not (args.model_name and args.version):
+    if mode in _MODE_FLAGS and not args.model_name:
+        raise _UsageError(f"{_MODE_FLAGS[mode]} needs -m/--model_name")
+    if mode == "publish" and not args.version:
         raise _UsageError("--publish needs -m/--model_name and -v/--version")
-    if mode == "download" and not args.version:
-        raise _UsageError("--version is mandatory to download; use --list_versions -m "
-                          f"{args.model_name} to see the versions")
     if mode == "download":
-        _check_dest_dir(Path(args.dir))
+        _check_download_flags(args)
     return mode
+
+
+def _check_download_flags(args: argparse.Namespace) -> None:
+    if args.version and args.alias:
+        raise _UsageError("choose -v/--version or --alias to download, not both")
+    if not (args.version or args.alias):
+        raise _UsageError("--version is mandatory to download; use --list_versions -m "
+                          f"{args.model_name} to see the versions (or --alias production)")
+    _check_dest_dir(Path(args.dir))
 
 
 def _check_dest_dir(path: Path) -> None:
@@ -157,13 +196,48 @@ def _print_models(registry: Registry) -> None:
 
 
 def _print_versions(registry: Registry, name: str) -> None:
-    rows = [[v.version, str(len(v.files)), _human_size(v.size), _when(v.created)]
-            for v in reversed(registry.list_versions(name))]
-    _print_table(["Version", "Files", "Size", "Last Modified"], rows)
+    versions = registry.list_versions(name)
+    named: dict[str, list[str]] = {}
+    for alias, version in aliases(registry, name).items():
+        named.setdefault(version, []).append(alias)
+    rows = [[v.version, str(len(v.files)), _human_size(v.size), _when(v.created),
+             ", ".join(named.get(v.version, [])) or "-"] for v in reversed(versions)]
+    _print_table(["Version", "Files", "Size", "Last Modified", "Aliases"], rows)
 
 
-def _download(registry: Registry, name: str, version: str, root: Path) -> None:
-    if version == "latest":
+def _print_history(registry: Registry, name: str, alias: str) -> None:
+    records = history(registry, name, alias)
+    if not records:
+        print(f"{alias} alias of '{name}' has never been set in registry {registry.root}")
+        return
+    rows = [[str(r.seq), _when(r.when), r.who, r.from_version or "-", r.to_version,
+             _metric_change(r.metric, r.from_metric, r.to_metric),
+             "-" if r.margin is None else f"{r.margin:g}", r.reason] for r in records]
+    _print_table(["#", "Promoted", "Who", "From", "To", "Metric", "Margin", "Reason"], rows)
+
+
+def _metric_change(metric: str | None, old: float | None, new: float | None) -> str:
+    if not metric or new is None:
+        return "-"
+    return f"{metric} {'-' if old is None else f'{old:.4g}'} -> {new:.4g}"
+
+
+def _promote(registry: Registry, name: str, version: str, alias: str) -> None:
+    before = current(registry, name, alias)
+    record = promote(registry, name, version, alias=alias)
+    if record == before:
+        print(f"{name} version {version} already is {alias} in {registry.root}; nothing changed")
+        return
+    was = f"version {record.from_version}" if record.from_version else "unset"
+    print(f"Promoted {name} version {version} to {alias} in {registry.root} (was {was})")
+
+
+def _download(registry: Registry, name: str, version: str | None, alias: str | None,
+              root: Path) -> None:
+    if alias:
+        version = resolve(registry, name, alias).version
+        _LOG.info("%s alias of %s names version %s", alias, name, version)
+    elif version == "latest":
         version = registry.latest_version(name)
     dest = (root / f"{name}_v{version}").absolute()
     started = _dt.datetime.now()

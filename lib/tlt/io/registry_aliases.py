@@ -65,6 +65,8 @@ class _Registry(Protocol):
 
     def get_version(self, name: str, version: str | int) -> Any: ...
 
+    def list_versions(self, name: str) -> list: ...
+
 
 @dataclass(frozen=True)
 class PromotionRecord:
@@ -240,6 +242,12 @@ def resolve(registry: _Registry, name: str, alias_or_version: str | int) -> Any:
             raise RegistryError(f"registry {registry.root} has no production model '{name}'; run "
                                 f"the retraining pipeline once or promote a version with "
                                 f"tlt-pull --promote")
+        versions = [v.version for v in registry.list_versions(name)]
+        if label not in versions:
+            named = ", ".join(aliases(registry, name)) or "none"
+            raise RegistryError(f"'{label}' is neither an alias nor a version of '{name}' in "
+                                f"registry {registry.root}; aliases: {named}; versions: "
+                                f"{', '.join(versions) or 'none'}")
         return registry.get_version(name, label)
     try:
         return registry.get_version(name, record.to_version)
