@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
@@ -295,3 +299,48 @@ def test_record_keys_are_the_dataclass_fields():
     record = registry_aliases.PromotionRecord("m", "production", 1, None, "1", "w", "t", "r")
     parsed = registry_aliases._parse_record("x", record.to_bytes(), "m", "production")
     assert parsed == record
+
+
+# Promotes m:2 in registry argv[1] and kill -9s itself at the point argv[2] names: just before
+# the new alias content is renamed into place, or after the swap, before the history write.
+_KILLED_PROMOTE = textwrap.dedent("""
+    import os, signal, sys
+    from tlt.io import storage
+    from tlt.io.registry import Registry, promote
+
+    root, where = sys.argv[1:]
+    real_replace, real_write_new = os.replace, storage.write_new
+
+    def replace(src, dst, *args, **kwargs):
+        if where == "swap" and str(dst).endswith("production.json"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_replace(src, dst, *args, **kwargs)
+
+    def write_new(uri, data):
+        if where == "history" and str(uri).endswith("000002.json"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_write_new(uri, data)
+
+    os.replace, storage.write_new = replace, write_new
+    promote(Registry(root), "m", "2", who="killed")
+""")
+
+
+@pytest.mark.parametrize("where, champion", [("swap", "1"), ("history", "2")])
+def test_promoter_killed_midway_leaves_a_committed_champion(tmp_path, where, champion):
+    reg = Registry(tmp_path / "reg")
+    for version in ("1", "2", "3"):
+        _publish(reg, tmp_path, version, 0.5)
+    promote(reg, "m", "1", who="setup")
+    job = subprocess.run([sys.executable, "-c", _KILLED_PROMOTE, reg.root, where],
+                         capture_output=True, text=True, timeout=120)
+    assert job.returncode == -signal.SIGKILL, job.stderr
+    assert resolve(reg, "m", "production").version == champion
+    assert [r.to_version for r in history(reg, "m")] == ["1", "2"][:int(champion)]
+    # The dead promoter's lock went with it: the next promotion is not blocked.
+    promote(reg, "m", "3", who="next")
+    assert [(r.to_version, r.who) for r in history(reg, "m")] == [
+        ("1", "setup"), *([("2", "killed")] if champion == "2" else []), ("3", "next")]
+    history_dir = tmp_path / "reg" / "_aliases" / "m" / "production" / "history"
+    assert len([p for p in history_dir.iterdir() if not p.name.startswith(".")]) == (
+        3 if champion == "2" else 2)

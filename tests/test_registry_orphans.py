@@ -14,7 +14,7 @@ import pytest
 
 from tlt.errors import Interrupted, RegistryError, StorageError
 from tlt.io import registry_orphans, storage
-from tlt.io.registry import Registry
+from tlt.io.registry import Registry, history, promote
 
 # Publishes m:1 from argv[2] into registry argv[1], and kill -9s itself after the first file.
 _KILLED_PUBLISH = textwrap.dedent("""
@@ -160,3 +160,26 @@ def test_heartbeat_keeps_a_slow_upload_from_being_swept(tmp_path, monkeypatch):
     publisher.join(30)
     [info] = Registry(root).list_versions("m")
     assert Registry(root).pull("m", "1", tmp_path / "out")[0].read_bytes() == b"weights"
+
+
+def test_killed_alias_writes_leave_no_temporaries(tmp_path):
+    """Temporaries of alias and history writes cut short go; the swap's lock file stays."""
+    root = tmp_path / "reg"
+    reg = Registry(root)
+    reg.publish("m", "1", _source(tmp_path))
+    promote(reg, "m", "1")
+    aliases_dir = root / "_aliases" / "m"
+    killed = [aliases_dir / ".production.json.k1ll3d.tmp",
+              aliases_dir / "production" / "history" / ".000002.json.k1ll3d.tmp"]
+    young = aliases_dir / ".production.json.y0ung.tmp"  # a swap in progress right now
+    for path in (*killed, young):
+        path.write_text("{")
+    for path in killed:
+        _age(path, 3600)
+    lock = aliases_dir / ".production.json.lock"
+    assert lock.exists()
+    _age(lock, 3600)
+    reg.publish("m", "2", _source(tmp_path))
+    assert [p.exists() for p in killed] == [False, False]
+    assert young.exists() and lock.exists()
+    assert [r.to_version for r in history(reg, "m")] == ["1"]

@@ -35,7 +35,7 @@ import json
 import logging
 import os
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from tlt.errors import RegistryError, StorageError
@@ -104,7 +104,7 @@ class PromotionRecord:
     margin: float | None = None
     from_metrics: dict | None = None
     to_metrics: dict | None = None
-    decision: dict | None = field(default=None)
+    decision: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as stored (with its format fields)."""
@@ -225,9 +225,10 @@ def history(registry: _Registry, name: str, alias: str = DEFAULT_ALIAS) -> list[
 
 
 def resolve(registry: _Registry, name: str, alias_or_version: str | int) -> Any:
-    """The version entry (`tlt.io.registry.VersionInfo`, with its metadata) an alias or version names.
+    """The version entry (a `tlt.io.registry.VersionInfo`, with metadata) a label names.
 
-    An alias wins over a version of the same label.
+    ``alias_or_version`` is an alias (``production``) or a version label; an alias wins over
+    a version of the same label.
 
     Raises:
         RegistryError: no such alias or version; for ``production``: "registry R has no
@@ -287,6 +288,8 @@ def promote(registry: _Registry, name: str, version: str | int, *, alias: str = 
     check_name("alias", alias)
     check_name("version", version)
     decision = _check_decision(decision)
+    if expected is not UNCHECKED and expected is not None:
+        expected = str(expected)
     target = registry.get_version(name, version)  # only a committed version may be named
     old, token = _read_alias(registry.root, name, alias)
     if old is not None:

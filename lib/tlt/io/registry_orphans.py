@@ -27,6 +27,7 @@ from typing import Iterator
 
 from tlt.errors import StorageError
 from tlt.io import storage
+from tlt.io.registry_aliases import ALIASES_DIR
 from tlt.io.registry_catalogue import ENTRIES_DIR
 
 __all__ = ["PENDING_DIR", "DEFAULT_GRACE", "lease", "remove_orphans"]
@@ -140,11 +141,16 @@ def _leases(root: str, name: str) -> dict[str, float]:
 
 
 def _stale_temporaries(root: str, name: str, now: float, grace: float) -> list[str]:
-    """Local temporaries (dotfiles) of lease and entry writes killed half-way."""
+    """Local temporaries (dotfiles) of lease, entry and alias writes killed half-way."""
     stale = []
     for folder in (storage.join(root, PENDING_DIR, name), storage.join(root, ENTRIES_DIR, name)):
         stale += [storage.join(folder, parts[0]) for parts, stamp in _relative_times(folder).items()
                   if len(parts) == 1 and parts[0].startswith(".") and now - stamp > grace]
+    # Alias and history writes leave ".<file>.<random>.tmp"; the ".<alias>.json.lock" files
+    # beside the aliases are the swap's locks and stay.
+    folder = storage.join(root, ALIASES_DIR, name)
+    stale += [storage.join(folder, *parts) for parts, stamp in _relative_times(folder).items()
+              if parts[-1].startswith(".") and parts[-1].endswith(".tmp") and now - stamp > grace]
     return stale
 
 
