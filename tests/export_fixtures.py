@@ -145,7 +145,8 @@ def calibration_images(count: int = 8) -> Path:
 
 def exported(kind: str = "cls-int8") -> dict:
     """Shared exports: ``cls-int8`` (.etlt + cal.bin) and ``det`` (.onnx); built once."""
-    if kind not in _ONCE:
+    name = f"export-{kind}"
+    if name not in _ONCE:
         from tlt.export import ExportOptions, export_model
 
         out = work_dir() / kind
@@ -159,8 +160,8 @@ def exported(kind: str = "cls-int8") -> dict:
         else:
             path, _ = detector_tlt()
             result = export_model(str(path), KEY, ExportOptions(output=str(out / "detector.onnx")))
-        _ONCE[kind] = {"result": result, "dir": out, "output": Path(result.output)}
-    return _ONCE[kind]  # type: ignore[return-value]
+        _ONCE[name] = {"result": result, "dir": out, "output": Path(result.output)}
+    return _ONCE[name]  # type: ignore[return-value]
 
 
 def random_batch(n: int, dims, seed: int = 0) -> np.ndarray:

@@ -38,7 +38,7 @@ def test_cache_holds_the_absolute_maxima_of_the_training_preprocessed_images():
     amax = cache.amax()
     assert list(amax)[0] == "input_1"
     assert amax["input_1"] == pytest.approx(np.abs(batch).max(), rel=1e-5)
-    relu = next(name for name in amax if name.endswith("Relu:0"))
+    relu = next(name for name in amax if name.endswith("_Relu"))
     assert amax[relu] == pytest.approx(np.abs(_activation(onnx_bytes, relu, batch)).max(), rel=1e-5)
     softmax = "predictions/Softmax"
     assert 0 < amax[softmax] <= 1.0
@@ -77,9 +77,15 @@ def test_empty_calibration_folder_is_one_line(tmp_path):
 
 
 def test_too_small_calibration_folder_says_how_many_are_needed(tmp_path):
-    with pytest.raises(DataError, match=r"8 readable image\(s\), calibration needs 30 "
-                                        r"\(--batches x --cal_batch_size\)"):
-        _export(tmp_path, cal_data_file=str(calibration_images()), batches=10, cal_batch_size=3)
+    folder = tmp_path / "few"
+    for name in ("a.png", "b.png", "c.jpg"):
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_bytes((next(calibration_images().rglob("*.png"))).read_bytes()
+                                    if name.endswith(".png") else b"not a jpeg")
+    with pytest.raises(DataError, match=r"few: 2 readable image\(s\), calibration needs 30 "
+                                        r"\(--batches x --cal_batch_size\); add images or lower "
+                                        r"them"):
+        _export(tmp_path, cal_data_file=str(folder), batches=10, cal_batch_size=3)
 
 
 def test_existing_cache_is_reused_without_images(tmp_path):

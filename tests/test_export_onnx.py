@@ -79,8 +79,63 @@ def test_outputs_subset_keeps_only_the_nodes_it_needs():
     np.testing.assert_allclose(cov, model.predict(batch, verbose=0)[0], atol=1e-4, rtol=0)
 
 
+def test_exporting_twice_gives_the_same_graph():
+    # tf2onnx's own names carry per-process counters; a calibration cache keyed by tensor names
+    # must fit every export of the same model.
+    model = tiny_classifier()
+    first = keras_to_onnx(model, "classification", CLS_DIMS)
+    second = keras_to_onnx(model, "classification", CLS_DIMS)
+    assert [list(n.output) for n in first.graph.node] == [list(n.output) for n in second.graph.node]
+    assert first.graph.node[0].output[0].startswith("n0000_")
+
+
+def test_canonical_names_do_not_depend_on_the_order_of_independent_branches():
+    from onnx import TensorProto, helper
+
+    from tlt.export.onnx_export import _canonical_names
+
+    def named(order):
+        nodes = {"relu": helper.make_node("Relu", ["x"], ["Relu__7:0"], name="Relu__7"),
+                 "sig": helper.make_node("Sigmoid", ["x"], ["Sig__3:0"], name="Sig__3"),
+                 "add": helper.make_node("Add", ["Relu__7:0", "Sig__3:0"], ["y"], name="Add__9")}
+        graph = helper.make_graph(
+            [nodes[k] for k in order], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+        _canonical_names(graph)
+        return [(n.name, list(n.input), list(n.output)) for n in graph.node]
+
+    assert named(["relu", "sig", "add"]) == named(["sig", "relu", "add"])
+    assert named(["sig", "relu", "add"])[2] == ("n0002_Add", ["n0000_Relu", "n0001_Sigmoid"], ["y"])
+
+
 def test_unknown_output_name_lists_the_real_ones():
     with pytest.raises(DataError, match=r"--outputs output_bbox/Sigmoid: not an output of this "
                                         r"model; its outputs are output_cov/Sigmoid, "
                                         r"output_bbox/BiasAdd"):
         keras_to_onnx(tiny_detector(), "detection", DET_DIMS, outputs=["output_bbox/Sigmoid"])
+
+
+@pytest.mark.parametrize("task", ["classification", "detection"])
+def test_pruned_model_export_matches_keras(task):
+    from tlt.pruning import PruneSettings, prune_model
+
+    import keras
+
+    model = tiny_classifier() if task == "classification" else tiny_detector()
+    dims = CLS_DIMS if task == "classification" else DET_DIMS
+    # Weak odd filters in every convolution (aligned across residual groups): pruning removes them.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and not layer.name.startswith("output_"):
+            kernel, *rest = layer.get_weights()
+            kernel[..., 1::2] *= 0.05
+            layer.set_weights([kernel, *rest])
+    pruned = prune_model(model, PruneSettings(pruning_threshold=0.5, pruning_granularity=1,
+                                              min_num_filters=4))
+    assert pruned.params_after < 0.9 * pruned.params_before  # really narrower
+    proto = keras_to_onnx(pruned.model, task, dims)
+    onnx.checker.check_model(proto, full_check=True)
+    batch = random_batch(2, dims, seed=3)
+    got = _session(proto).run(None, {"input_1": batch})
+    want = pruned.model.predict(batch, verbose=0)
+    for g, w in zip(got, want if isinstance(want, list) else [want]):
+        np.testing.assert_allclose(g, w, atol=1e-4, rtol=0)

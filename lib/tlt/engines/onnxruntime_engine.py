@@ -6,7 +6,8 @@ An ONNX Runtime "engine" is an ONNX graph prepared for this runtime:
   across CPUs; the hardware-specific layout passes run again when a session loads it);
 - int8: the export statically quantized to QDQ form (per-channel int8 weights, uint8
   activations: on x86 CPUs without VNNI signed activations run slower than fp32) with the
-  activation ranges of the calibration cache, so no calibration image is needed here.
+  activation ranges of the calibration cache, so no calibration image is needed here. The nodes
+  producing the graph outputs stay fp32.
 
 The cache holds symmetric ranges (TensorRT's format: one absolute maximum per tensor). A tensor
 that cannot be negative (the output of Relu, Sigmoid, Softmax, and of pooling/reshaping such a
@@ -76,6 +77,14 @@ def _tensor_ranges(model, cache: CalibrationCache, source: str):
     return TensorsData(CalibrationMethod.MinMax, ranges)
 
 
+def _output_nodes(model) -> list[str]:
+    """Nodes that produce graph outputs: they stay fp32, so probabilities, coverages and box
+    offsets leave the engine at full resolution (as TensorRT's network outputs do), at the cost
+    of the cheap final activation and 1x1 head in float."""
+    outputs = {o.name for o in model.graph.output}
+    return [n.name for n in model.graph.node if outputs.intersection(n.output)]
+
+
 def _quantize(onnx_bytes: bytes, cache: CalibrationCache, dest: Path, source: str) -> None:
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
@@ -89,6 +98,7 @@ def _quantize(onnx_bytes: bytes, cache: CalibrationCache, dest: Path, source: st
         save_tensors_data(ranges, ranges_file)
         quantize_static(model, str(dest), calibration_data_reader=None,
                         quant_format=QuantFormat.QDQ, per_channel=True,
+                        nodes_to_exclude=_output_nodes(model),
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
                         calibration_cache_path=str(ranges_file))

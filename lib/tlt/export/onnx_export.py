@@ -4,11 +4,14 @@ tf2onnx converts the project's models exactly (ONNX Runtime vs Keras within 1e-6
 come out channels-first throughout, batch norm folded into the convolutions. Its outputs carry
 the Keras output names; TLT's engines (and the DeepStream / Triton configs written for TLT
 models) name them after the TensorFlow op that produced them, so they are renamed here, and the
-dynamic batch dimension gets the name ``N``.
+dynamic batch dimension gets the name ``N``. Inner tensors get positional names, so exporting a
+model twice gives the same graph (and a calibration cache keeps fitting it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import logging
 from typing import Sequence
 
@@ -43,6 +46,89 @@ def _rename(graph, old: str, new: str) -> None:
     for value in list(graph.output) + list(graph.value_info):
         if value.name == old:
             value.name = new
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else str(part).encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _canonical_order(graph) -> list:
+    """The nodes in a topological order that depends only on what the graph computes.
+
+    Each tensor gets a Merkle digest (op type, attributes and the digests of its inputs, weights
+    by value); among the nodes ready to run, the one with the smallest digest comes first. Two
+    conversions of the same model thus list their nodes in the same order, whichever order
+    tf2onnx emitted independent branches in.
+    """
+    from onnx import numpy_helper
+
+    digests = {i.name: _digest("input", i.name) for i in graph.input}
+    for init in graph.initializer:
+        array = numpy_helper.to_array(init)
+        digests[init.name] = _digest("init", array.dtype, array.shape, array.tobytes())
+    pending = {id(n): n for n in graph.node}
+    waiting = {id(n): {i for i in n.input if i and i not in digests} for n in graph.node}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in waiting[id(node)]:
+            consumers.setdefault(name, []).append(node)
+    ready, order = [], []
+
+    def push(node):
+        attrs = [a.SerializeToString() for a in sorted(node.attribute, key=lambda a: a.name)]
+        key = _digest(node.domain, node.op_type, *attrs, *(digests[i] if i else "" for i in node.input))
+        heapq.heappush(ready, (key, id(node)))
+
+    for node in graph.node:
+        if not waiting[id(node)]:
+            push(node)
+    while ready:
+        key, ident = heapq.heappop(ready)
+        node = pending.pop(ident)
+        order.append(node)
+        for k, out in enumerate(node.output):
+            digests[out] = _digest(key, k)
+            for consumer in consumers.get(out, []):
+                waiting[id(consumer)].discard(out)
+                if not waiting[id(consumer)]:
+                    push(consumer)
+    if pending:
+        raise ModelFileError("the exported ONNX graph has a cycle or a dangling input")
+    return order
+
+
+def _canonical_names(graph) -> None:
+    """Order the nodes canonically (`_canonical_order`) and name them and their inner tensors
+    by position: ``n0012_Relu``.
+
+    tf2onnx's names carry per-process counters (``Conv__74``, ``model_1/``), so the same model
+    exported twice would get different tensor names, and a calibration cache, which is keyed by
+    tensor name, would no longer fit an export of the very model it was made for.
+    """
+    keep = {i.name for i in graph.input} | {o.name for o in graph.output} | \
+        {init.name for init in graph.initializer}
+    nodes = _canonical_order(graph)
+    renames = {}
+    for index, node in enumerate(nodes):
+        node.name = f"n{index:04d}_{node.op_type}"
+        for k, out in enumerate(node.output):
+            if out and out not in keep:
+                renames[out] = node.name if k == 0 else f"{node.name}_{k}"
+    for node in nodes:
+        node.output[:] = [renames.get(o, o) for o in node.output]
+        node.input[:] = [renames.get(i, i) for i in node.input]
+    copies = [type(n)() for n in nodes]
+    for copy, node in zip(copies, nodes):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+    for value in graph.value_info:
+        if value.name in renames:
+            value.name = renames[value.name]
 
 
 def _name_batch_dim(graph) -> None:
@@ -116,6 +202,7 @@ def keras_to_onnx(model, task: str, input_dims: Sequence[int], outputs: Sequence
     for keras_name in produced:
         _rename(graph, keras_name, names[keras_name])
     _keep_outputs(graph, _select(outputs, [names[n] for n in produced], names))
+    _canonical_names(graph)
     _name_batch_dim(graph)
     proto.producer_name = "tlt-export"
     try:
