@@ -344,3 +344,21 @@ def test_promoter_killed_midway_leaves_a_committed_champion(tmp_path, where, cha
     history_dir = tmp_path / "reg" / "_aliases" / "m" / "production" / "history"
     assert len([p for p in history_dir.iterdir() if not p.name.startswith(".")]) == (
         3 if champion == "2" else 2)
+
+
+def test_swap_whose_answer_was_lost_counts_as_won(tmp_path, monkeypatch):
+    """A retried swap whose first attempt landed finds its own record, not a rival's."""
+    reg = Registry(tmp_path / "reg")
+    _publish(reg, tmp_path, "1", 0.5)
+    _publish(reg, tmp_path, "2", 0.5)
+    promote(reg, "m", "1")
+    real = storage.write_if_unchanged
+
+    def landed_but_reported_lost(uri, data, token):
+        assert real(uri, data, token)
+        return False
+
+    monkeypatch.setattr(storage, "write_if_unchanged", landed_but_reported_lost)
+    record = promote(reg, "m", "2")
+    assert resolve(reg, "m", "production").version == "2"
+    assert history(reg, "m")[-1] == record
