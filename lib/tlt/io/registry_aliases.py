@@ -156,6 +156,12 @@ def _parse_record(uri: str, data: bytes, name: str, alias: str) -> PromotionReco
     for key in ("from_metrics", "to_metrics", "decision"):
         if fields[key] is not None and not isinstance(fields[key], dict):
             raise RegistryError(f"{uri}: {key} must be an object or null")
+    for key in ("from_metric", "to_metric", "margin"):
+        if fields[key] is not None and (isinstance(fields[key], bool)
+                                        or not isinstance(fields[key], (int, float))):
+            raise RegistryError(f"{uri}: {key} must be a number or null, got {fields[key]!r}")
+    if fields["metric"] is not None and not isinstance(fields["metric"], str):
+        raise RegistryError(f"{uri}: metric must be a string or null, got {fields['metric']!r}")
     return PromotionRecord(**fields)
 
 
@@ -206,6 +212,9 @@ def history(registry: _Registry, name: str, alias: str = DEFAULT_ALIAS) -> list[
     """
     check_name("model name", name)
     check_name("alias", alias)
+    # The alias first: a promoter writes its predecessor's record before it swaps, so once
+    # the alias holds promotion k, the history holds 1 .. k-1.
+    latest = _read_alias(registry.root, name, alias)[0]
     folder = _history_dir(registry.root, name, alias)
     uris = [u for u in storage.list_files(folder, recursive=True)
             if not u.replace("\\", "/").rsplit("/", 1)[-1].startswith(".")]
@@ -217,7 +226,6 @@ def history(registry: _Registry, name: str, alias: str = DEFAULT_ALIAS) -> list[
             raise RegistryError(f"{uri}: holds promotion {record.seq}, which belongs in "
                                 f"{_history_uri(registry.root, name, alias, record.seq)}")
         records[record.seq] = record
-    latest = _read_alias(registry.root, name, alias)[0]
     if latest is not None:
         # A promoter killed after its swap, before its history write: the alias holds the record.
         records.setdefault(latest.seq, latest)
