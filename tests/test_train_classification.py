@@ -57,7 +57,11 @@ def test_train_end_to_end_writes_every_artifact_and_an_encrypted_model(shapes, t
 
     ckpts = out / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["epoch_001.keras", "epoch_002.keras",
-                                                       "latest.json"]
+                                                       "latest.json", "run_identity.json"]
+    assert read_json(ckpts / "run_identity.json") == {
+        "arch": "resnet", "n_layers": 10, "input_dims": [3, 32, 32], "use_bias": True,
+        "use_batch_norm": True, "all_projections": True, "use_pooling": False,
+        "freeze_blocks": [], "freeze_bn": False, "dropout": 0.0, "classes": CLASSES}
     assert read_json(ckpts / "latest.json") == {"epoch": 2, "file": "epoch_002.keras"}
 
     rows = read_csv_rows(out / "training_log.csv")

@@ -136,6 +136,21 @@ def test_help_shows_defaults():
 
 # ------------------------------------------------------------------ changed spec on resume
 
+def test_identity_check_names_each_changed_field_and_lets_unknown_folders_pass(tmp_path):
+    from tlt.errors import SpecError
+    from tlt.training.run_identity import check_identity, record_identity
+
+    check_identity(tmp_path, {"arch": "resnet"})  # written before identities existed: no file
+    record_identity(tmp_path, {"arch": "resnet", "n_layers": 10, "classes": ["a", "b"]})
+    check_identity(tmp_path, {"arch": "resnet", "n_layers": 10, "classes": ("a", "b")})
+    with pytest.raises(SpecError) as caught:
+        check_identity(tmp_path, {"arch": "vgg", "n_layers": 16, "classes": ["a", "b"],
+                                  "added_later": True})
+    assert str(caught.value) == (
+        f"the checkpoints in {tmp_path} were trained with another spec: arch resnet -> vgg; "
+        f"n_layers 10 -> 16. Use a new results folder (-r), or the spec the run was started with")
+
+
 def test_resume_with_a_changed_spec_fails_in_one_line_before_writing_anything(tmp_path, capsys):
     data = make_shapes(tmp_path / "data", classes=("a", "b"), per_class=(4, 2, 1), size=16)
     spec = tmp_path / "spec.txt"

@@ -211,11 +211,15 @@ def _check_folder(run: _Run) -> None:
                                            record_identity)
 
     identity = classification_identity(run.backbone, run.train.class_names)
-    if find_latest_checkpoint(run.ckpt_dir) is not None:
+    resuming = find_latest_checkpoint(run.ckpt_dir) is not None
+    if resuming:
         check_identity(run.ckpt_dir, identity)
     if run.chief:
         remove_leftovers(run.results)
-        record_identity(run.ckpt_dir, identity)
+        if not resuming:
+            # A resumed run's identity is on file already (or, for a folder written before
+            # identities were recorded, unknown: better none than a guess).
+            record_identity(run.ckpt_dir, identity)
         write_class_map(run.results / "classmap.json", run.train.class_names)
 
 

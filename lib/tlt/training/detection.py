@@ -195,11 +195,15 @@ def _check_folder(run: _Run) -> None:
     from tlt.training.state_checkpoints import find_latest_state
 
     identity = detection_identity(run.spec, run.classes, run.precision.policy)
-    if find_latest_state(run.ckpt_dir) is not None:
+    resuming = find_latest_state(run.ckpt_dir) is not None
+    if resuming:
         check_identity(run.ckpt_dir, identity)
     if run.chief:
         remove_leftovers(run.results)
-        record_identity(run.ckpt_dir, identity)
+        if not resuming:
+            # A resumed run's identity is on file already (or, for a folder written before
+            # identities were recorded, unknown: better none than a guess).
+            record_identity(run.ckpt_dir, identity)
 
 
 def build_or_load_model(run: _Run, key: str | None) -> DetectionModel:
@@ -355,7 +359,11 @@ def _finish(run: _Run, state: DetectionModel, validation: ValidationCallback,
                    task="detection", model=FINAL_MODEL_NAME, classes=run.classes,
                    epochs=run.epochs, resumed_from_epoch=state.initial_epoch,
                    encrypted=key is not None, final_metrics=final_metrics(history, run.results))
+    final = run.results / "validation" / "final.json"
+    last_epoch = run.results / "validation" / f"epoch_{run.epochs:03d}.json"
     if validation.last is not None:
-        atomic_write_text(run.results / "validation" / "final.json",
-                          validation.last.results.to_json() + "\n")
+        atomic_write_text(final, validation.last.results.to_json() + "\n")
+    elif not final.exists() and last_epoch.is_file():
+        # A rerun of a run killed just before this point: the last epoch's report is the final one.
+        atomic_write_text(final, last_epoch.read_text(encoding="utf-8"))
     run.status.done(model=str(model_path))
