@@ -189,8 +189,9 @@ def keras_to_onnx(model, task: str, input_dims: Sequence[int], outputs: Sequence
     import tensorflow as tf
     import tf2onnx
 
-    names = TLT_OUTPUT_NAMES.get(task) or {}
     tlt_output_names(task)
+    names = TLT_OUTPUT_NAMES[task]
+    keep = _select(outputs, list(names.values()), names)  # before the slow conversion
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
     spec = [tf.TensorSpec((None, *[int(d) for d in input_dims]), tf.float32, name=INPUT_NAME)]
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET)
@@ -201,7 +202,7 @@ def keras_to_onnx(model, task: str, input_dims: Sequence[int], outputs: Sequence
                              f"{', '.join(names)}")
     for keras_name in produced:
         _rename(graph, keras_name, names[keras_name])
-    _keep_outputs(graph, _select(outputs, [names[n] for n in produced], names))
+    _keep_outputs(graph, keep)
     _canonical_names(graph)
     _name_batch_dim(graph)
     proto.producer_name = "tlt-export"
