@@ -18,6 +18,7 @@ __all__ = [
     "PipelineError",
     "Interrupted",
     "GateError",
+    "BackendUnavailable",
 ]
 
 
@@ -89,3 +90,7 @@ class Interrupted(TLTError):
 
 class GateError(TLTError):
     """A data or quality gate failed and the caller required it to pass (tlt.gates.report.require)."""
+
+
+class BackendUnavailable(TLTError):
+    """The backend an engine needs (TensorRT, a GPU) is not available in this process."""

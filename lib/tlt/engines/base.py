@@ -5,13 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from tlt.engines.sidecar import EngineInfo
-from tlt.errors import DataError, TLTError
+from tlt.errors import BackendUnavailable, DataError
 
 __all__ = ["BackendUnavailable", "Engine"]
-
-
-class BackendUnavailable(TLTError):
-    """The backend an engine needs (TensorRT, a GPU) is not available in this process."""
 
 
 class Engine:
