@@ -8,15 +8,19 @@ components and Argo containers both reach the stages only through these function
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
 
 from tlt.errors import PipelineError
+from tlt.orchestration.model_cards import model_file
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["ADAPTERS", "get_adapter", "convert", "train", "evaluate", "detection_scalars"]
+__all__ = ["ADAPTERS", "get_adapter", "convert", "train", "retrain", "prune", "export", "build_engine",
+           "evaluate", "detection_scalars"]
 
 Adapter = Callable[[Mapping[str, Any], Mapping[str, str], Mapping[str, str]], dict[str, dict[str, Any]]]
 
@@ -79,11 +83,17 @@ def train(params: Mapping[str, Any], inputs: Mapping[str, str],
     parameter, which the Kubeflow UI would display.
     """
     from tlt import spec as tlt_spec
+
+    return _run_training(tlt_spec.loads(params["spec"], params["task"]), params, inputs, outputs)
+
+
+def _run_training(spec, params: Mapping[str, Any], inputs: Mapping[str, str],
+                  outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Train ``spec`` (data sets from the parameters or the convert output) into ``model``."""
     from tlt.io.modelfile import resolve_key
     from tlt.stages import train as train_stage
 
     task = params["task"]
-    spec = tlt_spec.loads(params["spec"], task)
     if task == "classification":
         if params.get("train_dataset"):
             spec.train_config.train_dataset_path = params["train_dataset"]
@@ -93,6 +103,7 @@ def train(params: Mapping[str, Any], inputs: Mapping[str, str],
         _use_convert_output(spec, inputs["dataset"])
     result = train_stage.run(spec, outputs["model"], task=task, key=resolve_key(None),
                              gpus=int(params.get("gpus", 1)), progress=sys.stderr.isatty())
+    model_path = Path(outputs["model"]) / "model.tlt"
     return {"model": {
         "stage": "train",
         "task": task,
@@ -100,37 +111,308 @@ def train(params: Mapping[str, Any], inputs: Mapping[str, str],
         "classes": list(result.class_names),
         "epochs": int(result.epochs),
         "resumed_from_epoch": int(result.resumed_from_epoch),
+        "size_bytes": model_path.stat().st_size if model_path.is_file() else 0,
         "final_metrics": {k: float(v[-1]) for k, v in result.history.items() if v},
     }}
 
 
+def retrain(params: Mapping[str, Any], inputs: Mapping[str, str],
+            outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Retrain a pruned model: the train stage with the pruned model.tlt as the pretrained model.
+
+    The spec's pretrained model (classification ``train_config.pretrained_model_path``, detection
+    ``model_config.pretrained_model_file``) becomes ``<pretrained_model>/model.tlt``; training keeps
+    a pruned model's graph (`tlt.pruning.is_pruned`) and loads its weights. ``epochs`` > 0
+    replaces the spec's epoch count (retraining needs far fewer epochs than training).
+    """
+    from tlt import spec as tlt_spec
+
+    task = params["task"]
+    spec = tlt_spec.loads(params["spec"], task)
+    pretrained = str(model_file(inputs["pretrained_model"]))
+    epochs = int(params.get("epochs", 0))
+    if task == "classification":
+        spec.train_config.pretrained_model_path = pretrained
+        if epochs > 0:
+            spec.train_config.n_epochs = epochs
+    else:
+        spec.model_config.pretrained_model_file = pretrained
+        if epochs > 0:
+            spec.training_config.num_epochs = epochs
+    meta = _run_training(spec, params, inputs, outputs)
+    meta["model"].update(stage="retrain", pretrained_model=Path(pretrained).name,
+                         pruning=_pruning_of(pretrained))
+    return meta
+
+
+def _pruning_of(model_path: str) -> dict[str, Any]:
+    """The pruning record (counts and settings) of a pruned model's artifact folder, or {}."""
+    from tlt.artifacts import read_metadata
+
+    meta = read_metadata(Path(model_path).parent)
+    return _jsonable({k: meta[k] for k in ("params_before", "params_after", "pruning_ratio", "settings")
+                      if k in meta})
+
+
+def prune(params: Mapping[str, Any], inputs: Mapping[str, str],
+          outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Run `tlt.stages.prune` on the trained model into the pruned Model artifact folder.
+
+    Args:
+        params: the tlt-prune options (``excluded_layers`` as comma-separated names).
+        inputs: ``model``: a train (or retrain) output folder.
+        outputs: ``pruned_model``: receives model.tlt (encrypted with TLT_KEY) and metadata.json.
+
+    Returns:
+        ``{"pruned_model": {...}}`` with both parameter counts, the ratio and the settings.
+    """
+    from tlt.io.modelfile import resolve_key
+    from tlt.pruning import PruneSettings
+    from tlt.stages import prune as prune_stage
+
+    settings = PruneSettings(
+        normalizer=params["normalizer"], equalization_criterion=params["equalization_criterion"],
+        pruning_granularity=int(params["pruning_granularity"]),
+        pruning_threshold=float(params["pruning_threshold"]),
+        min_num_filters=int(params["min_num_filters"]),
+        excluded_layers=tuple(n.strip() for n in params.get("excluded_layers", "").split(",") if n.strip()))
+    Path(outputs["pruned_model"]).mkdir(parents=True, exist_ok=True)
+    outcome = prune_stage.run(str(model_file(inputs["model"])), outputs["pruned_model"],
+                              key=resolve_key(None), settings=settings)
+    result = outcome.result
+    return {"pruned_model": _jsonable({
+        "stage": "prune", "task": outcome.metadata.get("task"), "model_file": prune_stage.MODEL_FILE,
+        "classes": list(outcome.metadata.get("classes", [])),
+        "params_before": result.params_before, "params_after": result.params_after,
+        "pruning_ratio": result.ratio, "settings": settings.to_dict(),
+        "size_bytes": Path(outcome.model_path).stat().st_size})}
+
+
+def export(params: Mapping[str, Any], inputs: Mapping[str, str],
+           outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Run `tlt.stages.export`: ONNX (.etlt under TLT_KEY), the int8 calibration cache and the
+    DeepStream and Triton configurations, all in the ``export`` folder.
+
+    Calibration images (``data_type`` int8): detection frames decoded from the convert stage's
+    TFRecords (input ``dataset``), or classification images from ``cal_data_dir``.
+    """
+    from tlt.artifacts import write_metadata
+    from tlt.io.modelfile import resolve_key
+    from tlt.stages import export as export_stage
+
+    key = resolve_key(None)
+    out = Path(outputs["export"])
+    out.mkdir(parents=True, exist_ok=True)
+    source = model_file(inputs["model"])
+    name = "model.etlt" if key else "model.onnx"
+    needed = int(params["batches"]) * int(params["cal_batch_size"])
+    with _calibration_images(params, inputs, needed) as cal_dir:
+        result = export_stage.run(
+            str(source), key=key, output=str(out / name), data_type=params["data_type"],
+            cal_data_file=cal_dir, cal_cache_file=str(out / "cal.bin"),
+            batches=int(params["batches"]), cal_batch_size=int(params["cal_batch_size"]),
+            max_batch_size=int(params["max_batch_size"]), gen_ds_config=True, gen_triton_config=True)
+    meta = result.metadata
+    fields = _jsonable({
+        "model": name, "format": "onnx", "encrypted": bool(key), "task": meta.get("task"),
+        "precision": meta.get("precision"), "input_dims": meta.get("input_dims"),
+        "output_names": meta.get("output_names"), "classes": meta.get("classes", []),
+        "size_bytes": (out / name).stat().st_size,
+        "calibration_cache": Path(result.cal_cache_file).name if result.cal_cache_file else "",
+        "files": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())})
+    write_metadata(out, "export", parents=[{"uri": str(source)}], **fields)
+    return {"export": {"stage": "export", **fields}}
+
+
+@contextlib.contextmanager
+def _calibration_images(params: Mapping[str, Any], inputs: Mapping[str, str],
+                        needed: int) -> Iterator[str | None]:
+    """A local folder of calibration images for an int8 export (None for other data types)."""
+    import tempfile
+
+    from tlt.io import storage
+
+    if params["data_type"] != "int8":
+        yield None
+    elif "dataset" in inputs:
+        with tempfile.TemporaryDirectory(prefix="tlt-calibration-") as tmp:
+            _frames_to_images(inputs["dataset"], Path(tmp), needed)
+            yield tmp
+    elif params.get("cal_data_dir"):
+        with storage.staged_input(params["cal_data_dir"]) as local:
+            yield str(local)
+    else:
+        raise PipelineError("export: data_type int8 needs calibration images: connect the dataset "
+                            "input (detection TFRecords) or set cal_data_dir (classification images)")
+
+
+def _frames_to_images(dataset: str, folder: Path, needed: int) -> None:
+    """Write the first ``needed`` frames of the TFRecord shards in ``dataset`` as image files."""
+    from tlt.data.tfrecord import decode_example, read_records
+
+    shards = sorted(p for p in Path(dataset).glob("*") if p.is_file() and not p.name.endswith(".json"))
+    written = 0
+    for shard in shards:
+        for record in read_records(shard):
+            ex = decode_example(record)
+            ext = {b"jpeg": "jpg"}.get(ex["frame/format"][0], ex["frame/format"][0].decode("ascii"))
+            (folder / f"{written:06d}.{ext}").write_bytes(ex["frame/encoded"][0])
+            written += 1
+            if written == needed:
+                return
+    # Fewer frames than needed: the export's calibration says how many it found and needs.
+
+
+def build_engine(params: Mapping[str, Any], inputs: Mapping[str, str],
+                 outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Run `tlt.stages.build_engine` (tlt-converter) on the export: ``engine`` gets model.engine,
+    its sidecar and metadata.json; int8 uses the export's calibration cache."""
+    from tlt.artifacts import write_metadata
+    from tlt.io.modelfile import resolve_key
+    from tlt.stages import build_engine as engine_stage
+
+    out = Path(outputs["engine"])
+    out.mkdir(parents=True, exist_ok=True)
+    source = model_file(inputs["export"])
+    export_meta = _read_artifact_meta(inputs["export"])
+    info = engine_stage.run(
+        str(source), key=resolve_key(None), input_dims=tuple(export_meta.get("input_dims") or ()),
+        engine_path=str(out / "model.engine"), cache_file=str(Path(inputs["export"]) / "cal.bin"),
+        precision=params["precision"], max_batch_size=int(params["max_batch_size"]),
+        batch_size=int(params["batch_size"]), backend=params["backend"])
+    fields = _jsonable({
+        "model": "model.engine", "format": "engine", "backend": info.backend,
+        "precision": info.precision, "input_dims": list(info.input_dims),
+        "output_names": list(info.output_names), "max_batch_size": info.max_batch_size,
+        "task": (info.export or {}).get("task"), "classes": (info.export or {}).get("classes", []),
+        "size_bytes": (out / "model.engine").stat().st_size, "runtime_version": info.runtime_version})
+    write_metadata(out, "build_engine", parents=[{"uri": str(source)}], **fields)
+    return {"engine": {"stage": "build_engine", **fields}}
+
+
+def _read_artifact_meta(folder: str) -> dict[str, Any]:
+    from tlt.artifacts import read_metadata
+
+    meta = read_metadata(folder)
+    if not meta:
+        raise PipelineError(f"{folder}: no metadata.json (not an output of the export stage)")
+    return meta
+
+
 def evaluate(params: Mapping[str, Any], inputs: Mapping[str, str],
              outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """Evaluate the train stage's model.tlt; shape the numbers as KFP Metrics/ClassificationMetrics.
+    """Evaluate a model, export or engine; shape the numbers as KFP Metrics/ClassificationMetrics.
 
-    The ``report`` output is a single HTML file (what the Kubeflow UI renders).
+    ``model`` is a train/retrain/prune output (its model.tlt runs in Keras) or an export/build_engine
+    output (run by ONNX Runtime or TensorRT; ``framework`` forces the kind). Models connected to
+    ``compare_a`` / ``compare_b`` are scored on the same data and the report gets a table of all of
+    them (parameters, size on disk, CPU images/s, accuracy / mAP). ``scored_model`` receives a copy
+    of the evaluated model whose metadata is its card with the accuracy / mAP. The ``report``
+    output is a single HTML file (what the Kubeflow UI renders).
     """
-    from pathlib import Path
-
     from tlt.io.atomic import atomic_write_text
 
-    model_file = str(Path(inputs["model"]) / "model.tlt")
-    for name in ("metrics", "confusion"):
+    task = params["task"]
+    if task not in ("classification", "detection"):
+        raise PipelineError(f"evaluate: unknown task {task!r}; expected classification or detection")
+    path = model_file(inputs["model"])
+    for name in ("metrics", "confusion", "scored_model"):
         Path(outputs[name]).mkdir(parents=True, exist_ok=True)
-    if params["task"] == "classification":
-        metrics, confusion, report = _evaluate_classification(params, model_file, outputs)
-    elif params["task"] == "detection":
-        metrics, confusion, report = _evaluate_detection(params, inputs, model_file, outputs)
+    if task == "classification":
+        metrics, confusion, report = _evaluate_classification(params, str(path), outputs)
+        metric_name, metric = "accuracy", 100.0 * float(metrics["accuracy"])
     else:
-        raise PipelineError(f"evaluate: unknown task {params['task']!r}; expected classification or detection")
+        metrics, confusion, report = _evaluate_detection(params, inputs, str(path), outputs)
+        metric_name, metric = "mAP", float(metrics["mAP"])
+    cards = _comparison_cards(params, inputs, path, metric)
+    if len(cards) > 1:
+        from tlt.orchestration.model_cards import comparison_html, insert_section
+
+        report = insert_section(report, comparison_html(_comparison_title(cards), cards, metric_name))
+        metrics.update(_comparison_scalars(cards, metric_name))
     atomic_write_text(outputs["report"], report)
+    card_meta = _scored_model(cards[-1], outputs["scored_model"], metric_name)
     return {"metrics": _jsonable(metrics), "confusion": confusion,
-            "report": {"task": params["task"]}}
+            "report": {"task": task, "models_compared": len(cards)}, "scored_model": card_meta}
+
+
+def _labels(params: Mapping[str, Any]) -> list[str]:
+    return [s.strip() for s in params.get("labels", "").split(",")]
+
+
+def _comparison_cards(params, inputs, path: Path, metric: float) -> list:
+    """Cards of compare_a, compare_b (scored here) and the evaluated model, in that order."""
+    from tlt.io.modelfile import resolve_key
+    from tlt.orchestration.model_cards import describe_model, images_per_second
+
+    entries = [(model_file(inputs[n]), None) for n in ("compare_a", "compare_b") if n in inputs]
+    entries.append((path, metric))
+    chosen = (_labels(params) + [""] * len(entries))[:len(entries)]
+    cards = []
+    for (file, known), label in zip(entries, chosen):
+        framework = params.get("framework") if file == path else None
+        card, run = describe_model(file, key=resolve_key(None), label=label, framework=framework)
+        card.images_per_second = images_per_second(run, card.input_dims,
+                                                   batch_size=min(int(params["batch_size"]), 8))
+        card.metric = known if known is not None else _score(params, inputs, str(file))
+        cards.append(card)
+    return cards
+
+
+def _comparison_title(cards) -> str:
+    if any(c.format != "tlt" for c in cards):
+        return "Keras model and deployed engines, side by side"
+    return "Before and after pruning"
+
+
+def _comparison_scalars(cards, metric_name: str) -> dict[str, float]:
+    """Per-model scalars for the Kubeflow UI: ``<label>_<metric>``, ``_images_per_second`` ..."""
+    scalars: dict[str, float] = {}
+    for card in cards:
+        slug = "".join(ch if ch.isalnum() else "_" for ch in card.label.lower()).strip("_")
+        scalars[f"{slug}_{metric_name}"] = card.metric
+        scalars[f"{slug}_images_per_second"] = card.images_per_second
+        scalars[f"{slug}_size_bytes"] = card.size_bytes
+        if card.params is not None:
+            scalars[f"{slug}_params"] = card.params
+    return scalars
+
+
+def _score(params, inputs, file: str) -> float:
+    """Accuracy (classification) or mAP (detection) in % of another model on the same data."""
+    from tlt.io.modelfile import resolve_key
+    from tlt.stages import evaluate as evaluate_stage
+
+    if params["task"] == "classification":
+        result = evaluate_stage.run_classification(file, params["data_dir"], key=resolve_key(None),
+                                                   batch_size=int(params["batch_size"]),
+                                                   top_k=int(params["top_k"]))
+        return 100.0 * float(result.metrics["accuracy"])
+    spec = _detection_spec(params, inputs, None)
+    evaluation = evaluate_stage.run_detection(spec, file, key=resolve_key(None),
+                                              mode=params.get("mode") or None,
+                                              batch_size=int(params["batch_size"]))
+    return float(evaluation.results.mean_ap.get("combined") or 0.0)
+
+
+def _scored_model(card, folder: str, metric_name: str) -> dict[str, Any]:
+    """Copy the evaluated model (and an engine's sidecar) into ``folder`` with its card."""
+    import shutil
+
+    from tlt.artifacts import write_metadata
+    from tlt.engines import sidecar_path
+
+    source = Path(card.file)
+    shutil.copyfile(source, Path(folder) / source.name)
+    sidecar = sidecar_path(str(source))
+    if card.format == "engine" and sidecar.is_file():
+        shutil.copyfile(sidecar, Path(folder) / sidecar.name)
+    meta = _jsonable(card.metadata(metric_name))
+    write_metadata(folder, "evaluate", parents=[{"uri": str(source)}], model=source.name, **meta)
+    return {"stage": "evaluate", **meta}
 
 
 def _evaluate_classification(params, model_file: str, outputs):
-    from pathlib import Path
-
     from tlt.evaluation.report import classification_report_html
     from tlt.io.modelfile import resolve_key
     from tlt.stages import evaluate as evaluate_stage
@@ -139,7 +421,8 @@ def _evaluate_classification(params, model_file: str, outputs):
         raise PipelineError("evaluate: classification needs the data_dir parameter")
     result = evaluate_stage.run_classification(
         model_file, params["data_dir"], key=resolve_key(None), batch_size=int(params["batch_size"]),
-        top_k=int(params["top_k"]), results_json=str(Path(outputs["metrics"]) / "evaluation.json"))
+        top_k=int(params["top_k"]), results_json=str(Path(outputs["metrics"]) / "evaluation.json"),
+        framework=params.get("framework") or None)
     m = result.metrics
     scalars = {"accuracy": m["accuracy"], f"top_{m['top_k']}_accuracy": m["top_k_accuracy"],
                "macro_f1": m["macro_f1"], "num_images": m["num_images"]}
@@ -153,28 +436,53 @@ def _evaluate_classification(params, model_file: str, outputs):
     return scalars, confusion, classification_report_html(m)
 
 
-def _evaluate_detection(params, inputs, model_file: str, outputs):
-    from pathlib import Path
-
+def _detection_spec(params, inputs, stored_spec: str | None):
+    """The detection experiment: the spec parameter, else the one stored in the model; its data
+    sources replaced by the convert stage's TFRecords when connected."""
     from tlt import spec as tlt_spec
-    from tlt.evaluation.report import annotated_validation_samples, detection_report_html
-    from tlt.io.modelfile import load_keras_model, resolve_key
-    from tlt.stages import evaluate as evaluate_stage
 
-    model, metadata = load_keras_model(model_file, key=resolve_key(None), compile=False)
-    spec_text = params.get("spec") or metadata.get("spec", "")
+    spec_text = params.get("spec") or stored_spec or ""
     if not spec_text:
         raise PipelineError("evaluate: detection needs the spec parameter (the model stores none)")
     spec = tlt_spec.loads(spec_text, "detection")
     if "dataset" in inputs:
         _use_convert_output(spec, inputs["dataset"])
+    return spec
+
+
+def _detection_predictor(params, model_file: str, key: str | None):
+    """(predictor with ``predict_on_batch``, the spec stored in the model or None)."""
+    from tlt.inference.deployed import resolve_framework
+
+    framework = resolve_framework(model_file, params.get("framework") or None)
+    if framework == "tlt":
+        from tlt.io.modelfile import load_keras_model
+
+        model, metadata = load_keras_model(model_file, key=key, compile=False)
+        return model, metadata.get("spec")
+    from tlt.evaluation.deployed_detection import BBOX, COV
+    from tlt.inference.deployed import load_deployed
+
+    deployed = load_deployed(model_file, framework=framework, key=key)
+    names = [deployed.output_name(*COV), deployed.output_name(*BBOX)]
+    return deployed.predictor(names), deployed.metadata.get("spec")
+
+
+def _evaluate_detection(params, inputs, model_file: str, outputs):
+    from tlt.evaluation.report import annotated_validation_samples, detection_report_html
+    from tlt.io.modelfile import resolve_key
+    from tlt.stages import evaluate as evaluate_stage
+
+    predictor, stored_spec = _detection_predictor(params, model_file, resolve_key(None))
+    spec = _detection_spec(params, inputs, stored_spec)
     evaluation = evaluate_stage.run_detection(
         spec, model_file, key=resolve_key(None), mode=params.get("mode") or None,
         batch_size=int(params["batch_size"]),
-        results_json=str(Path(outputs["metrics"]) / "evaluation.json"))
-    _log.info("Found %d samples in validation set; validation cost %.6f\n%s", evaluation.num_frames,
+        results_json=str(Path(outputs["metrics"]) / "evaluation.json"),
+        framework=params.get("framework") or None)
+    _log.info("Found %d samples in validation set; validation cost %s\n%s", evaluation.num_frames,
               evaluation.validation_cost, evaluation.results.table())
-    samples = annotated_validation_samples(model, spec, max_frames=4)
+    samples = annotated_validation_samples(predictor, spec, max_frames=4)
     report = detection_report_html(evaluation.results, evaluation.validation_cost, samples)
     return detection_scalars(evaluation), {}, report
 
@@ -187,8 +495,9 @@ def detection_scalars(evaluation) -> dict[str, float]:
     ``mAP_combined`` (0 when n/a) as the one number a run is compared by.
     """
     results = evaluation.results
-    scalars = {"validation_cost": evaluation.validation_cost, "num_frames": evaluation.num_frames,
-               "mAP": results.mean_ap.get("combined") or 0.0}
+    scalars = {"num_frames": evaluation.num_frames, "mAP": results.mean_ap.get("combined") or 0.0}
+    if evaluation.validation_cost is not None:  # deployed models have no training loss to report
+        scalars["validation_cost"] = evaluation.validation_cost
     scalars.update({k: v for k, v in results.columns().items() if v is not None})
     return scalars
 
@@ -198,6 +507,10 @@ ADAPTERS: dict[str, Adapter] = {
     "convert": convert,
     "train": train,
     "evaluate": evaluate,
+    "prune": prune,
+    "retrain": retrain,
+    "export": export,
+    "build_engine": build_engine,
 }
 
 
