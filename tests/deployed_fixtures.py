@@ -1,8 +1,8 @@
 """Helpers of the deployed-model tests: trained models exported and built into engines, once.
 
 Classification: a ResNet-10 trained here on the shape data set (as in
-test_evaluate_infer_classification). Detection: the shared tiny DetectNet_v2 of
-`det_fixtures.trained_model`. Each is exported with `tlt.export` (fp32 and int8 with a
+test_evaluate_infer_classification). Detection: the tiny DetectNet_v2 trained 20 epochs on
+`det_fixtures.tiny_data` (the shared 2-epoch model finds nothing, so its AP compares nothing). Each is exported with `tlt.export` (fp32 and int8 with a
 calibration cache from its training images) and built with `tlt.engines` into ONNX Runtime fp32
 and int8 engines. Everything is memoised per session (``_ONCE``).
 """
@@ -15,11 +15,12 @@ import textwrap
 from pathlib import Path
 
 from cls_fixtures import make_shapes, write_spec
-from det_fixtures import trained_model
+from det_fixtures import tiny_data
+from det_fixtures import write_spec as write_det_spec
 from export_fixtures import work_dir
 
 __all__ = ["KEY", "CLASSES", "trained_classifier", "classifier_artifacts", "detector_artifacts",
-           "untrained_engine", "shapes_folder", "run_without_tensorflow"]
+           "trained_detector", "untrained_engine", "shapes_folder", "run_without_tensorflow"]
 
 KEY = "deployed-key"
 CLASSES = ["circle", "square", "triangle"]
@@ -73,10 +74,40 @@ def classifier_artifacts() -> dict:
     return _ONCE["cls_art"]  # type: ignore[return-value]
 
 
+# An undertrained detector scores 0 AP at the spec's overlaps (0.7 / 0.5); looser overlaps and
+# coverage threshold give it non-zero AP, so the engine-vs-Keras comparison compares something.
+_LOOSE = [('minimum_detection_ground_truth_overlap { key: "car" value: 0.7 }',
+           'minimum_detection_ground_truth_overlap { key: "car" value: 0.1 }'),
+          ('minimum_detection_ground_truth_overlap { key: "pedestrian" value: 0.5 }',
+           'minimum_detection_ground_truth_overlap { key: "pedestrian" value: 0.1 }')]
+
+
+def trained_detector(base: Path, epochs: int = 20) -> dict:
+    """``{"spec", "eval_spec", "model", "data"}``: the tiny DetectNet_v2 trained ``epochs`` epochs
+    on `det_fixtures.tiny_data` (validated once, at the end); ``eval_spec`` has loose overlaps."""
+    if "det" not in _ONCE:
+        from tlt.stages import train
+
+        data = tiny_data(base)
+        root = work_dir() / "deployed_det"
+        root.mkdir(parents=True, exist_ok=True)
+        last = [("first_validation_epoch: 1", f"first_validation_epoch: {epochs}")]
+        spec = write_det_spec(root / "spec.txt", data, epochs=epochs, batch_size=4,
+                              extra_replacements=last)
+        eval_spec = write_det_spec(root / "eval_spec.txt", data, epochs=epochs, batch_size=4,
+                                   extra_replacements=last + _LOOSE)
+        eval_spec.write_text(eval_spec.read_text().replace("coverage_threshold: 0.005",
+                                                           "coverage_threshold: 0.001"))
+        result = train.run(str(spec), root / "results", task="detection", progress=False)
+        _ONCE["det"] = {"spec": spec, "eval_spec": eval_spec, "data": data,
+                        "model": Path(result.model_path)}
+    return _ONCE["det"]  # type: ignore[return-value]
+
+
 def detector_artifacts(base: Path) -> dict:
-    """`det_fixtures.trained_model` (built under ``base``) plus its .onnx exports and engines."""
+    """`trained_detector` (data under ``base``) plus its .onnx exports and engines."""
     if "det_art" not in _ONCE:
-        trained = trained_model(base)
+        trained = trained_detector(base)
         images = Path(trained["data"]["root"]) / "images"
         built = _export_and_build("deployed_det_art", trained["model"], None, (3, 64, 128),
                                   images, ".onnx")
