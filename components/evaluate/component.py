@@ -13,6 +13,7 @@ def evaluate(
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
     report: Output[HTML],
+    scored_model: Output[Model],
     task: str = 'classification',
     data_dir: str = '',
     spec: str = '',
@@ -37,6 +38,7 @@ def evaluate(
         metrics: Scalar metrics (accuracy and per-class F1, or AP per class and bucket) and the full JSON.
         confusion: Classification: confusion matrix for the Kubeflow UI (empty for detection).
         report: Evaluation report; for detection with annotated validation frames.
+        scored_model: A copy of the evaluated model whose metadata is its card (size, parameters, CPU images/s) with the accuracy or mAP.
     """
     from tlt.orchestration.entrypoints import run_component
 
@@ -44,5 +46,5 @@ def evaluate(
         "evaluate",
         params={"task": task, "data_dir": data_dir, "spec": spec, "mode": mode, "batch_size": batch_size, "top_k": top_k},
         inputs={"model": model, "dataset": dataset},
-        outputs={"metrics": metrics, "confusion": confusion, "report": report},
+        outputs={"metrics": metrics, "confusion": confusion, "report": report, "scored_model": scored_model},
     )

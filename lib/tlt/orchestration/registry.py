@@ -290,6 +290,8 @@ STAGES: dict[str, Stage] = {
                          "the Kubeflow UI (empty for detection)."),
                 Artifact("report", "HTML", "Evaluation report; for detection with annotated "
                          "validation frames."),
+                Artifact("scored_model", "Model", "A copy of the evaluated model whose metadata is its "
+                         "card (size, parameters, CPU images/s) with the accuracy or mAP."),
             ),
             resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi"),
             model_key=True,
