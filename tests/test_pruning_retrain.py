@@ -56,3 +56,182 @@ def test_retrain_spec_must_keep_the_classes_and_input(pruned_file):
     with pytest.raises(ModelFileError, match=r"input is \(3, 32, 32\) \(C, H, W\), the spec "
                                              r"asks for \(3, 64, 64\)"):
         check_retrain_compatible(model, meta, classes=CLASSES, input_shape=(3, 64, 64))
+
+
+# --------------------------------------------------------------------------------------------
+# Retraining through the trainers (`tlt-train classification|detection` on a pruned model)
+
+import json  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+import cls_fixtures  # noqa: E402
+from tlt.errors import SpecError  # noqa: E402
+from tlt.io.modelfile import save_keras_model  # noqa: E402
+from tlt.models.classifier import build_classifier  # noqa: E402
+from tlt.spec import load as load_spec  # noqa: E402
+from tlt.training.transfer import load_pretrained_model, start_from_pretrained  # noqa: E402
+
+SHAPES = ["circle", "square", "triangle"]
+
+
+def _kernels(model) -> dict[str, np.ndarray]:
+    return {layer.name: layer.get_weights()[0] for layer in model.layers
+            if type(layer).__name__ in ("Conv2D", "Dense") and layer.get_weights()}
+
+
+def _filters(model) -> dict[str, int]:
+    return {name: int(k.shape[-1]) for name, k in _kernels(model).items()}
+
+
+def test_pretrained_keras_file_that_is_not_a_zip_names_the_file(tmp_path):
+    bad = tmp_path / "pre.keras"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ModelFileError, match=r"pre\.keras: expected a Keras model file"):
+        load_pretrained_model(str(bad))
+
+
+@pytest.fixture(scope="module")
+def cls_pruned(tmp_path_factory):
+    """A resnet10 classifier of the shapes classes, saved as .tlt and pruned twice."""
+    base = tmp_path_factory.mktemp("cls_retrain")
+    data = cls_fixtures.make_shapes(base / "data")
+    config = SimpleNamespace(arch="resnet", n_layers=10, input_image_size="3,32,32")
+    model = build_classifier(config, 3)
+    randomize_like_trained(model)
+    src = base / "model.tlt"
+    save_keras_model(model, src, {"task": "classification", "classes": SHAPES,
+                                  "input_dims": [3, 32, 32]}, key=KEY)
+    narrow = prune.run(str(src), str(base / "pruned.tlt"), key=KEY,
+                       settings=PruneSettings(pruning_threshold=0.9, min_num_filters=8))
+    other = prune.run(str(src), str(base / "other.tlt"), key=KEY,
+                      settings=PruneSettings(pruning_threshold=0.5, min_num_filters=8))
+    assert narrow.result.params_after != other.result.params_after
+    return SimpleNamespace(base=base, data=data, src=src, pruned=narrow.model_path,
+                           other=other.model_path, config=config)
+
+
+def randomize_like_trained(model) -> None:
+    from prune_helpers import randomize
+
+    randomize(model, seed=1)
+
+
+def _cls_spec(ctx, path: Path, pretrained: str, **fields) -> Path:
+    fields.setdefault("epochs", 1)
+    return cls_fixtures.write_spec(path, ctx.data / "train", pretrained=pretrained, **fields)
+
+
+def test_start_from_pruned_keeps_widths_weights_and_spec_freeze(cls_pruned):
+    pruned, _ = load_keras_model(cls_pruned.pruned, key=KEY)
+    config = SimpleNamespace(**vars(cls_pruned.config), freeze_blocks=[0, 1])
+    built = build_classifier(config, 3)
+    start = start_from_pretrained(built, cls_pruned.pruned, KEY, classes=SHAPES,
+                                  input_shape=(3, 32, 32))
+    assert start is not built
+    assert _filters(start) == _filters(pruned)
+    assert _filters(start)["conv1"] < _filters(built)["conv1"]  # 64 filters pruned, stays pruned
+    x = np.random.default_rng(2).normal(size=(4, 3, 32, 32)).astype("float32")
+    np.testing.assert_allclose(start.predict(x, verbose=0), pruned.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    # The spec's freeze_blocks hold: its stem is frozen although the pruned file's was not.
+    assert pruned.get_layer("conv1").trainable
+    assert not start.get_layer("conv1").trainable
+    assert start.get_layer("predictions").trainable
+
+
+def test_train_classification_retrains_the_pruned_graph(cls_pruned, tmp_path):
+    from tlt.training.classification import train_classification
+
+    pruned, _ = load_keras_model(cls_pruned.pruned, key=KEY)
+    # A learning rate of 1e-12: kernels move by ~1e-12, so they must still equal the pruned
+    # file's, which proves its weights (not model_config's random ones) were trained.
+    spec_path = _cls_spec(cls_pruned, tmp_path / "spec.txt", cls_pruned.pruned,
+                          learning_rate=1e-12)
+    spec = load_spec(str(spec_path), "classification")
+    result = train_classification(spec, tmp_path / "out", key=KEY, progress=False)
+    final, _ = load_keras_model(result.model_path, key=KEY)
+    assert _filters(final) == _filters(pruned)
+    for name, kernel in _kernels(pruned).items():
+        np.testing.assert_allclose(_kernels(final)[name], kernel, atol=1e-6, err_msg=name)
+    identity = json.loads((tmp_path / "out/checkpoints/run_identity.json").read_text())
+    assert identity["pretrained_pruned_params"] == pruned.count_params()
+
+
+def test_pruned_model_with_other_classes_is_one_line(cls_pruned, tmp_path):
+    from tlt.cli import train
+
+    src, _ = load_keras_model(cls_pruned.pruned, key=KEY)
+    wrong = tmp_path / "wrong.tlt"
+    _, meta = load_keras_model(cls_pruned.pruned, key=KEY)
+    save_keras_model(src, wrong, {**meta, "classes": ["car", "person", "bike"]}, key=KEY)
+    spec = _cls_spec(cls_pruned, tmp_path / "spec.txt", str(wrong))
+    code, _, err = _run_main(train.main, "classification", "-e", spec, "-r", tmp_path / "out",
+                             "-k", KEY)
+    assert code != 0
+    lines = [line for line in err.splitlines() if "ModelFileError" in line or "wrong.tlt" in line]
+    assert lines and lines[-1].endswith(
+        f"{wrong}: the pruned model was trained on classes ['car', 'person', 'bike'], the spec "
+        f"has ['circle', 'square', 'triangle']; a pruned model retrains on its own classes")
+    assert "Traceback" not in err
+
+
+def _run_main(main, *args):
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.slow
+def test_retrain_killed_after_a_checkpoint_resumes_with_the_pruned_graph(cls_pruned, tmp_path):
+    from tlt.cli import train
+
+    pruned, _ = load_keras_model(cls_pruned.pruned, key=KEY)
+    spec = _cls_spec(cls_pruned, tmp_path / "spec.txt", cls_pruned.pruned, epochs=3)
+    out = tmp_path / "out"
+    log = tmp_path / "first.log"
+    with open(log, "w", encoding="utf-8") as handle:
+        proc = subprocess.Popen(
+            [str(cls_fixtures.VENV_BIN / "tlt-train"), "classification", "-e", str(spec), "-r",
+             str(out), "-k", KEY], stdout=handle, stderr=subprocess.STDOUT,
+            env=cls_fixtures.subprocess_env(), text=True)
+        try:
+            _wait_for_file(proc, out / "checkpoints" / "latest.json", log, timeout=400)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "model.tlt").exists()
+
+    # Resuming with another pruned model is refused before anything is written.
+    other = _cls_spec(cls_pruned, tmp_path / "other.txt", cls_pruned.other, epochs=3)
+    code, _, err = _run_main(train.main, "classification", "-e", other, "-r", out, "-k", KEY)
+    assert code != 0 and "pretrained_pruned_params" in err and "Traceback" not in err
+
+    code, _, err = _run_main(train.main, "classification", "-e", spec, "-r", out, "-k", KEY)
+    assert code == 0, err[-3000:]
+    assert "resuming from" in err
+    final, _ = load_keras_model(out / "model.tlt", key=KEY)
+    assert _filters(final) == _filters(pruned)
+
+
+def _wait_for_file(proc, path: Path, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited ({proc.returncode}) early:\n"
+                                 + log.read_text(encoding="utf-8", errors="replace")[-3000:])
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"no {path} within {timeout} s")

@@ -61,7 +61,8 @@ def test_train_end_to_end_writes_every_artifact_and_an_encrypted_model(shapes, t
     assert read_json(ckpts / "run_identity.json") == {
         "arch": "resnet", "n_layers": 10, "input_dims": [3, 32, 32], "use_bias": True,
         "use_batch_norm": True, "all_projections": True, "use_pooling": False,
-        "freeze_blocks": [], "freeze_bn": False, "dropout": 0.0, "classes": CLASSES}
+        "freeze_blocks": [], "freeze_bn": False, "dropout": 0.0, "classes": CLASSES,
+        "pretrained_pruned_params": None}
     assert read_json(ckpts / "latest.json") == {"epoch": 2, "file": "epoch_002.keras"}
 
     rows = read_csv_rows(out / "training_log.csv")

@@ -81,17 +81,17 @@ def build_augment_config(aug) -> AugmentConfig:
     )
 
 
-def _build_new_model(spec, num_classes: int, key: str | None):
+def _build_new_model(run: _Run, key: str | None):
+    """The model of a new run: from model_config (with pretrained weights), or a pruned graph."""
     from tlt.models.classifier import build_classifier
     from tlt.training.regularizers import apply_regularization
-    from tlt.training.transfer import load_pretrained_model, transfer_weights
+    from tlt.training.transfer import start_from_pretrained
 
-    tc = spec.train_config
-    model = build_classifier(spec.model_config, num_classes)
+    spec, tc = run.spec, run.spec.train_config
+    model = build_classifier(spec.model_config, run.train.num_classes)
     if tc.pretrained_model_path:
-        source, _ = load_pretrained_model(tc.pretrained_model_path, key=key)
-        transfer_weights(model, source)
-        del source
+        model = start_from_pretrained(model, tc.pretrained_model_path, key,
+                                      classes=run.train.class_names, input_shape=run.image_size)
     reg = tc.reg_config
     return apply_regularization(model, reg.type, reg.weight_decay, reg.scope)
 
@@ -145,7 +145,7 @@ def train_classification(spec, results_dir: str | Path, *, key: str | None = Non
     try:
         with contextlib.ExitStack() as stack:
             train, val = _scan_data(tc, stack)
-            run = _plan_run(spec, results, chief, status, backbone, train, val, gpus)
+            run = _plan_run(spec, results, chief, status, backbone, train, val, gpus, key)
             model, initial_epoch = build_or_load_model(run, key)
             history = _run_epochs(run, model, initial_epoch, progress)
             if chief:
@@ -174,7 +174,8 @@ def _scan_data(tc, stack: contextlib.ExitStack):
     return train, val
 
 
-def _plan_run(spec, results: Path, chief: bool, status, backbone, train, val, gpus: int) -> _Run:
+def _plan_run(spec, results: Path, chief: bool, status, backbone, train, val, gpus: int,
+              key: str | None) -> _Run:
     """Pick strategy and batching, check the folder can resume, then write the class map."""
     import keras
 
@@ -191,7 +192,7 @@ def _plan_run(spec, results: Path, chief: bool, status, backbone, train, val, gp
                train=train, val=val, strategy=strategy, multi_worker=multi_worker,
                global_batch=batches.global_batch, steps=batches.steps_per_epoch,
                drop_remainder=batches.drop_remainder)
-    _check_folder(run)
+    _check_folder(run, key)
     _log.info("training with %s on %d replica(s)",
               "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__,
               strategy.num_replicas_in_sync)
@@ -202,7 +203,7 @@ def _plan_run(spec, results: Path, chief: bool, status, backbone, train, val, gp
     return run
 
 
-def _check_folder(run: _Run) -> None:
+def _check_folder(run: _Run, key: str | None) -> None:
     """Refuse checkpoints of another spec before writing anything; sweep a killed run's
     temporary files; record this run's identity and class map."""
     from tlt.training.checkpoints import find_latest_checkpoint
@@ -210,7 +211,10 @@ def _check_folder(run: _Run) -> None:
     from tlt.training.run_identity import (check_identity, classification_identity,
                                            record_identity)
 
-    identity = classification_identity(run.backbone, run.train.class_names)
+    from tlt.training.transfer import pretrained_pruned_params
+
+    pruned = pretrained_pruned_params(run.spec.train_config.pretrained_model_path, key)
+    identity = classification_identity(run.backbone, run.train.class_names, pruned)
     resuming = find_latest_checkpoint(run.ckpt_dir) is not None
     if resuming:
         check_identity(run.ckpt_dir, identity)
@@ -227,8 +231,8 @@ def build_or_load_model(run: _Run, key: str | None):
     """``(compiled model, initial epoch)``: resumed from the newest checkpoint, else new.
 
     A new model starts from ``train_config.pretrained_model_path`` when one is given (weights of
-    matching layers), else from random weights. The one place a model comes from, so the
-    retraining of pruned models adds its branch here.
+    matching layers), else from random weights. A pruned pretrained model is retrained as it is
+    (its graph, not model_config's widths); its classes and input must be the spec's.
     """
     import keras
 
@@ -245,7 +249,7 @@ def build_or_load_model(run: _Run, key: str | None):
             _log.info("resuming from %s (epoch %d of %d)", path, initial_epoch, run.epochs)
             model = keras.models.load_model(path)
         else:
-            model = _build_new_model(run.spec, run.train.num_classes, key)
+            model = _build_new_model(run, key)
             _compile(model, run.spec, run.steps, run.train.num_classes)
     summary: list[str] = []
     model.summary(print_fn=lambda line, *args, **kwargs: summary.append(line), line_length=110)

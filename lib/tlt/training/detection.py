@@ -59,6 +59,7 @@ class _Run:
     drop_remainder: bool
     data_description: str
     precision: Any  # tlt.training.precision.PrecisionPlan
+    pruned_params: int | None = None  # set when the pretrained model is a pruned one
 
     @property
     def ckpt_dir(self) -> Path:
@@ -124,7 +125,7 @@ def train_detection(spec, results_dir: str | Path, *, key: str | None = None, gp
     chief = is_chief()
     status = StatusWriter(results, "train") if chief else None
     try:
-        run = _plan_run(spec, results, gpus, chief, status)
+        run = _plan_run(spec, results, gpus, chief, status, key)
         state = build_or_load_model(run, key)
         validation = ValidationCallback(spec, results, state.loss, run.global_batch, status,
                                         enabled=chief, total_epochs=run.epochs)
@@ -145,7 +146,7 @@ def train_detection(spec, results_dir: str | Path, *, key: str | None = None, gp
         raise
 
 
-def _plan_run(spec, results: Path, gpus: int, chief: bool, status) -> _Run:
+def _plan_run(spec, results: Path, gpus: int, chief: bool, status, key: str | None) -> _Run:
     """Check the data, pick the strategy, precision and batch; check the folder can resume."""
     from tlt.data.detection_input import check_split
     from tlt.evaluation.detection import class_names_of
@@ -172,7 +173,7 @@ def _plan_run(spec, results: Path, gpus: int, chief: bool, status) -> _Run:
                strategy=strategy, multi_worker=multi_worker, global_batch=batches.global_batch,
                steps=batches.steps_per_epoch, drop_remainder=batches.drop_remainder,
                data_description=split.description, precision=precision)
-    _check_folder(run)
+    _check_folder(run, key)
     _log.info("training DetectNet_v2 (%s) on %d frames of %s with %s on %d replica(s); "
               "%d steps per epoch of %d images", ", ".join(classes), split.num_frames,
               split.description,
@@ -188,13 +189,15 @@ def _floatx(spec) -> str:
     return enum.Name(spec.model_config.training_precision.backend_floatx)
 
 
-def _check_folder(run: _Run) -> None:
+def _check_folder(run: _Run, key: str | None) -> None:
     """Refuse checkpoints of another spec, then sweep a killed run's temporary files."""
     from tlt.training.results_dir import remove_leftovers
     from tlt.training.run_identity import check_identity, detection_identity, record_identity
     from tlt.training.state_checkpoints import find_latest_state
+    from tlt.training.transfer import pretrained_pruned_params
 
-    identity = detection_identity(run.spec, run.classes, run.precision.policy)
+    run.pruned_params = pretrained_pruned_params(run.spec.model_config.pretrained_model_file, key)
+    identity = detection_identity(run.spec, run.classes, run.precision.policy, run.pruned_params)
     resuming = find_latest_state(run.ckpt_dir) is not None
     if resuming:
         check_identity(run.ckpt_dir, identity)
@@ -210,25 +213,19 @@ def build_or_load_model(run: _Run, key: str | None) -> DetectionModel:
     """The compiled model of this run: resumed from the newest checkpoint, else new.
 
     A new model starts from ``model_config.pretrained_model_file`` when one is given (weights
-    of matching layers), else from random weights. The one place a model comes from, so the
-    retraining of pruned models adds its branch here.
+    of matching layers), else from random weights. A pruned pretrained model is trained as it
+    is, resumed runs included: the checkpoints hold weights only, and its graph is not the one
+    model_config describes.
     """
     from tlt.models.detectnet_v2.loss import build_detectnet_loss
-    from tlt.models.detectnet_v2.model import build_detectnet_v2
     from tlt.training.precision import apply_loss_scaling, dtype_policy
     from tlt.training.schedules import build_soft_start_annealing
     from tlt.training.state_checkpoints import find_latest_state, load_state
-    from tlt.training.transfer import load_pretrained_model, transfer_weights
 
     spec, tc = run.spec, run.spec.training_config
-    pre = spec.augmentation_config.preprocessing
     with run.strategy.scope(), dtype_policy(run.precision.policy):
-        model = build_detectnet_v2(spec.model_config, run.classes,
-                                   input_height=pre.output_image_height,
-                                   input_width=pre.output_image_width,
-                                   channels=pre.output_image_channel,
-                                   allow_small_input=pre.allow_small_input,
-                                   kernel_regularizer=_regularizer(tc))
+        latest = find_latest_state(run.ckpt_dir)
+        model = _build_model(run, key, pretrained=latest is None)
         loss = build_detectnet_loss(spec.cost_function_config, run.classes)
         schedule = build_soft_start_annealing(tc.learning_rate, steps_per_epoch=run.steps,
                                               epochs=tc.num_epochs)
@@ -236,21 +233,52 @@ def build_or_load_model(run: _Run, key: str | None) -> DetectionModel:
         # Loss scaling is exactly what cost_scaling says: never Keras' automatic default.
         model.compile(optimizer=optimizer, auto_scale_loss=False, **loss.compile_args())
         state = DetectionModel(model, loss, optimizer)
-        latest = find_latest_state(run.ckpt_dir)
         if latest is not None:
             state.initial_epoch, path = latest
             _log.info("resuming from %s (epoch %d of %d)", path, state.initial_epoch, run.epochs)
             state.extra = load_state(path, model, optimizer)
             if state.extra.get("objective_weights"):
                 loss.set_objective_weights(state.extra["objective_weights"])
-        elif spec.model_config.pretrained_model_file:
-            source, _ = load_pretrained_model(spec.model_config.pretrained_model_file, key=key)
-            transfer_weights(model, source)
-            del source
     summary: list[str] = []
     model.summary(print_fn=lambda line, *a, **k: summary.append(line), line_length=110)
     _log.info("model summary:\n%s", "\n".join(summary))
     return state
+
+
+def _build_model(run: _Run, key: str | None, *, pretrained: bool):
+    """DetectNet_v2 from model_config, with pretrained weights when ``pretrained``; or the
+    pruned graph of a pruned pretrained model (regularised like a built one)."""
+    from tlt.models.detectnet_v2.model import build_detectnet_v2
+    from tlt.training.transfer import start_from_pretrained
+
+    spec, tc = run.spec, run.spec.training_config
+    pre = spec.augmentation_config.preprocessing
+    uri = spec.model_config.pretrained_model_file
+    model = build_detectnet_v2(spec.model_config, run.classes,
+                               input_height=pre.output_image_height,
+                               input_width=pre.output_image_width,
+                               channels=pre.output_image_channel,
+                               allow_small_input=pre.allow_small_input,
+                               kernel_regularizer=_regularizer(tc))
+    if not uri or (not pretrained and run.pruned_params is None):
+        return model  # resumed: the checkpoint's weights replace any pretrained ones
+    shape = (pre.output_image_channel, pre.output_image_height, pre.output_image_width)
+    chosen = start_from_pretrained(model, uri, key, classes=run.classes, input_shape=shape)
+    if chosen is model:
+        return model
+    if run.precision.policy != "float32":
+        _log.warning("the pruned model retrains in float32: its saved graph fixes its dtypes")
+    return _regularized(chosen, tc)
+
+
+def _regularized(model, training_config):
+    """``model`` with the spec's regulariser on every convolution kernel (as built ones have)."""
+    from tlt.proto import detection_config_pb2 as pb
+    from tlt.training.regularizers import apply_regularization
+
+    reg = training_config.regularizer
+    name = pb.RegularizerConfig.RegularizationType.Name(reg.type)
+    return apply_regularization(model, name, reg.weight, "Conv2D,DepthwiseConv2D,Dense")
 
 
 def _complete_cut_epoch(run: _Run, state: DetectionModel, validation: ValidationCallback) -> None:

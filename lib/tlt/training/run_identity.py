@@ -5,6 +5,8 @@ results folder with a spec that changes any of these would either load weights i
 graph (a Keras traceback) or, worse, resume the old network while recording the new spec. The
 trainer records these fields in ``checkpoints/run_identity.json`` next to the checkpoints and
 compares them on resume, before writing anything, so a changed spec fails with one line.
+A run that retrains a pruned model records its parameter count (``pretrained_pruned_params``):
+its checkpoints hold that graph, so a resume with another pruned model must fail too.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ _log = logging.getLogger(__name__)
 IDENTITY_FILE = "run_identity.json"
 
 
-def classification_identity(backbone, class_names) -> dict[str, Any]:
+def classification_identity(backbone, class_names,
+                            pruned_params: int | None = None) -> dict[str, Any]:
     """The fields of a classification run that its checkpoints fix.
 
     Args:
         backbone: the validated `BackboneSpec` of ``model_config``.
         class_names: the training classes, in label order.
+        pruned_params: parameters of the pruned model the run retrains, or None.
     """
     return {
         "arch": backbone.arch,
@@ -44,16 +48,19 @@ def classification_identity(backbone, class_names) -> dict[str, Any]:
         "freeze_bn": backbone.freeze_bn,
         "dropout": round(float(backbone.dropout), 6),
         "classes": list(class_names),
+        "pretrained_pruned_params": pruned_params,
     }
 
 
-def detection_identity(experiment, class_names, precision: str) -> dict[str, Any]:
+def detection_identity(experiment, class_names, precision: str,
+                       pruned_params: int | None = None) -> dict[str, Any]:
     """The fields of a DetectNet_v2 run that its checkpoints fix.
 
     Args:
         experiment: the DetectionExperiment (defaults applied).
         class_names: the target classes, in output order.
         precision: the Keras dtype policy the run trains with (its optimizer state differs).
+        pruned_params: parameters of the pruned model the run retrains, or None.
     """
     mc = experiment.model_config
     pre = experiment.augmentation_config.preprocessing
@@ -67,6 +74,7 @@ def detection_identity(experiment, class_names, precision: str) -> dict[str, Any
         "use_pooling": bool(mc.use_pooling),
         "classes": list(class_names),
         "precision": precision,
+        "pretrained_pruned_params": pruned_params,
     }
 
 

@@ -1,4 +1,7 @@
-"""Transfer learning: load every layer of a pretrained model whose name and shapes match."""
+"""Transfer learning: load every layer of a pretrained model whose name and shapes match.
+
+A pruned pretrained model is the exception: retraining keeps its graph (`start_from_pretrained`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ from dataclasses import dataclass, field
 
 from tlt.errors import ModelFileError
 
-__all__ = ["TransferReport", "load_pretrained_model", "transfer_weights"]
+__all__ = ["TransferReport", "load_pretrained_model", "transfer_weights", "start_from_pretrained",
+           "pretrained_pruned_params"]
 
 _log = logging.getLogger(__name__)
 
@@ -24,19 +28,76 @@ def load_pretrained_model(uri: str, key: str | None = None):
     """Load a pretrained ``.tlt`` or ``.keras`` model from a path, gs:// or s3:// URI.
 
     Returns:
-        ``(keras.Model, metadata dict)``.
-    """
-    import keras
+        ``(keras.Model, metadata dict)``; a ``.keras`` file has no metadata (``{}``).
 
-    from tlt.io import modelfile, storage
+    Raises:
+        ModelFileError: the file is missing or not a model Keras can load (names ``uri``).
+        ModelKeyError: a wrong or missing key for an encrypted ``.tlt``.
+        StorageError: the file cannot be read.
+    """
+    from tlt.io import modelfile
 
     if uri.endswith(".keras"):
-        with storage.staged_input(uri) as local:
-            try:
-                return keras.models.load_model(local, compile=False), {}
-            except (OSError, ValueError) as err:
-                raise ModelFileError(f"{uri}: cannot load Keras model ({err})") from None
+        return modelfile.load_keras_file(uri, compile=False), {}
     return modelfile.load_keras_model(uri, key=key, compile=False)
+
+
+def start_from_pretrained(model, uri: str, key: str | None, *, classes, input_shape):
+    """The model a new run trains: ``model`` with pretrained weights, or a pruned graph.
+
+    A pruned model file (`tlt.pruning.is_pruned`) is trained as it is, never rebuilt from
+    model_config, which would restore the unpruned widths (TLT's retraining loads the pruned
+    graph). Its layers take the trainable flags of ``model``, the network the spec describes,
+    so the spec's freeze_blocks and freeze_bn hold for the retraining too (the pruned file
+    keeps whatever flags the first training had). Any other file transfers its weights into
+    ``model`` by layer name and shape.
+
+    Args:
+        model: the network built from the spec's model_config.
+        uri: the pretrained model file.
+        key: its key.
+        classes: the spec's classes as training stores them in the metadata.
+        input_shape: the spec's input (C, H, W).
+
+    Returns:
+        The model to train (``model`` itself, or the loaded pruned model).
+
+    Raises:
+        ModelFileError: an unreadable file, or a pruned model whose classes or input differ
+            from the spec's.
+        ModelKeyError: a wrong key.
+    """
+    from tlt.pruning import check_retrain_compatible, is_pruned
+
+    source, metadata = load_pretrained_model(uri, key=key)
+    if not is_pruned(metadata):
+        transfer_weights(model, source)
+        return model
+    check_retrain_compatible(source, metadata, classes=classes, input_shape=input_shape, uri=uri)
+    flags = {layer.name: layer.trainable for layer in model.layers}
+    for layer in source.layers:
+        if layer.name in flags:
+            layer.trainable = flags[layer.name]
+    pruning = metadata["pruning"]
+    _log.info("retraining the pruned model %s as it is: %d parameters (%d before pruning)", uri,
+              source.count_params(), pruning.get("params_before", 0))
+    return source
+
+
+def pretrained_pruned_params(uri: str, key: str | None) -> int | None:
+    """Parameters of a pruned pretrained model file, or None (no file, or not pruned).
+
+    Run identities record it, so a resume cannot swap in another pruned model.
+    """
+    from tlt.io import modelfile
+    from tlt.pruning import is_pruned
+
+    if not uri or uri.endswith(".keras"):
+        return None
+    metadata = modelfile.read_model_metadata(uri, key=key)
+    if not is_pruned(metadata):
+        return None
+    return int(metadata["pruning"]["params_after"])
 
 
 def transfer_weights(target, source) -> TransferReport:
