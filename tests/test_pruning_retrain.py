@@ -235,3 +235,73 @@ def _wait_for_file(proc, path: Path, log: Path, timeout: float) -> None:
         time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"no {path} within {timeout} s")
+
+
+# DetectNet_v2 ---------------------------------------------------------------------------------
+
+DET_CLASSES = ["car", "pedestrian"]
+
+
+@pytest.fixture(scope="module")
+def det_pruned(tmp_path_factory):
+    """A resnet10 DetectNet_v2 of the tiny detection spec, saved as .tlt and pruned."""
+    import det_fixtures
+    from tlt.models.detectnet_v2.model import build_detectnet_v2
+
+    base = tmp_path_factory.mktemp("det_retrain")
+    data = det_fixtures.tiny_data(base / "data")
+    plain = det_fixtures.write_spec(base / "plain.txt", data, epochs=1)
+    spec = load_spec(str(plain), "detection")
+    pre = spec.augmentation_config.preprocessing
+    model = build_detectnet_v2(spec.model_config, DET_CLASSES, input_height=pre.output_image_height,
+                               input_width=pre.output_image_width, allow_small_input=True)
+    randomize_like_trained(model)
+    src = base / "model.tlt"
+    meta = {"task": "detection", "classes": DET_CLASSES,
+            "input_dims": [3, det_fixtures.HEIGHT, det_fixtures.WIDTH]}
+    save_keras_model(model, src, meta, key=KEY)
+    out = prune.run(str(src), str(base / "pruned.tlt"), key=KEY,
+                    settings=PruneSettings(pruning_threshold=0.9, min_num_filters=8))
+    return SimpleNamespace(base=base, data=data, pruned=out.model_path, meta=meta,
+                           full=_filters(model))
+
+
+def _det_spec(ctx, path: Path, pretrained: str, *, lr: str = "5e-3") -> Path:
+    import det_fixtures
+
+    return det_fixtures.write_spec(path, ctx.data, epochs=1, extra_replacements=[
+        ('template: "resnet"', f'template: "resnet"\n  pretrained_model_file: "{pretrained}"'),
+        ("min_learning_rate: 5e-5", f"min_learning_rate: {lr}"),
+        ("max_learning_rate: 5e-3", f"max_learning_rate: {lr}"),
+    ])
+
+
+@pytest.mark.slow
+def test_train_detection_retrains_the_pruned_graph(det_pruned, tmp_path):
+    from tlt.training.detection import train_detection
+
+    pruned, _ = load_keras_model(det_pruned.pruned, key=KEY)
+    assert _filters(pruned)["conv1"] < det_pruned.full["conv1"]
+    spec = load_spec(str(_det_spec(det_pruned, tmp_path / "spec.txt", det_pruned.pruned,
+                                   lr="1e-12")), "detection")
+    result = train_detection(spec, tmp_path / "out", key=KEY, progress=False)
+    final, _ = load_keras_model(result.model_path, key=KEY)
+    assert _filters(final) == _filters(pruned)
+    for name, kernel in _kernels(pruned).items():
+        np.testing.assert_allclose(_kernels(final)[name], kernel, atol=1e-6, err_msg=name)
+    identity = json.loads((tmp_path / "out/checkpoints/run_identity.json").read_text())
+    assert identity["pretrained_pruned_params"] == pruned.count_params()
+
+
+def test_detection_pruned_model_with_other_classes_is_one_line(det_pruned, tmp_path):
+    from tlt.cli import train
+
+    model, meta = load_keras_model(det_pruned.pruned, key=KEY)
+    wrong = tmp_path / "wrong.tlt"
+    save_keras_model(model, wrong, {**meta, "classes": ["car", "person"]}, key=KEY)
+    spec = _det_spec(det_pruned, tmp_path / "spec.txt", str(wrong))
+    code, _, err = _run_main(train.main, "detection", "-e", spec, "-r", tmp_path / "out",
+                             "-k", KEY)
+    assert code != 0 and "Traceback" not in err
+    assert (f"{wrong}: the pruned model was trained on classes ['car', 'person'], the spec has "
+            f"['car', 'pedestrian']; a pruned model retrains on its own classes") in err
