@@ -305,3 +305,18 @@ def test_detection_pruned_model_with_other_classes_is_one_line(det_pruned, tmp_p
     assert code != 0 and "Traceback" not in err
     assert (f"{wrong}: the pruned model was trained on classes ['car', 'person'], the spec has "
             f"['car', 'pedestrian']; a pruned model retrains on its own classes") in err
+
+
+def test_example_specs_train_with_l1_then_retrain_the_pruned_model():
+    specs = Path(__file__).resolve().parents[1] / "examples" / "specs"
+    first = load_spec(str(specs / "classification_l1.txt"), "classification", warn=False)
+    again = load_spec(str(specs / "classification_retrain.txt"), "classification", warn=False)
+    assert first.train_config.reg_config.type == again.train_config.reg_config.type == "L1"
+    assert again.train_config.pretrained_model_path == "/workspace/cls_pruned.tlt"
+    assert again.model_config == first.model_config
+    full = load_spec(str(specs / "detection_resnet18.txt"), "detection", warn=False)
+    det = load_spec(str(specs / "detection_retrain.txt"), "detection", warn=False)
+    assert det.model_config.pretrained_model_file == "/workspace/det_pruned.tlt"
+    det.model_config.pretrained_model_file = full.model_config.pretrained_model_file
+    det.training_config.num_epochs = full.training_config.num_epochs
+    assert det == full  # only the pruned model and the epochs differ
