@@ -138,7 +138,7 @@ def test_engine_evaluation_compares_keras_fp32_and_int8(chain, tmp_path):
         {"model": str(root / "engine_int8"), "compare_a": str(root / "retrained"),
          "compare_b": str(root / "engine_fp32")}, out)
     metrics = result["metrics"]
-    keras = metrics["keras___tlt_accuracy"]
+    keras = metrics["keras_tlt_accuracy"]
     fp32 = metrics["fp32_onnxruntime_engine_accuracy"]
     int8 = metrics["int8_onnxruntime_engine_accuracy"]
     assert fp32 == pytest.approx(keras, abs=0.1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -82,18 +83,42 @@ def train(params: Mapping[str, Any], inputs: Mapping[str, str],
     The model key comes from the TLT_KEY environment variable (a Kubernetes secret), never from a
     parameter, which the Kubeflow UI would display.
     """
-    from tlt import spec as tlt_spec
-
-    return _run_training(tlt_spec.loads(params["spec"], params["task"]), params, inputs, outputs)
-
-
-def _run_training(spec, params: Mapping[str, Any], inputs: Mapping[str, str],
-                  outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """Train ``spec`` (data sets from the parameters or the convert output) into ``model``."""
     from tlt.io.modelfile import resolve_key
     from tlt.stages import train as train_stage
 
+    spec = _training_spec(params, inputs)
+    result = train_stage.run(spec, outputs["model"], task=params["task"], key=resolve_key(None),
+                             gpus=int(params.get("gpus", 1)), progress=sys.stderr.isatty())
+    return {"model": _training_metadata("train", params["task"], result, outputs["model"])}
+
+
+def retrain(params: Mapping[str, Any], inputs: Mapping[str, str],
+            outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Run `tlt.stages.retrain`: the train stage with the pruned model.tlt as pretrained model.
+
+    Training keeps a pruned model's graph (`tlt.pruning.is_pruned`) and loads its weights;
+    ``epochs`` > 0 replaces the spec's epoch count (retraining needs far fewer epochs).
+    """
+    from tlt.io.modelfile import resolve_key
+    from tlt.stages import retrain as retrain_stage
+
+    spec = _training_spec(params, inputs)
+    pretrained = str(model_file(inputs["pretrained_model"]))
+    result = retrain_stage.run(spec, outputs["model"], pretrained_model=pretrained,
+                               task=params["task"], epochs=int(params.get("epochs", 0)),
+                               key=resolve_key(None), gpus=int(params.get("gpus", 1)),
+                               progress=sys.stderr.isatty())
+    meta = _training_metadata("retrain", params["task"], result, outputs["model"])
+    meta.update(pretrained_model=Path(pretrained).name, pruning=_pruning_of(pretrained))
+    return {"model": meta}
+
+
+def _training_spec(params: Mapping[str, Any], inputs: Mapping[str, str]):
+    """The experiment of a train/retrain task: its spec with the data sets the pipeline gives."""
+    from tlt import spec as tlt_spec
+
     task = params["task"]
+    spec = tlt_spec.loads(params["spec"], task)
     if task == "classification":
         if params.get("train_dataset"):
             spec.train_config.train_dataset_path = params["train_dataset"]
@@ -101,11 +126,13 @@ def _run_training(spec, params: Mapping[str, Any], inputs: Mapping[str, str],
             spec.train_config.val_dataset_path = params["val_dataset"]
     elif "dataset" in inputs:
         _use_convert_output(spec, inputs["dataset"])
-    result = train_stage.run(spec, outputs["model"], task=task, key=resolve_key(None),
-                             gpus=int(params.get("gpus", 1)), progress=sys.stderr.isatty())
-    model_path = Path(outputs["model"]) / "model.tlt"
-    return {"model": {
-        "stage": "train",
+    return spec
+
+
+def _training_metadata(stage: str, task: str, result, folder: str) -> dict[str, Any]:
+    model_path = Path(folder) / "model.tlt"
+    return {
+        "stage": stage,
         "task": task,
         "model_file": "model.tlt",
         "classes": list(result.class_names),
@@ -113,36 +140,7 @@ def _run_training(spec, params: Mapping[str, Any], inputs: Mapping[str, str],
         "resumed_from_epoch": int(result.resumed_from_epoch),
         "size_bytes": model_path.stat().st_size if model_path.is_file() else 0,
         "final_metrics": {k: float(v[-1]) for k, v in result.history.items() if v},
-    }}
-
-
-def retrain(params: Mapping[str, Any], inputs: Mapping[str, str],
-            outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """Retrain a pruned model: the train stage with the pruned model.tlt as the pretrained model.
-
-    The spec's pretrained model (classification ``train_config.pretrained_model_path``, detection
-    ``model_config.pretrained_model_file``) becomes ``<pretrained_model>/model.tlt``; training keeps
-    a pruned model's graph (`tlt.pruning.is_pruned`) and loads its weights. ``epochs`` > 0
-    replaces the spec's epoch count (retraining needs far fewer epochs than training).
-    """
-    from tlt import spec as tlt_spec
-
-    task = params["task"]
-    spec = tlt_spec.loads(params["spec"], task)
-    pretrained = str(model_file(inputs["pretrained_model"]))
-    epochs = int(params.get("epochs", 0))
-    if task == "classification":
-        spec.train_config.pretrained_model_path = pretrained
-        if epochs > 0:
-            spec.train_config.n_epochs = epochs
-    else:
-        spec.model_config.pretrained_model_file = pretrained
-        if epochs > 0:
-            spec.training_config.num_epochs = epochs
-    meta = _run_training(spec, params, inputs, outputs)
-    meta["model"].update(stage="retrain", pretrained_model=Path(pretrained).name,
-                         pruning=_pruning_of(pretrained))
-    return meta
+    }
 
 
 def _pruning_of(model_path: str) -> dict[str, Any]:
@@ -369,7 +367,7 @@ def _comparison_scalars(cards, metric_name: str) -> dict[str, float]:
     """Per-model scalars for the Kubeflow UI: ``<label>_<metric>``, ``_images_per_second`` ..."""
     scalars: dict[str, float] = {}
     for card in cards:
-        slug = "".join(ch if ch.isalnum() else "_" for ch in card.label.lower()).strip("_")
+        slug = re.sub(r"[^a-z0-9]+", "_", card.label.lower()).strip("_")
         scalars[f"{slug}_{metric_name}"] = card.metric
         scalars[f"{slug}_images_per_second"] = card.images_per_second
         scalars[f"{slug}_size_bytes"] = card.size_bytes
@@ -412,7 +410,7 @@ def _scored_model(card, folder: str, metric_name: str) -> dict[str, Any]:
     return {"stage": "evaluate", **meta}
 
 
-def _evaluate_classification(params, model_file: str, outputs):
+def _evaluate_classification(params, model_path: str, outputs):
     from tlt.evaluation.report import classification_report_html
     from tlt.io.modelfile import resolve_key
     from tlt.stages import evaluate as evaluate_stage
@@ -420,7 +418,7 @@ def _evaluate_classification(params, model_file: str, outputs):
     if not params.get("data_dir"):
         raise PipelineError("evaluate: classification needs the data_dir parameter")
     result = evaluate_stage.run_classification(
-        model_file, params["data_dir"], key=resolve_key(None), batch_size=int(params["batch_size"]),
+        model_path, params["data_dir"], key=resolve_key(None), batch_size=int(params["batch_size"]),
         top_k=int(params["top_k"]), results_json=str(Path(outputs["metrics"]) / "evaluation.json"),
         framework=params.get("framework") or None)
     m = result.metrics
@@ -450,33 +448,33 @@ def _detection_spec(params, inputs, stored_spec: str | None):
     return spec
 
 
-def _detection_predictor(params, model_file: str, key: str | None):
+def _detection_predictor(params, model_path: str, key: str | None):
     """(predictor with ``predict_on_batch``, the spec stored in the model or None)."""
     from tlt.inference.deployed import resolve_framework
 
-    framework = resolve_framework(model_file, params.get("framework") or None)
+    framework = resolve_framework(model_path, params.get("framework") or None)
     if framework == "tlt":
         from tlt.io.modelfile import load_keras_model
 
-        model, metadata = load_keras_model(model_file, key=key, compile=False)
+        model, metadata = load_keras_model(model_path, key=key, compile=False)
         return model, metadata.get("spec")
     from tlt.evaluation.deployed_detection import BBOX, COV
     from tlt.inference.deployed import load_deployed
 
-    deployed = load_deployed(model_file, framework=framework, key=key)
+    deployed = load_deployed(model_path, framework=framework, key=key)
     names = [deployed.output_name(*COV), deployed.output_name(*BBOX)]
     return deployed.predictor(names), deployed.metadata.get("spec")
 
 
-def _evaluate_detection(params, inputs, model_file: str, outputs):
+def _evaluate_detection(params, inputs, model_path: str, outputs):
     from tlt.evaluation.report import annotated_validation_samples, detection_report_html
     from tlt.io.modelfile import resolve_key
     from tlt.stages import evaluate as evaluate_stage
 
-    predictor, stored_spec = _detection_predictor(params, model_file, resolve_key(None))
+    predictor, stored_spec = _detection_predictor(params, model_path, resolve_key(None))
     spec = _detection_spec(params, inputs, stored_spec)
     evaluation = evaluate_stage.run_detection(
-        spec, model_file, key=resolve_key(None), mode=params.get("mode") or None,
+        spec, model_path, key=resolve_key(None), mode=params.get("mode") or None,
         batch_size=int(params["batch_size"]),
         results_json=str(Path(outputs["metrics"]) / "evaluation.json"),
         framework=params.get("framework") or None)
