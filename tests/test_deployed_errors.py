@@ -78,8 +78,8 @@ def test_detection_engine_built_for_another_input_size(tmp_path):
     assert _error_line(stderr, "tlt-evaluate") == (
         f"tlt-evaluate: error: {engine}: the engine takes 3 x 32 x 64 (C x H x W) input, but the "
         "spec's network input (augmentation_config.preprocessing output_image_channel x "
-        "output_image_height x output_image_width) is 3 x 64 x 128; build the engine for that "
-        "size or evaluate with the spec the model was trained with")
+        "output_image_height x output_image_width) is 3 x 64 x 128; use a model built for that "
+        "size or the spec it was trained with")
 
 
 def test_classifier_engine_given_to_detection(tmp_path):

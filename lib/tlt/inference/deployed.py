@@ -155,7 +155,8 @@ def _export_info(exported) -> EngineInfo:
     if not meta.get("input_dims") or not meta.get("output_names"):
         raise ModelFileError(f"{exported.path}: an ONNX graph without tlt-export's metadata "
                              "(task, classes, preprocessing); export the .tlt with tlt-export")
-    return EngineInfo(backend="onnxruntime", precision=str(meta.get("precision", "fp32")),
+    # The graph runs as exported, in fp32: an export's "precision" names the engine it is for.
+    return EngineInfo(backend="onnxruntime", precision="fp32",
                       input_name=str(meta.get("input_name", "input_1")),
                       input_dims=[int(d) for d in meta["input_dims"]],
                       output_names=list(meta["output_names"]),
@@ -193,14 +194,20 @@ def load_deployed(model: str, *, framework: str | None = None, key: str | None =
     return DeployedModel(model, framework, _ExportEngine(model, info, exported.onnx_bytes, threads))
 
 
+def _shown(dims) -> str:
+    return " x ".join(str(int(d)) for d in dims)
+
+
 def check_input_dims(model: DeployedModel, dims: Sequence[int], what: str) -> None:
-    """Raise `DataError` naming both sizes unless ``model`` takes ``dims`` ``(C, H, W)``."""
-    want = tuple(int(d) for d in dims)
-    if tuple(model.input_dims) != want:
-        def shown(d):
-            return " x ".join(map(str, d))
+    """Raise `DataError` naming both sizes unless ``model`` takes ``dims`` ``(C, H, W)``.
 
-        raise DataError(f"{model.path}: the {model.framework} takes {shown(model.input_dims)} "
-                        f"(C x H x W) input, but {what} is {shown(want)}; build the engine for "
-                        f"that size or evaluate with the spec the model was trained with")
-
+    Args:
+        model: the loaded export or engine.
+        dims: the ``(C, H, W)`` the caller will feed.
+        what: where ``dims`` come from, for the message.
+    """
+    if tuple(model.input_dims) != tuple(int(d) for d in dims):
+        kind = "engine" if model.framework == "engine" else "export"
+        raise DataError(f"{model.path}: the {kind} takes {_shown(model.input_dims)} (C x H x W) "
+                        f"input, but {what} is {_shown(dims)}; use a model built for that size "
+                        "or the spec it was trained with")
