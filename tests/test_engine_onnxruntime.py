@@ -158,3 +158,29 @@ def test_engines_load_and_run_without_tensorflow(tmp_path):
                             capture_output=True, text=True, timeout=300, env=subprocess_env())
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(2, 3)"
+
+
+def test_sigmoid_inputs_get_a_saturated_range_others_keep_the_cache():
+    """Coverage logits of +-800 would make every 8-bit step ~6: the range stops at sigmoid's
+    saturation (+-16), where the output is already within 1.2e-7 of 0 or 1."""
+    from tlt.engines.calibration_cache import CalibrationCache
+    from tlt.engines.onnxruntime_engine import _tensor_ranges
+
+    helper = onnx.helper
+    nodes = [helper.make_node("Conv", ["x", "w"], ["logits"]),
+             helper.make_node("Sigmoid", ["logits"], ["cov"]),
+             helper.make_node("Conv", ["x", "w2"], ["bbox"])]
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4, 4])
+    graph = helper.make_graph(nodes, "g", [x], [])
+    model = helper.make_model(graph)
+    amax = {"x": 2.0, "logits": 800.0, "cov": 1.0, "bbox": 300.0}
+    ranges = _tensor_ranges(model, CalibrationCache.from_ranges(amax), "test")
+    assert _range(ranges, "logits") == pytest.approx((-16.0, 16.0))
+    assert _range(ranges, "bbox") == pytest.approx((-300.0, 300.0), rel=1e-5)
+    assert _range(ranges, "x") == pytest.approx((-2.0, 2.0), rel=1e-5)
+
+
+def _range(tensors_data, name):
+    value = tensors_data[name]
+    low, high = getattr(value, "range_value", value)
+    return float(low), float(high)

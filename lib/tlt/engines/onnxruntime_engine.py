@@ -43,6 +43,9 @@ _PRESERVING_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool
                    "Flatten", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Slice"}
 
 
+_SIGMOID_SATURATION = 16.0
+
+
 def runtime_version() -> str:
     """The installed onnxruntime version."""
     import onnxruntime
@@ -70,8 +73,14 @@ def _tensor_ranges(model, cache: CalibrationCache, source: str):
 
     check_cache_matches(cache, tensor_names(model), source)
     positive = nonnegative_tensors(model)
+    # A Sigmoid's input beyond +-16 changes its output by < 1.2e-7, while an untrained or confident
+    # detector's coverage logits reach +-800: clamping their range keeps 8-bit steps small where
+    # the coverage is decided instead of collapsing every cell towards 0.5.
+    feeds_sigmoid = {n.input[0] for n in model.graph.node if n.op_type == "Sigmoid"}
     ranges = {}
     for name, amax in cache.amax().items():
+        if name in feeds_sigmoid:
+            amax = min(amax, _SIGMOID_SATURATION)
         low = 0.0 if name in positive else -amax
         ranges[name] = (np.array(low, dtype=np.float32), np.array(amax, dtype=np.float32))
     return TensorsData(CalibrationMethod.MinMax, ranges)
