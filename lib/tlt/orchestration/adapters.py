@@ -316,13 +316,15 @@ def evaluate(params: Mapping[str, Any], inputs: Mapping[str, str],
     path = model_file(inputs["model"])
     for name in ("metrics", "confusion", "scored_model"):
         Path(outputs[name]).mkdir(parents=True, exist_ok=True)
+    spec = None
     if task == "classification":
         metrics, confusion, report = _evaluate_classification(params, str(path), outputs)
         metric_name, metric = "accuracy", 100.0 * float(metrics["accuracy"])
     else:
-        metrics, confusion, report = _evaluate_detection(params, inputs, str(path), outputs)
+        spec, (metrics, confusion, report) = _evaluate_detection(params, inputs, str(path), outputs)
         metric_name, metric = "mAP", float(metrics["mAP"])
-    cards = _comparison_cards(params, inputs, path, metric)
+    compared = [inputs[n] for n in ("compare_a", "compare_b") if n in inputs]
+    cards = _comparison_cards(params, compared, path, metric, lambda file: _score(params, spec, file))
     if len(cards) > 1:
         from tlt.orchestration.model_cards import comparison_html, insert_section
 
@@ -338,12 +340,14 @@ def _labels(params: Mapping[str, Any]) -> list[str]:
     return [s.strip() for s in params.get("labels", "").split(",")]
 
 
-def _comparison_cards(params, inputs, path: Path, metric: float) -> list:
-    """Cards of compare_a, compare_b (scored here) and the evaluated model, in that order."""
+def _comparison_cards(params, compared: list[str], path: Path, metric: float,
+                      score: Callable[[str], float]) -> list:
+    """Cards of the ``compared`` artifact folders (scored by ``score``), then of the evaluated
+    model (``metric`` already measured)."""
     from tlt.io.modelfile import resolve_key
     from tlt.orchestration.model_cards import describe_model, images_per_second
 
-    entries = [(model_file(inputs[n]), None) for n in ("compare_a", "compare_b") if n in inputs]
+    entries = [(model_file(folder), None) for folder in compared]
     entries.append((path, metric))
     chosen = (_labels(params) + [""] * len(entries))[:len(entries)]
     cards = []
@@ -352,7 +356,7 @@ def _comparison_cards(params, inputs, path: Path, metric: float) -> list:
         card, run = describe_model(file, key=resolve_key(None), label=label, framework=framework)
         card.images_per_second = images_per_second(run, card.input_dims,
                                                    batch_size=min(int(params["batch_size"]), 8))
-        card.metric = known if known is not None else _score(params, inputs, str(file))
+        card.metric = known if known is not None else score(str(file))
         cards.append(card)
     return cards
 
@@ -376,8 +380,9 @@ def _comparison_scalars(cards, metric_name: str) -> dict[str, float]:
     return scalars
 
 
-def _score(params, inputs, file: str) -> float:
-    """Accuracy (classification) or mAP (detection) in % of another model on the same data."""
+def _score(params, spec, file: str) -> float:
+    """Accuracy (classification) or mAP (detection, on ``spec``'s validation data) in % of
+    another model on the same data as the evaluated one."""
     from tlt.io.modelfile import resolve_key
     from tlt.stages import evaluate as evaluate_stage
 
@@ -386,7 +391,6 @@ def _score(params, inputs, file: str) -> float:
                                                    batch_size=int(params["batch_size"]),
                                                    top_k=int(params["top_k"]))
         return 100.0 * float(result.metrics["accuracy"])
-    spec = _detection_spec(params, inputs, None)
     evaluation = evaluate_stage.run_detection(spec, file, key=resolve_key(None),
                                               mode=params.get("mode") or None,
                                               batch_size=int(params["batch_size"]))
@@ -482,7 +486,7 @@ def _evaluate_detection(params, inputs, model_path: str, outputs):
               evaluation.validation_cost, evaluation.results.table())
     samples = annotated_validation_samples(predictor, spec, max_frames=4)
     report = detection_report_html(evaluation.results, evaluation.validation_cost, samples)
-    return detection_scalars(evaluation), {}, report
+    return spec, (detection_scalars(evaluation), {}, report)
 
 
 def detection_scalars(evaluation) -> dict[str, float]:
