@@ -260,6 +260,7 @@ def test_load_pretrained_tlt_and_keras_files(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded, meta = load_pretrained_model(str(tmp_path / "m.keras"))
     assert meta == {} and loaded.get_layer("predictions").units == 2
-    (tmp_path / "bad.keras").write_bytes(b"nope")
-    with pytest.raises(ModelFileError, match="bad.keras: cannot load Keras model"):
-        load_pretrained_model(str(tmp_path / "bad.keras"))
+    (tmp_path / "pre.keras").write_bytes(b"not a zip")
+    with pytest.raises(ModelFileError, match=r"pre\.keras: expected a Keras model file \(a \.keras "
+                                             r"zip archive\); found 9 bytes that are not a zip"):
+        load_pretrained_model(str(tmp_path / "pre.keras"))
