@@ -207,3 +207,20 @@ def test_build_from_detection_spec():
         build_postprocessor(spec.postprocessing_config, ["car", "cyclist"])
     with pytest.raises(SpecError, match="the model's class names are needed"):
         build_postprocessor(spec.postprocessing_config)
+
+
+def test_inverted_boxes_of_an_untrained_model_are_dropped():
+    """Offsets that put the right edge left of the left edge describe no object (even with
+    minimum height 0); the report and the KITTI writer never see such a box."""
+    inverted, fine = (60, 10, 20, 40), (100, 10, 150, 35)
+    cov, bbox = make_outputs([(0, 1, 1, 0.5, inverted), (0, 1, 7, 0.5, fine)])
+    dets = PostProcessor(["car"], {"car": ClassSettings(minimum_height=0)})(cov, bbox)
+    np.testing.assert_allclose(boxes_of(dets), [fine], atol=1e-4)
+
+
+def test_report_draws_an_inverted_box_instead_of_failing():
+    from tlt.evaluation.report import draw_boxes
+
+    image = draw_boxes(np.zeros((32, 32, 3), np.uint8), [(20, 5, 4, 25, (255, 0, 0), "car")])
+    pixels = np.asarray(image)
+    assert pixels[5, 4:21, 0].min() == 255 and pixels[:, :, 0].sum() > 0

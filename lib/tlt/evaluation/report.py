@@ -33,7 +33,9 @@ def draw_boxes(image_rgb: np.ndarray, boxes, *, line_width: int = 2):
     img = Image.fromarray(np.asarray(image_rgb, dtype=np.uint8)).convert("RGB")
     draw = ImageDraw.Draw(img)
     for xmin, ymin, xmax, ymax, color, label in boxes:
-        draw.rectangle([float(xmin), float(ymin), float(xmax), float(ymax)], outline=tuple(color),
+        # Sorted corners: PIL refuses an inverted box, and a report must draw whatever it is given.
+        (x0, x1), (y0, y1) = sorted((float(xmin), float(xmax))), sorted((float(ymin), float(ymax)))
+        draw.rectangle([x0, y0, x1, y1], outline=tuple(color),
                        width=max(1, int(line_width)))
         if label:
             draw.text((float(xmin) + 2, max(0.0, float(ymin) - 11)), str(label), fill=tuple(color))

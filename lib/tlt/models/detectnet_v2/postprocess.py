@@ -133,6 +133,8 @@ class PostProcessor:
             for box, conf, cmax, cmean, n in found:
                 if box[3] - box[1] < s.minimum_height or conf < s.confidence_threshold:
                     continue
+                if box[2] <= box[0] or box[3] <= box[1]:
+                    continue  # an untrained model's offsets can invert a box: no object there
                 detections.append(Detection(label, float(box[0]), float(box[1]), float(box[2]),
                                             float(box[3]), float(conf), float(cmax), float(cmean), int(n)))
         return detections
