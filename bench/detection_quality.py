@@ -110,7 +110,7 @@ def main(argv=None) -> int:
           f"ResNet-10 from scratch, {args.epochs} epochs of batch {args.batch}, peak lr {args.lr:g}, "
           f"autoweighting {'off' if args.no_autoweighting else 'on'}; cores: {os.cpu_count()}")
     print(f"time: training {train_seconds:.0f} s, total {time.monotonic() - started:.0f} s")
-    voc, kitti = figures["voc"].get("all"), figures["kitti"].get("moderate")
+    voc, kitti = figures["voc"].get("combined"), figures["kitti"].get("moderate")
     print(f"mAP voc={_fmt(voc)} kitti_moderate={_fmt(kitti)}")
     return 0
 

@@ -101,9 +101,9 @@ def _detection_result(tmp_path: Path) -> LocalRunResult:
     metrics = run / "evaluate" / "metrics"
     metrics.mkdir(parents=True)
     evaluation = {
-        "mode": "voc", "ap_mode": "11", "classes": ["car", "pedestrian"], "buckets": ["all"],
-        "per_class": {"car": {"all": {"ap": 90.6412}}, "pedestrian": {"all": {"ap": None}}},
-        "mean_ap": {"all": 90.6412}, "num_frames": 48, "validation_cost": 0.0045631,
+        "mode": "voc", "ap_mode": "11", "classes": ["car", "pedestrian"], "buckets": ["combined"],
+        "per_class": {"car": {"combined": {"ap": 90.6412}}, "pedestrian": {"combined": {"ap": None}}},
+        "mean_ap": {"combined": 90.6412}, "num_frames": 48, "validation_cost": 0.0045631,
     }
     (metrics / "evaluation.json").write_text(json.dumps(evaluation))
     (run / "report.html").write_text("<!DOCTYPE html>")
