@@ -1,4 +1,4 @@
-"""INT8 calibration at export: training preprocessing, measured ranges, the cache, bad folders."""
+"""INT8 calibration at export: training preprocessing, entropy / minmax ranges, the cache, bad folders."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from tlt.data.classification_input import load_image_for_inference
 from tlt.engines.calibration_cache import read_cache
 from tlt.errors import DataError
 from tlt.export import ExportOptions, export_model
-from tlt.export.calibration import calibration_batches, list_calibration_images
+from tlt.export.calibration import activation_ranges, calibration_batches, list_calibration_images
+from tlt.export.entropy import AbsHistogram, entropy_amax
 from tlt.io.exportfile import load_export
 
 
@@ -28,21 +29,47 @@ def _activation(onnx_bytes: bytes, tensor: str, batch: np.ndarray) -> np.ndarray
     return session.run([tensor], {"input_1": batch})[0]
 
 
-def test_cache_holds_the_absolute_maxima_of_the_training_preprocessed_images():
+def _entropy_range(values: list[np.ndarray]) -> float:
+    """TensorRT's entropy range of a tensor seen in these batches (independent of the export)."""
+    hist = AbsHistogram()
+    for value in values:
+        hist.add(value)
+    return entropy_amax(hist)
+
+
+def test_cache_holds_the_entropy_ranges_of_the_training_preprocessed_images():
     export = exported("cls-int8")
     cache = read_cache(export["dir"] / "cal.bin")
     onnx_bytes = load_export(export["output"], KEY).onnx_bytes
     files = list_calibration_images(calibration_images(), 8)
-    # The same 8 images, preprocessed as training's evaluation pipeline does it.
-    batch = np.stack([load_image_for_inference(str(p), CLS_DIMS) for p in files])
+    # The same 8 images in the export's 2 batches of 4, preprocessed as training's evaluation
+    # pipeline does it.
+    halves = [np.stack([load_image_for_inference(str(p), CLS_DIMS) for p in files[i:i + 4]])
+              for i in (0, 4)]
     amax = cache.amax()
+    assert cache.algorithm == "EntropyCalibration2"
     assert list(amax)[0] == "input_1"
-    assert amax["input_1"] == pytest.approx(np.abs(batch).max(), rel=1e-5)
+    assert amax["input_1"] == pytest.approx(_entropy_range(halves), rel=1e-5)
     relu = next(name for name in amax if name.endswith("_Relu"))
-    assert amax[relu] == pytest.approx(np.abs(_activation(onnx_bytes, relu, batch)).max(), rel=1e-5)
+    relu_values = [_activation(onnx_bytes, relu, half) for half in halves]
+    assert amax[relu] == pytest.approx(_entropy_range(relu_values), rel=1e-5)
+    assert amax[relu] <= max(np.abs(v).max() for v in relu_values) * (1 + 1e-6)
     softmax = "predictions/Softmax"
     assert 0 < amax[softmax] <= 1.0
     # Every node output of the graph has a range, so TensorRT can run every layer in INT8.
+    produced = {o for n in onnx.load_from_string(onnx_bytes).graph.node for o in n.output}
+    assert set(amax) == produced | {"input_1"}
+
+
+def test_minmax_ranges_are_the_absolute_maxima_of_the_training_preprocessed_images():
+    onnx_bytes = load_export(exported("cls-int8")["output"], KEY).onnx_bytes
+    files = list_calibration_images(calibration_images(), 8)
+    batch = np.stack([load_image_for_inference(str(p), CLS_DIMS) for p in files])
+    amax = activation_ranges(onnx_bytes, calibration_batches(files, CLS_DIMS, 3), "input_1",
+                             algorithm="minmax")
+    assert amax["input_1"] == pytest.approx(np.abs(batch).max(), rel=1e-5)
+    relu = next(name for name in amax if name.endswith("_Relu"))
+    assert amax[relu] == pytest.approx(np.abs(_activation(onnx_bytes, relu, batch)).max(), rel=1e-5)
     produced = {o for n in onnx.load_from_string(onnx_bytes).graph.node for o in n.output}
     assert set(amax) == produced | {"input_1"}
 

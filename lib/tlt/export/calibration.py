@@ -4,14 +4,16 @@ The guide's design (chapter 9): calibration images are needed once, where the mo
 the inference machine gets only the export and the cache. Images are preprocessed exactly as
 evaluation and inference feed the network (`tlt.data.classification_input.load_image_for_inference`:
 decode, bilinear resize to the input size, the model's pixel scaling, CHW), the fp32 ONNX graph
-runs on ``batches`` x ``batch_size`` of them in ONNX Runtime, and each activation's absolute
-maximum becomes its scale in TensorRT's cache format (`tlt.engines.calibration_cache`).
+runs on ``batches`` x ``batch_size`` of them in ONNX Runtime, and each activation's range
+becomes its scale in TensorRT's cache format (`tlt.engines.calibration_cache`). The range is
+chosen as the cache header says, by TensorRT's entropy calibration (`tlt.export.entropy`: the
+KL-optimal threshold of the activation's histogram, clipping rare outliers);
+``algorithm="minmax"`` keeps the absolute maximum instead.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -20,8 +22,13 @@ import numpy as np
 from tlt.data.images import is_image_file, probe_image
 from tlt.engines.calibration_cache import CalibrationCache
 from tlt.errors import DataError
+from tlt.export.entropy import AbsHistogram, entropy_amax
 
-__all__ = ["list_calibration_images", "calibration_batches", "activation_ranges", "calibrate"]
+__all__ = ["CALIBRATION_ALGORITHMS", "list_calibration_images", "calibration_batches",
+           "activation_ranges", "calibrate"]
+
+# "entropy" is what the cache header (TRT-...-EntropyCalibration2) says; "minmax" keeps outliers.
+CALIBRATION_ALGORITHMS = ("entropy", "minmax")
 
 _log = logging.getLogger(__name__)
 
@@ -63,41 +70,62 @@ def calibration_batches(files: Sequence[Path], input_dims: Sequence[int],
         yield np.stack([load_image_for_inference(str(p), dims) for p in chunk]).astype(np.float32)
 
 
-def activation_ranges(onnx_bytes: bytes, batches, input_name: str) -> dict[str, float]:
-    """Absolute maximum of every float activation of the graph over the batches.
+def activation_ranges(onnx_bytes: bytes, batches, input_name: str,
+                      algorithm: str = "entropy") -> dict[str, float]:
+    """The INT8 range of every float activation of the graph over the batches.
 
     Args:
         onnx_bytes: the fp32 export.
         batches: iterable of ``[N, C, H, W]`` arrays.
         input_name: the graph input.
+        algorithm: ``"entropy"`` (TensorRT's EntropyCalibration2: the KL-optimal clipping
+            threshold, `tlt.export.entropy`) or ``"minmax"`` (the absolute maximum).
 
     Returns:
-        Tensor name -> max |value| (graph input included), in graph order.
+        Tensor name -> range (graph input included), in graph order.
+
+    Raises:
+        DataError: an unknown ``algorithm``.
     """
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
+    if algorithm not in CALIBRATION_ALGORITHMS:
+        raise DataError(f"calibration algorithm {algorithm!r}: expected one of "
+                         f"{', '.join(CALIBRATION_ALGORITHMS)}")
+    session, names = _session_exposing_activations(onnx_bytes)
+    histograms = {name: AbsHistogram() for name in names}
+    for batch in batches:
+        for name, value in zip(names, session.run(names, {input_name: batch})):
+            histograms[name].add(value)
+    if algorithm == "minmax":
+        return {name: hist.amax for name, hist in histograms.items()}
+    return {name: entropy_amax(hist) for name, hist in histograms.items()}
 
-    class _Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter(batches)
 
-        def get_next(self):
-            batch = next(self._it, None)
-            return None if batch is None else {input_name: batch}
+def _session_exposing_activations(onnx_bytes: bytes):
+    """An ONNX Runtime session whose outputs are the graph input and every float node output."""
+    import onnx
+    import onnxruntime as ort
 
-    with tempfile.TemporaryDirectory(prefix="tlt-calib-") as tmp:
-        model_path = Path(tmp) / "model.onnx"
-        model_path.write_bytes(onnx_bytes)
-        calibrator = create_calibrator(model_path, None, str(Path(tmp) / "augmented.onnx"),
-                                       CalibrationMethod.MinMax,
-                                       extra_options={"symmetric": False})
-        calibrator.collect_data(_Reader())
-        ranges = calibrator.compute_data()
-    return {name: float(np.max(np.abs(np.concatenate([np.ravel(v) for v in data.range_value]))))
-            for name, data in ranges.items()}
+    model = onnx.shape_inference.infer_shapes(onnx.load_from_string(onnx_bytes))
+    graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in list(graph.input) + list(graph.value_info) + list(graph.output)}
+    produced = [o for n in graph.node for o in n.output if o]
+    names = [name for name in [i.name for i in graph.input] + produced
+             if types.get(name, onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT]
+    existing = {o.name for o in graph.output}
+    graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+                        for name in names if name not in existing)
+    options = ort.SessionOptions()
+    # Optimizations could fuse away the activations being measured.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    return session, names
 
 
 def calibrate(onnx_bytes: bytes, image_dir: str | Path, input_dims: Sequence[int], *,
-              input_name: str, batches: int, batch_size: int) -> CalibrationCache:
+              input_name: str, batches: int, batch_size: int,
+              algorithm: str = "entropy") -> CalibrationCache:
     """Compute the INT8 calibration cache of an export from a folder of images.
 
     Args:
@@ -107,6 +135,8 @@ def calibrate(onnx_bytes: bytes, image_dir: str | Path, input_dims: Sequence[int
         input_name: the graph input.
         batches: ``--batches``.
         batch_size: ``--cal_batch_size``.
+        algorithm: ``"entropy"`` (TensorRT's EntropyCalibration2, what the cache header names)
+            or ``"minmax"`` (absolute maxima); see `activation_ranges`.
 
     Raises:
         DataError: bad counts, or too few readable images.
@@ -118,7 +148,7 @@ def calibrate(onnx_bytes: bytes, image_dir: str | Path, input_dims: Sequence[int
     _log.info("calibrating on %d images (%d batches of %d) from %s", len(files), batches,
               batch_size, image_dir)
     amax = activation_ranges(onnx_bytes, calibration_batches(files, input_dims, batch_size),
-                             input_name)
+                             input_name, algorithm)
     return CalibrationCache.from_ranges(_graph_order(onnx_bytes, amax))
 
 
