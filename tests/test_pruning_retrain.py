@@ -1,17 +1,32 @@
-"""A pruned model file is what retraining loads: narrower graph, same names, trainable as is."""
+"""A pruned model file is what retraining loads: narrower graph, same names, trainable as is.
+
+Then retraining through the trainers (``tlt-train classification|detection`` with the spec's
+pretrained model pointed at a pruned .tlt): widths and weights kept, classes checked, resume.
+"""
 
 from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
 
+import cls_fixtures
 from prune_helpers import CLASSES, build, save_model
 from tlt.errors import ModelFileError
-from tlt.io.modelfile import load_keras_model
+from tlt.io.modelfile import load_keras_model, save_keras_model
+from tlt.models.classifier import build_classifier
 from tlt.pruning import PruneSettings
 from tlt.pruning.retrain import check_retrain_compatible, is_pruned
+from tlt.spec import load as load_spec
 from tlt.stages import prune
+from tlt.training.transfer import start_from_pretrained
 
 KEY = "retrain_key"
 
@@ -61,19 +76,6 @@ def test_retrain_spec_must_keep_the_classes_and_input(pruned_file):
 # --------------------------------------------------------------------------------------------
 # Retraining through the trainers (`tlt-train classification|detection` on a pruned model)
 
-import json  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from types import SimpleNamespace  # noqa: E402
-
-import cls_fixtures  # noqa: E402
-from tlt.errors import SpecError  # noqa: E402
-from tlt.io.modelfile import save_keras_model  # noqa: E402
-from tlt.models.classifier import build_classifier  # noqa: E402
-from tlt.spec import load as load_spec  # noqa: E402
-from tlt.training.transfer import start_from_pretrained  # noqa: E402
 
 SHAPES = ["circle", "square", "triangle"]
 
@@ -293,6 +295,12 @@ def test_train_detection_retrains_the_pruned_graph(det_pruned, tmp_path):
         np.testing.assert_allclose(_kernels(final)[name], kernel, atol=1e-6, err_msg=name)
     identity = json.loads((tmp_path / "out/checkpoints/run_identity.json").read_text())
     assert identity["pretrained_pruned_params"] == pruned.count_params()
+
+    # A resumed run (checkpoints hold weights only) rebuilds the pruned graph, not model_config's.
+    spec.training_config.num_epochs = 2
+    again = train_detection(spec, tmp_path / "out", key=KEY, progress=False)
+    assert again.resumed_from_epoch == 1
+    assert _filters(load_keras_model(again.model_path, key=KEY)[0]) == _filters(pruned)
 
 
 def test_detection_pruned_model_with_other_classes_is_one_line(det_pruned, tmp_path):

@@ -210,7 +210,6 @@ def _check_folder(run: _Run, key: str | None) -> None:
     from tlt.training.results_dir import remove_leftovers
     from tlt.training.run_identity import (check_identity, classification_identity,
                                            record_identity)
-
     from tlt.training.transfer import pretrained_pruned_params
 
     pruned = pretrained_pruned_params(run.spec.train_config.pretrained_model_path, key)

@@ -92,13 +92,18 @@ def build_detection_optimizer(training_config, schedule):
                                  epsilon=adam.epsilon)
 
 
-def _regularizer(training_config):
+def _regularization(training_config) -> tuple[str, float]:
+    """``(type name, weight)`` of the spec's regularizer."""
     from tlt.proto import detection_config_pb2 as pb
-    from tlt.training.regularizers import build_regularizer
 
     reg = training_config.regularizer
-    name = pb.RegularizerConfig.RegularizationType.Name(reg.type)
-    return build_regularizer(name, reg.weight)
+    return pb.RegularizerConfig.RegularizationType.Name(reg.type), float(reg.weight)
+
+
+def _regularizer(training_config):
+    from tlt.training.regularizers import build_regularizer
+
+    return build_regularizer(*_regularization(training_config))
 
 
 def train_detection(spec, results_dir: str | Path, *, key: str | None = None, gpus: int = 1,
@@ -273,12 +278,9 @@ def _build_model(run: _Run, key: str | None, *, pretrained: bool):
 
 def _regularized(model, training_config):
     """``model`` with the spec's regulariser on every convolution kernel (as built ones have)."""
-    from tlt.proto import detection_config_pb2 as pb
     from tlt.training.regularizers import apply_regularization
 
-    reg = training_config.regularizer
-    name = pb.RegularizerConfig.RegularizationType.Name(reg.type)
-    return apply_regularization(model, name, reg.weight, "Conv2D,DepthwiseConv2D,Dense")
+    return apply_regularization(model, *_regularization(training_config), "Conv2D,Dense")
 
 
 def _complete_cut_epoch(run: _Run, state: DetectionModel, validation: ValidationCallback) -> None:
