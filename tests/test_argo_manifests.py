@@ -83,9 +83,11 @@ def test_artifact_repository_is_valid(schema_definitions, manifests):
 def test_templates_mirror_the_registry(manifests):
     for name, stage in STAGES.items():
         doc = manifests[f"manifests/templates/{name}.yaml"]
-        assert doc["metadata"]["name"] == f"tlt-{name}"
+        # Argo names allow letters, digits and '-' only: build_engine -> tlt-build-engine.
+        assert doc["metadata"]["name"] == f"tlt-{name.replace('_', '-')}"
         (tmpl,) = doc["spec"]["templates"]
-        assert tmpl["name"] == name
+        assert tmpl["name"] == name.replace("_", "-")
+        assert re.fullmatch(r"[a-zA-Z0-9][-a-zA-Z0-9]*", tmpl["name"])
         assert tmpl["container"]["image"] == DEFAULT_IMAGE
         assert [tmpl["container"]["command"][0], *tmpl["container"]["args"]] == stage.argv()
         assert [p["name"] for p in tmpl["inputs"]["parameters"]] == [p.name for p in stage.params]
@@ -106,7 +108,7 @@ def test_model_key_reaches_train_and_evaluate_from_a_secret(manifests):
         tmpl = manifests[f"manifests/templates/{name}.yaml"]["spec"]["templates"][0]
         return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in tmpl["container"]["env"]}
 
-    for name in ("train", "evaluate"):
+    for name in ("train", "evaluate", "prune", "retrain", "export", "build_engine"):
         assert env(name)["TLT_KEY"] == {"name": "tlt-model-key", "key": "key", "optional": False}
     assert "TLT_KEY" not in env("convert")
     # Never a workflow parameter (the Argo UI shows parameters to everyone).
@@ -125,10 +127,19 @@ def test_workflow_template_refs_resolve(manifests):
     assert wf["spec"]["entrypoint"] == "detection"
     wf_params = {p["name"] for p in wf["spec"]["arguments"]["parameters"]}
     assert wf_params == {"convert_spec", "dataset_root", "validation_fold", "train_spec",
-                         "evaluation_mode", "gpus"}
+                         "evaluation_mode", "gpus", "pruning_threshold", "pruning_normalizer",
+                         "retrain_epochs", "engine_precision", "calibration_batches",
+                         "calibration_batch_size"}
     (dag,) = [t for t in wf["spec"]["templates"] if t["name"] == wf["spec"]["entrypoint"]]
     tasks = dag["dag"]["tasks"]
-    assert sorted(t["name"] for t in tasks) == ["convert", "evaluate", "train"]
+    assert sorted(t["name"] for t in tasks) == ["build-engine", "build-engine-2", "convert", "evaluate",
+                                                "evaluate-2", "evaluate-3", "export", "prune",
+                                                "retrain", "train"]
+    by_name = {t["name"]: t for t in tasks}
+    assert by_name["build-engine-2"]["templateRef"] == {"name": "tlt-build-engine", "template": "build-engine"}
+    assert "evaluate-2" in by_name["export"]["dependencies"]
+    assert {"name": "compare_b", "from": "{{tasks.build-engine.outputs.artifacts.engine}}"} in \
+        by_name["evaluate-3"]["arguments"]["artifacts"]
     for task in tasks:
         ref = task["templateRef"]
         assert ref["name"] in templates, f"{task['name']}: no WorkflowTemplate {ref['name']}"
@@ -141,7 +152,7 @@ def test_workflow_template_refs_resolve(manifests):
         for p in task["arguments"]["parameters"]:
             for used in re.findall(r"\{\{workflow\.parameters\.(\w+)\}\}", p["value"]):
                 assert used in wf_params
-    spec_arg = {p["name"]: p["value"] for p in tasks[0]["arguments"]["parameters"]}["spec"]
+    spec_arg = {p["name"]: p["value"] for p in by_name["convert"]["arguments"]["parameters"]}["spec"]
     assert spec_arg == "{{workflow.parameters.convert_spec}}"
     assert wf["spec"]["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "tlt-minio"}
 

@@ -45,7 +45,7 @@ def test_generated_component_matches_registry(name):
     stage = get_stage(name)
     comp = load_component(name)
     spec = comp.component_spec
-    assert spec.name == name
+    assert spec.name == name.replace("_", "-")  # KFP's name for the function build_engine
     assert spec.implementation.container.image == DEFAULT_IMAGE
     assert list(spec.inputs) == [p.name for p in stage.params if p.required] + \
         [a.name for a in stage.inputs if not a.optional] + \
@@ -149,7 +149,8 @@ def test_configure_task_applies_resources_and_secrets():
 
 def test_model_key_is_a_per_stage_setting():
     # Stages that write or read .tlt files get TLT_KEY from the tlt-model-key secret; convert does not.
-    assert [name for name, stage in registry.STAGES.items() if stage.model_key] == ["train", "evaluate"]
+    assert [name for name, stage in registry.STAGES.items() if stage.model_key] == [
+        "train", "evaluate", "prune", "retrain", "export", "build_engine"]
     assert get_stage("train").env_secrets() == (registry.STORAGE_SECRET, registry.MODEL_KEY_SECRET)
     assert get_stage("convert").env_secrets() == (registry.STORAGE_SECRET,)
     assert registry.MODEL_KEY_SECRET.keys == (("key", "TLT_KEY"),)
@@ -178,3 +179,33 @@ def test_configure_task_gives_train_the_model_key_secret():
 def test_missing_component_file_says_how_to_fix(tmp_path):
     with pytest.raises(PipelineError, match=r"component file .*components/convert/component.py is missing: run `tlt-pipeline compile`"):
         load_component("convert", root=tmp_path)
+
+
+def test_new_stages_mirror_their_clis():
+    assert {n: get_stage(n).cli for n in ("prune", "retrain", "export", "build_engine")} == {
+        "prune": "tlt-prune", "retrain": "tlt-train", "export": "tlt-export",
+        "build_engine": "tlt-converter"}
+    prune = get_stage("prune")
+    defaults = {p.name: p.default for p in prune.params}
+    # tlt-prune's defaults (guide chapter 8).
+    assert defaults == {"pruning_threshold": 0.1, "normalizer": "max", "equalization_criterion": "union",
+                        "pruning_granularity": 8, "min_num_filters": 16, "excluded_layers": ""}
+    assert [a.name for a in get_stage("retrain").inputs] == ["pretrained_model", "dataset"]
+    assert [a.name for a in get_stage("evaluate").outputs][-1] == "scored_model"
+    assert {a.name for a in get_stage("evaluate").inputs if a.optional} == {"dataset", "compare_a", "compare_b"}
+
+
+def test_configure_task_finds_a_stage_whose_kfp_name_has_dashes():
+    from kfp import dsl
+
+    train, export, build_engine = (load_component(n) for n in ("train", "export", "build_engine"))
+    captured = {}
+
+    @dsl.pipeline(name="probe")
+    def probe(spec: str):
+        model = train(spec=spec).outputs["model"]
+        captured["task"] = configure_task(build_engine(export=export(model=model).outputs["export"]))
+
+    assert captured["task"].component_spec.name == "build-engine"
+    secrets = captured["task"].platform_config["kubernetes"]["secretAsEnv"]
+    assert [s["secretName"] for s in secrets] == ["tlt-storage-credentials", "tlt-model-key"]

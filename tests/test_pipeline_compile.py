@@ -37,13 +37,18 @@ def test_detection_ir_has_tasks_params_images_resources_and_retry(compiled):
     ir, platform = list(yaml.safe_load_all(text))
     assert ir["pipelineInfo"]["name"] == "tlt-detection"
     params = ir["root"]["inputDefinitions"]["parameters"]
-    assert sorted(params) == ["convert_spec", "dataset_root", "evaluation_mode", "gpus", "train_spec",
-                              "validation_fold"]
+    assert sorted(params) == ["calibration_batch_size", "calibration_batches", "convert_spec",
+                              "dataset_root", "engine_precision", "evaluation_mode", "gpus",
+                              "pruning_normalizer", "pruning_threshold", "retrain_epochs",
+                              "train_spec", "validation_fold"]
+    assert params["pruning_threshold"]["parameterType"] == "NUMBER_DOUBLE"
+    assert params["retrain_epochs"]["defaultValue"] == 6
     assert params["convert_spec"]["defaultValue"] == DEFAULT_CONVERT_SPEC
     assert params["validation_fold"]["parameterType"] == "NUMBER_INTEGER"
     assert params["validation_fold"]["defaultValue"] == 0
     tasks = ir["root"]["dag"]["tasks"]
-    assert list(tasks) == ["convert", "evaluate", "train"]
+    assert sorted(tasks) == ["build-engine", "build-engine-2", "convert", "evaluate", "evaluate-2",
+                             "evaluate-3", "export", "prune", "retrain", "train"]
     convert = tasks["convert"]
     assert convert["inputs"]["parameters"]["spec"] == {"componentInputParameter": "convert_spec"}
     stage = get_stage("convert")
@@ -127,7 +132,7 @@ def test_model_key_comes_from_a_secret_never_a_parameter(compiled, pipeline):
     assert not [name for name in params if "key" in name.lower()]
     assert "TLT_KEY" not in yaml.safe_dump(params)
     # ... it reaches every task that writes or reads a .tlt file from the tlt-model-key secret.
-    for task in ("train", "evaluate"):
+    for task in ("train", "evaluate", "prune", "retrain", "export", "build-engine"):
         assert _secret_envs(platform, f"exec-{task}")["TLT_KEY"] == ("tlt-model-key", "key", False)
     if "convert" in ir["root"]["dag"]["tasks"]:
         assert "TLT_KEY" not in _secret_envs(platform, "exec-convert")
@@ -138,3 +143,68 @@ def test_component_readme_names_the_model_key_secret(compiled):
     assert ("- `tlt-model-key` (required): environment `TLT_KEY` (from key `key`)"
             in compiled["components/train/README.md"])
     assert "tlt-model-key" not in compiled["components/convert/README.md"]
+
+
+def _upstream(tasks, name):
+    """Every task ``name`` depends on, directly or through other tasks."""
+    seen, todo = set(), list(tasks[name].get("dependentTasks", []))
+    while todo:
+        dep = todo.pop()
+        if dep not in seen:
+            seen.add(dep)
+            todo += tasks[dep].get("dependentTasks", [])
+    return seen
+
+
+def _artifact_sources(task):
+    return {name: (spec["taskOutputArtifact"]["producerTask"], spec["taskOutputArtifact"]["outputArtifactKey"])
+            for name, spec in task.get("inputs", {}).get("artifacts", {}).items()}
+
+
+def _constants(task):
+    return {name: spec["runtimeValue"]["constant"]
+            for name, spec in task.get("inputs", {}).get("parameters", {}).items() if "runtimeValue" in spec}
+
+
+@pytest.mark.parametrize("pipeline", sorted(PIPELINES))
+def test_pipelines_prune_retrain_export_and_evaluate_the_engine_in_order(compiled, pipeline):
+    ir, _ = list(yaml.safe_load_all(compiled[f"pipelines/{pipeline}.yaml"]))
+    tasks = ir["root"]["dag"]["tasks"]
+    # evaluate -> prune -> retrain -> evaluate-2 -> export -> both engines -> evaluate-3
+    chain = ["train", "evaluate", "prune", "retrain", "evaluate-2", "export", "build-engine",
+             "build-engine-2", "evaluate-3"]
+    for before, after in zip(chain, chain[1:]):
+        if not after.startswith("build-engine-"):
+            assert before in _upstream(tasks, after), f"{before} must run before {after}"
+    assert _artifact_sources(tasks["prune"]) == {"model": ("train", "model")}
+    assert _artifact_sources(tasks["retrain"])["pretrained_model"] == ("prune", "pruned_model")
+    assert _artifact_sources(tasks["evaluate-2"])["model"] == ("retrain", "model")
+    assert _artifact_sources(tasks["evaluate-2"])["compare_a"] == ("train", "model")
+    assert _artifact_sources(tasks["export"])["model"] == ("retrain", "model")
+    assert _artifact_sources(tasks["build-engine"]) == {"export": ("export", "export")}
+    assert _artifact_sources(tasks["build-engine-2"]) == {"export": ("export", "export")}
+    final = _artifact_sources(tasks["evaluate-3"])
+    assert final["model"] == ("build-engine-2", "engine")
+    assert final["compare_a"] == ("retrain", "model") and final["compare_b"] == ("build-engine", "engine")
+    assert _constants(tasks["export"])["data_type"] == "int8"
+    assert _constants(tasks["build-engine"])["precision"] == "fp32"
+    assert tasks["build-engine-2"]["inputs"]["parameters"]["precision"] == {
+        "componentInputParameter": "engine_precision"}
+    assert _constants(tasks["evaluate-3"])["framework"] == "engine"
+    assert tasks["prune"]["inputs"]["parameters"]["pruning_threshold"] == {
+        "componentInputParameter": "pruning_threshold"}
+    assert tasks["retrain"]["inputs"]["parameters"]["epochs"] == {
+        "componentInputParameter": "retrain_epochs"}
+    outputs = ir["root"]["dag"]["outputs"]["artifacts"]
+    assert outputs["engine"]["artifactSelectors"] == [
+        {"outputArtifactKey": "scored_model", "producerSubtask": "evaluate-3"}]
+    assert outputs["pruning_report"]["artifactSelectors"] == [
+        {"outputArtifactKey": "report", "producerSubtask": "evaluate-2"}]
+
+
+def test_new_stage_components_name_their_cli_and_secret(compiled):
+    for stage, cli_name in (("prune", "tlt-prune"), ("retrain", "tlt-train"), ("export", "tlt-export"),
+                            ("build_engine", "tlt-converter")):
+        readme = compiled[f"components/{stage}/README.md"]
+        assert f"- CLI on a laptop: `{cli_name}`" in readme
+        assert "- `tlt-model-key` (required): environment `TLT_KEY` (from key `key`)" in readme

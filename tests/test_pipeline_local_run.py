@@ -39,15 +39,27 @@ def _one_epoch_spec() -> str:
     return spec
 
 
-def test_local_run_converts_trains_and_evaluates(kitti, tmp_path, capsys):
+#: The detection pipeline's tasks in the order a local run executes them (the two engine builds
+#: may swap).
+TASKS = ["convert", "train", "evaluate", "prune", "retrain", "evaluate-2", "export", "build-engine",
+         "build-engine-2", "evaluate-3"]
+#: Tiny-run parameters: one retraining epoch, 8 calibration frames of the 12.
+TINY = ["retrain_epochs=1", "calibration_batches=1", "calibration_batch_size=8"]
+
+
+@pytest.mark.slow
+def test_local_run_converts_trains_evaluates_prunes_and_deploys(kitti, tmp_path, capsys):
     root, _ = kitti
     spec = _one_epoch_spec()
     assert "num_epochs: 1" in spec and "output_image_width: 128" in spec
-    result = run_local("detection", [f"dataset_root={root}", f"train_spec={spec}"],
+    result = run_local("detection", [f"dataset_root={root}", f"train_spec={spec}", *TINY],
                        pipeline_root=tmp_path / "runs")
     assert result.run_dir.parent == tmp_path / "runs"
     assert result.run_dir.name.startswith("tlt-detection-")
-    assert sorted(result.outputs) == ["dataset", "metrics", "model", "report"]
+    assert sorted(result.outputs) == ["dataset", "engine", "engine_metrics", "engine_report", "export",
+                                      "metrics", "model", "pruned_model", "pruning_report", "report",
+                                      "retrained_model"]
+    _check_pruning_and_engine(result)
     model = result.outputs["model"]
     assert (model.path / "model.tlt").is_file()
     assert model.metadata["task"] == "detection" and model.metadata["epochs"] == 1
@@ -78,28 +90,59 @@ def test_local_run_converts_trains_and_evaluates(kitti, tmp_path, capsys):
     assert result.log_file == result.run_dir / "run.log"
     assert "Wrote the following numbers of objects" in log
     # Each step timed in the order it ran; the report also as a page a browser opens.
-    assert [(s.name, s.status) for s in result.steps] == [("convert", "succeeded"), ("train", "succeeded"),
-                                                          ("evaluate", "succeeded")]
+    assert sorted(s.name for s in result.steps) == sorted(TASKS)
+    assert [s.name for s in result.steps[:7]] == TASKS[:7] and result.steps[-1].name == "evaluate-3"
+    assert all(s.status == "succeeded" for s in result.steps)
     assert all(0 < s.seconds <= result.seconds for s in result.steps)
     assert result.outputs["report"].page == result.run_dir / "report.html"
     assert result.outputs["report"].page.read_text() == report
     summary = render_summary(result)
     assert f"model:   {model.path / 'model.tlt'}" in summary and f"log:     {result.log_file}" in summary
-    assert re.search(rf"\n  mAP +{metrics['mAP']:.2f}\n", summary), summary
+    # The summary's AP table is the final engine's.
+    engine_map = result.outputs["engine_metrics"].metadata["mAP"]
+    assert re.search(rf"\n  mAP +{engine_map:.2f}\n", summary), summary
+
+
+def _check_pruning_and_engine(result):
+    pruned = result.outputs["pruned_model"].metadata
+    assert pruned["params_after"] < pruned["params_before"]
+    assert pruned["classes"] == ["car", "pedestrian"]
+    retrained = result.outputs["retrained_model"].metadata
+    assert retrained["stage"] == "retrain" and retrained["epochs"] == 1
+    page = result.outputs["pruning_report"].path.read_text()
+    assert "Before and after pruning" in page and "<td>pruned + retrained</td>" in page
+    assert "mAP (%)" in page and "CPU images/s" in page
+    card = result.outputs["engine"].metadata
+    assert card["format"] == "engine" and card["precision"] == "int8"
+    assert card["input_dims"] == [3, 64, 128]
+    assert sorted(card["output_names"]) == ["output_bbox/BiasAdd", "output_cov/Sigmoid"]
+    assert card["size_bytes"] > 0 and 0.0 <= card["mAP"] <= 100.0
+    metrics = result.outputs["engine_metrics"].metadata
+    assert card["mAP"] == pytest.approx(metrics["mAP"])
+    keras = metrics["keras_tlt_mAP"]
+    assert metrics["fp32_onnxruntime_engine_mAP"] == pytest.approx(keras, abs=0.1)
+    assert metrics["int8_onnxruntime_engine_mAP"] == pytest.approx(keras, abs=5.0)
+    assert "validation_cost" not in metrics  # an engine has no training loss
+    page = result.outputs["engine_report"].path.read_text()
+    assert page.index("Keras (.tlt)") < page.index("fp32 onnxruntime engine") < page.index(
+        "int8 onnxruntime engine")
+    assert (result.outputs["export"].path / "cal.bin").is_file()
 
 
 @pytest.mark.slow
 def test_cli_run_is_quiet_and_ends_with_the_summary(kitti, tmp_path, capfd):
     root, _ = kitti
-    code = cli.main(["run", "detection", "--local", "--param", f"dataset_root={root}",
-                     "--param", f"train_spec={_one_epoch_spec()}", "--pipeline-root", str(tmp_path)])
+    params = [f"dataset_root={root}", f"train_spec={_one_epoch_spec()}", *TINY]
+    code = cli.main(["run", "detection", "--local", *[a for p in params for a in ("--param", p)],
+                     "--pipeline-root", str(tmp_path)])
     out, err = capfd.readouterr()
     assert code == 0, err
     # stderr: one line as each step starts and ends; no executor dumps, TensorFlow lines or tracebacks.
-    assert [re.sub(r" in .*", "", line) for line in err.splitlines()] == [
-        "[1/3] convert running ...", "[1/3] convert succeeded",
-        "[2/3] train running ...", "[2/3] train succeeded",
-        "[3/3] evaluate running ...", "[3/3] evaluate succeeded"]
+    lines = [re.sub(r" in .*", "", line) for line in err.splitlines()]
+    assert len(lines) == 2 * len(TASKS)
+    assert lines[:4] == ["[1/10] convert running ...", "[1/10] convert succeeded",
+                         "[2/10] train running ...", "[2/10] train succeeded"]
+    assert lines[-1] == "[10/10] evaluate-3 succeeded"
     lines = out.splitlines()
     assert lines[0].startswith("pipeline detection finished in ")
     assert [line.split()[:2] for line in lines[3:6]] == [["convert", "succeeded"], ["train", "succeeded"],
@@ -136,7 +179,9 @@ def test_bad_pipeline_and_params_are_one_line(capsys):
     assert capsys.readouterr().err == "tlt-pipeline: error: unknown pipeline 'segmentation': expected one of detection, classification\n"
     assert cli.main(["run", "detection", "--local", "--param", "fold=1"]) == 1
     assert capsys.readouterr().err == ("tlt-pipeline: error: --param fold: unknown parameter; expected one of "
-                                       "convert_spec, dataset_root, evaluation_mode, gpus, train_spec, validation_fold\n")
+                                       "calibration_batch_size, calibration_batches, convert_spec, dataset_root, "
+                                       "engine_precision, evaluation_mode, gpus, pruning_normalizer, "
+                                       "pruning_threshold, retrain_epochs, train_spec, validation_fold\n")
     assert cli.main(["run", "detection", "--local", "--param", "validation_fold=two"]) == 1
     assert capsys.readouterr().err == "tlt-pipeline: error: --param validation_fold='two': expected an integer value\n"
     assert cli.main(["run", "detection"]) == 1

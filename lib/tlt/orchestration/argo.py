@@ -20,6 +20,7 @@ __all__ = [
     "ARTIFACT_REPOSITORY_CONFIGMAP",
     "ARTIFACT_REPOSITORY_KEY",
     "template_name",
+    "inner_template_name",
     "build_workflow_template",
     "build_workflow",
     "build_artifact_repositories",
@@ -33,8 +34,14 @@ _LABELS = {"app.kubernetes.io/part-of": "tlt-pipelines"}
 
 
 def template_name(stage: Stage) -> str:
-    """Name of the stage's WorkflowTemplate (the template inside it is named after the stage)."""
-    return f"tlt-{stage.name.replace('_', '-')}"
+    """Name of the stage's WorkflowTemplate (the template inside it is `inner_template_name`)."""
+    return f"tlt-{inner_template_name(stage)}"
+
+
+def inner_template_name(stage: Stage) -> str:
+    """Name of the container template inside the stage's WorkflowTemplate: the stage name with
+    dashes, as Argo allows only letters, digits and '-' in template names (``build-engine``)."""
+    return stage.name.replace("_", "-")
 
 
 def _argo_value(value: Any) -> str:
@@ -69,7 +76,7 @@ def build_workflow_template(stage: Stage, image: str | None = None) -> dict[str,
     requests: dict[str, Any] = {"cpu": r.cpu_request, "memory": r.memory_request}
     limits: dict[str, Any] = {"cpu": r.cpu_limit, "memory": r.memory_limit}
     template: dict[str, Any] = {
-        "name": stage.name,
+        "name": inner_template_name(stage),
         "metadata": {"labels": {**_LABELS, "tlt-pipelines/stage": stage.name}},
         "inputs": {"parameters": [_input_parameter(p) for p in stage.params]},
         "container": {
@@ -178,7 +185,8 @@ def build_workflow(name: str, ir: Mapping[str, Any]) -> dict[str, Any]:
             arguments["artifacts"] = [_artifact_argument(k, v, tname)
                                       for k, v in sorted(inputs["artifacts"].items())]
         dag_task: dict[str, Any] = {"name": tname,
-                                    "templateRef": {"name": template_name(stage), "template": stage.name}}
+                                    "templateRef": {"name": template_name(stage),
+                                                    "template": inner_template_name(stage)}}
         if task.get("dependentTasks"):
             dag_task["dependencies"] = sorted(task["dependentTasks"])
         if arguments:

@@ -199,14 +199,15 @@ def configure_task(task: Any, stage_name: str | None = None) -> Any:
 
     Args:
         task: a `kfp.dsl.PipelineTask` made by calling a generated component.
-        stage_name: registry key; default the task's component name.
+        stage_name: registry key; default the task's component name (KFP writes ``build-engine``
+            for the function ``build_engine``).
 
     Returns:
         ``task``, so a pipeline can write ``t = configure_task(convert(...))``.
     """
     from kfp import kubernetes
 
-    stage = get_stage(stage_name or task.component_spec.name)
+    stage = get_stage(stage_name or task.component_spec.name.replace("-", "_"))
     r, retry = stage.resources, stage.retry
     task.set_cpu_request(r.cpu_request).set_cpu_limit(r.cpu_limit)
     task.set_memory_request(r.memory_request).set_memory_limit(r.memory_limit)

@@ -41,10 +41,12 @@ PIPELINES: dict[str, PipelineInfo] = {
     for p in (
         PipelineInfo("detection", "detection",
                      "KITTI detection data set -> TFRecords (convert) -> DetectNet_v2 (train) -> AP "
-                     "and an annotated report (evaluate)."),
+                     "(evaluate) -> prune -> retrain -> AP before vs after (evaluate) -> export -> "
+                     "fp32 and int8 engines (build_engine) -> AP of the engine (evaluate)."),
         PipelineInfo("classification", "classification",
                      "Folder-per-class images -> trained classifier (train) -> metrics and confusion "
-                     "matrix (evaluate)."),
+                     "matrix (evaluate) -> prune -> retrain -> evaluate before vs after -> export -> "
+                     "fp32 and int8 engines (build_engine) -> evaluate the engine."),
     )
 }
 

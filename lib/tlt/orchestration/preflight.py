@@ -34,9 +34,36 @@ def check_local_run(pipeline: str, args: Mapping[str, Any], func: Any) -> None:
         flags = " ".join(f"--param {name}=..." for name in missing)
         raise PipelineError(f"pipeline {pipeline} needs {flags}{_SAMPLE_HINTS.get(pipeline, '')}")
     values = {name: args.get(name, spec.default) for name, spec in inputs.items()}
+    _check_deployment(values)
     check = _CHECKS.get(pipeline)
     if check is not None:
         check(values)
+
+
+def _check_deployment(values: Mapping[str, Any]) -> None:
+    """The prune, retrain and engine parameters both pipelines share (when a pipeline has them)."""
+    from tlt.engines.builder import default_backend
+    from tlt.pruning import NORMALIZERS
+
+    threshold = float(values.get("pruning_threshold", 0.1))
+    if not 0.0 < threshold <= 1.0:
+        raise PipelineError(f"--param pruning_threshold={threshold:g}: must be in (0, 1]")
+    normalizer = values.get("pruning_normalizer", "max")
+    if normalizer not in NORMALIZERS:
+        raise PipelineError(f"--param pruning_normalizer={normalizer}: expected one of "
+                            f"{', '.join(NORMALIZERS)}")
+    if int(values.get("retrain_epochs", 0)) < 0:
+        raise PipelineError(f"--param retrain_epochs={values['retrain_epochs']}: must be >= 0 "
+                            "(0 keeps the spec's epoch count)")
+    precision = values.get("engine_precision", "int8")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise PipelineError(f"--param engine_precision={precision}: expected fp32, fp16 or int8")
+    if precision == "fp16" and default_backend() != "tensorrt":
+        raise PipelineError("--param engine_precision=fp16: fp16 engines need TensorRT on a GPU; "
+                            "this machine builds ONNX Runtime engines (fp32 or int8)")
+    for name in ("calibration_batches", "calibration_batch_size"):
+        if name in values and int(values[name]) < 1:
+            raise PipelineError(f"--param {name}={values[name]}: must be >= 1")
 
 
 _SAMPLE_HINTS = {

@@ -267,7 +267,7 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="evaluate",
             cli="tlt-evaluate",
-            description="Evaluate a trained model; metrics, the confusion matrix and a report go to the Kubeflow UI.",
+            description="Evaluate a trained model, export or engine (optionally against others); metrics, the confusion matrix and a report go to the Kubeflow UI.",
             params=(
                 Param("task", str, "classification or detection.", "classification"),
                 Param("data_dir", str, "Classification: URI of the evaluation images (one sub-folder "
@@ -277,11 +277,22 @@ STAGES: dict[str, Stage] = {
                 Param("mode", str, "Detection: voc or kitti; empty uses the spec's evaluation_mode.", ""),
                 Param("batch_size", int, "Images per batch.", 16),
                 Param("top_k", int, "Classification: k of the top-k accuracy.", 5),
+                Param("framework", str, "What the model is: tlt (Keras), onnx (an export) or engine; "
+                      "empty: from the file name.", ""),
+                Param("labels", str, "Comma-separated row names of the comparison table, for "
+                      "compare_a, compare_b (when connected) and model in that order; empty names "
+                      "them by format and precision.", ""),
             ),
             inputs=(
-                Artifact("model", "Model", "Output of the train stage (its model.tlt is evaluated)."),
+                Artifact("model", "Model", "The model to evaluate: a train, retrain or prune output "
+                         "(model.tlt, run in Keras) or an export or build_engine output (run without "
+                         "TensorFlow)."),
                 Artifact("dataset", "Dataset", "Detection: TFRecords from the convert stage (its "
                          "validation fold is evaluated).", optional=True),
+                Artifact("compare_a", "Model", "A model scored on the same data and compared in the "
+                         "report (first row: sizes and speeds are relative to it).", optional=True),
+                Artifact("compare_b", "Model", "A second model to compare (second row).",
+                         optional=True),
             ),
             outputs=(
                 Artifact("metrics", "Metrics", "Scalar metrics (accuracy and per-class F1, or AP per "
@@ -289,10 +300,101 @@ STAGES: dict[str, Stage] = {
                 Artifact("confusion", "ClassificationMetrics", "Classification: confusion matrix for "
                          "the Kubeflow UI (empty for detection)."),
                 Artifact("report", "HTML", "Evaluation report; for detection with annotated "
-                         "validation frames."),
-                Artifact("scored_model", "Model", "A copy of the evaluated model whose metadata is its "
-                         "card (size, parameters, CPU images/s) with the accuracy or mAP."),
+                         "validation frames; with compared models, a table of parameters, size on "
+                         "disk, CPU images/s and accuracy / mAP of each."),
+                Artifact("scored_model", "Model", "A copy of the evaluated model (an engine with its "
+                         "sidecar) whose metadata carries format, precision, input dims, output "
+                         "names, size and the accuracy / mAP measured here."),
             ),
+            resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi"),
+            model_key=True,
+        ),
+        Stage(
+            name="prune",
+            cli="tlt-prune",
+            description="Remove the filters of a trained model whose normalised norm is below the threshold; the pruned model keeps TLT's input and output names.",
+            params=(
+                Param("pruning_threshold", float, "Filters whose normalised norm is below it are "
+                      "removed; in (0, 1] (tlt-prune -pth).", 0.1),
+                Param("normalizer", str, "Norm normalisation per layer: max or L2 (-n).", "max"),
+                Param("equalization_criterion", str, "How element-wise groups agree: union, "
+                      "intersection, arithmetic_mean or geometric_mean (-eq).", "union"),
+                Param("pruning_granularity", int, "Kept filter counts are multiples of this (-pg).", 8),
+                Param("min_num_filters", int, "Each layer keeps at least this many filters (-nf).", 16),
+                Param("excluded_layers", str, "Comma-separated layers never pruned (-el); empty for "
+                      "none.", ""),
+            ),
+            inputs=(Artifact("model", "Model", "Output of the train stage (its model.tlt is pruned)."),),
+            outputs=(Artifact("pruned_model", "Model", "model.tlt of the pruned model and metadata.json "
+                              "(parameters before and after, pruning ratio, settings)."),),
+            resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi"),
+            model_key=True,
+        ),
+        Stage(
+            name="retrain",
+            cli="tlt-train",
+            description="Retrain a pruned model (its pruned graph and weights) from an experiment spec to recover accuracy; a rerun resumes from its last checkpoint.",
+            params=(
+                Param("task", str, "classification or detection.", "classification"),
+                Param("spec", str, "Experiment spec (TLT prototxt text); its pretrained model "
+                      "becomes the pruned model."),
+                Param("epochs", int, "Epochs to retrain; replaces the spec's epoch count when > 0.", 0),
+                Param("train_dataset", str, "Classification: URI of the training images; overrides "
+                      "train_config.train_dataset_path when not empty.", ""),
+                Param("val_dataset", str, "Classification: URI of the validation images; overrides "
+                      "train_config.val_dataset_path when not empty.", ""),
+                Param("gpus", int, "Replicas to train on (MirroredStrategy).", 1),
+            ),
+            inputs=(
+                Artifact("pretrained_model", "Model", "Output of the prune stage: the pruned model.tlt "
+                         "to retrain."),
+                Artifact("dataset", "Dataset", "Detection: TFRecords from the convert stage.",
+                         optional=True),
+            ),
+            outputs=(Artifact("model", "Model", "Results folder of the retrained model: model.tlt, "
+                              "checkpoints, training log, status.json and metadata.json."),),
+            resources=Resources(cpu_request="2", cpu_limit="4", memory_request="4Gi", memory_limit="8Gi"),
+            retry=RetryPolicy(num_retries=3, backoff_seconds=30, backoff_factor=2, backoff_max_seconds=600),
+            model_key=True,
+        ),
+        Stage(
+            name="export",
+            cli="tlt-export",
+            description="Export a trained model to ONNX (.etlt, encrypted with the model key) with an INT8 calibration cache and DeepStream and Triton configurations.",
+            params=(
+                Param("data_type", str, "fp32, fp16 or int8 (int8 also writes the calibration "
+                      "cache cal.bin).", "int8"),
+                Param("batches", int, "Calibration batches (int8).", 4),
+                Param("cal_batch_size", int, "Images per calibration batch (int8).", 8),
+                Param("max_batch_size", int, "Largest batch of the engines built from the export.", 16),
+                Param("cal_data_dir", str, "Classification: URI of the calibration images (int8); "
+                      "detection uses the dataset input's frames.", ""),
+            ),
+            inputs=(
+                Artifact("model", "Model", "A train or retrain output (its model.tlt is exported)."),
+                Artifact("dataset", "Dataset", "Detection: TFRecords whose frames calibrate int8.",
+                         optional=True),
+            ),
+            outputs=(Artifact("export", "Model", "model.etlt (model.onnx without a key), cal.bin, "
+                              "the DeepStream nvinfer config with labels.txt, a Triton model "
+                              "repository and metadata.json."),),
+            resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi"),
+            model_key=True,
+        ),
+        Stage(
+            name="build_engine",
+            cli="tlt-converter",
+            description="Build an inference engine from an export: ONNX Runtime on CPU (fp32, or int8 from the calibration cache), TensorRT on a GPU.",
+            params=(
+                Param("precision", str, "fp32, fp16 (TensorRT only) or int8 (-t).", "fp32"),
+                Param("max_batch_size", int, "Largest batch the engine runs at once (-m).", 16),
+                Param("batch_size", int, "Calibration batch size, TensorRT's optimum batch (-b).", 8),
+                Param("backend", str, "auto (TensorRT with a GPU, else ONNX Runtime), onnxruntime "
+                      "or tensorrt.", "auto"),
+            ),
+            inputs=(Artifact("export", "Model", "Output of the export stage (its model and cal.bin)."),),
+            outputs=(Artifact("engine", "Model", "model.engine with its model.engine.json sidecar and "
+                              "metadata.json (format, precision, input dims, output names, size)."),),
             resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi"),
             model_key=True,
         ),

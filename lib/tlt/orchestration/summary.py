@@ -46,7 +46,7 @@ def _metrics(metrics: LocalArtifact) -> list[str]:
     try:
         return _ap_table(evaluation)
     except (KeyError, TypeError, ValueError):  # not a detection evaluation: its scalars
-        return ["metrics:", *[f"  {key:<24} {_number(value)}" for key, value in sorted(metrics.metadata.items())
+        return [f"{metrics.name}:", *[f"  {key:<24} {_number(value)}" for key, value in sorted(metrics.metadata.items())
                               if isinstance(value, (int, float))]]
 
 
@@ -62,22 +62,37 @@ def _ap_table(evaluation: dict[str, Any]) -> list[str]:
         return "  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                                 for i, (c, w) in enumerate(zip(cells, widths)))
 
+    cost = evaluation.get("validation_cost")  # None for an engine: it has no training loss
     title = (f"AP in % ({evaluation['mode']}, {evaluation['num_frames']} validation frames"
-             + (f", validation cost {evaluation['validation_cost']:.6f})" if "validation_cost" in evaluation else ")"))
+             + (f", {evaluation['runtime']}" if evaluation.get("runtime") else "")
+             + (f", validation cost {cost:.6f})" if cost is not None else ")"))
     return [title, line(headers), *[line(r) for r in rows[:-1]], line(rows[-1])]
 
 
 def _locations(result: LocalRunResult) -> list[str]:
+    """Where each Model (its model file) and HTML output is, then the log and the run folder.
+
+    Outputs are named as the pipeline names them (``model``, ``pruned_model``, ``engine`` ...).
+    """
     lines = []
     for art in result.outputs.values():
         if art.kind == "Model":
-            model_file = art.path / "model.tlt"
-            lines.append(f"model:   {model_file if model_file.is_file() else art.path}")
+            lines.append(f"{art.name + ':':<8} {_model_file(art.path)}")
         elif art.kind == "HTML":
-            lines.append(f"report:  {art.page or art.path}")
+            lines.append(f"{art.name + ':':<8} {art.page or art.path}")
     lines.append(f"log:     {result.log_file}")
     lines.append(f"run:     {result.run_dir}")
     return lines
+
+
+def _model_file(folder: Path) -> Path:
+    from tlt.errors import PipelineError
+    from tlt.orchestration.model_cards import model_file
+
+    try:
+        return model_file(folder)
+    except PipelineError:  # a folder without a model file: show the folder
+        return folder
 
 
 def _read_json(path: Path) -> dict[str, Any]:
