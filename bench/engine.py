@@ -104,7 +104,8 @@ def _blas_summary() -> str:
             np.show_config()
         return " ".join(buffer.getvalue().split())[:400]
     rows = [f"{i.get('prefix')}: {i.get('internal_api')} {i.get('version')} "
-            f"({i.get('architecture')} kernels, {i.get('num_threads')} threads)" for i in threadpool_info() if i.get("user_api") == "blas"]
+            f"({i.get('architecture')} kernels, {i.get('num_threads')} threads)"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
     env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                       "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if k in os.environ}
     return f"{'; '.join(rows) or 'none found'}; env {env or 'unset'}"
