@@ -1,4 +1,5 @@
-"""INT8 calibration at export: training preprocessing, entropy / minmax ranges, the cache, bad folders."""
+"""INT8 calibration at export: training preprocessing, entropy / minmax ranges, the cache, bad
+folders."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from tlt.data.classification_input import load_image_for_inference
 from tlt.engines.calibration_cache import read_cache
 from tlt.errors import DataError
 from tlt.export import ExportOptions, export_model
-from tlt.export.calibration import activation_ranges, calibration_batches, list_calibration_images
+from tlt.export.calibration import (activation_ranges, calibration_batches,
+                                   list_calibration_images)
 from tlt.export.entropy import AbsHistogram, entropy_amax
 from tlt.io.exportfile import load_export
 

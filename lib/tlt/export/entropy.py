@@ -18,7 +18,8 @@ import numpy as np
 __all__ = ["NUM_BINS", "NUM_QUANTIZED_BINS", "AbsHistogram", "entropy_amax"]
 
 NUM_BINS = 2048
-NUM_QUANTIZED_BINS = 128  # the positive levels of signed INT8, as TensorRT's cache scale (amax / 127)
+# The positive levels of signed INT8, as in TensorRT's cache scale (amax / 127).
+NUM_QUANTIZED_BINS = 128
 _EPS = 1e-4  # the count an empty bin is given before the divergence (a smoothed distribution)
 
 
