@@ -30,6 +30,7 @@ def test_default_spec_is_a_valid_classification_spec():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # nine tasks, each a TensorFlow process
 def test_compiled_classification_pipeline_trains_prunes_and_deploys(images, tmp_path):
     spec = DEFAULT_CLASSIFICATION_SPEC.replace("n_epochs: 3", "n_epochs: 2")
     result = run_local("classification", [f"train_dataset={images / 'train'}",
