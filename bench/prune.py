@@ -148,7 +148,7 @@ def _task_models(work: Path, name: str, spec, task: str, retrain_epochs: int, th
     base, took = engine_bench._train_once(work, name, _train(spec, task))
     rows = []
     for threshold in thresholds:
-        folder = work / name / f"pth_{threshold:g}"
+        folder = work / name / f"pth_{threshold:g}_retrain_e{retrain_epochs}"
         folder.mkdir(parents=True, exist_ok=True)
         pruned, before, after = _prune(base, folder / "pruned.tlt", threshold)
         model, retrain_took = engine_bench._train_once(
@@ -208,9 +208,25 @@ def _report(task: str, rows: list[dict], speeds: dict, quality: dict, unit: str)
     return ratio
 
 
+def _digits_accuracy(candidates: dict, x, labels) -> dict:
+    """``{name: top-1 accuracy in percent}``."""
+    return {name: 100.0 * float(np.mean(np.argmax(run(x)[0], axis=1) == labels))
+            for name, (run, _) in candidates.items()}
+
+
 def _detection_quality(candidates: dict, spec, frames, batch: int) -> dict:
-    return {name: voc for name, (voc, _) in
-            engine_bench._detection_map(candidates, spec, frames, batch).items()}
+    """``{name: voc mAP in points}`` (the mean over the spec's buckets; usually one)."""
+    from tlt.evaluation.detection import predict_validation_frames
+    from tlt.metrics.detection import build_evaluation_settings, evaluate_detections
+
+    settings = build_evaluation_settings(spec, mode="voc")
+    scores = {}
+    for name, (_, predictor) in candidates.items():
+        _, truth, found = predict_validation_frames(predictor, spec, batch_size=batch, frames=frames)
+        values = [v for v in evaluate_detections(truth, found, settings).mean_ap.values()
+                  if v is not None]
+        scores[name] = float(np.mean(values)) if values else 0.0
+    return scores
 
 
 def _load(values) -> str:
@@ -239,10 +255,13 @@ def main(argv=None) -> int:
 
     cls_spec, root = _digits_spec(args)
     det_spec, _ = _detection_spec(work, args)
-    cls_base, cls_took, cls_rows = _task_models(work, "cls", cls_spec, "classification",
-                                                args.cls_retrain_epochs, args.thresholds)
-    det_base, det_took, det_rows = _task_models(work, "det", det_spec, "detection",
-                                                args.det_retrain_epochs, args.thresholds)
+    # Folder names carry the budget: a rerun on the same --work reuses only identical trainings.
+    cls_base, cls_took, cls_rows = _task_models(
+        work, f"cls_e{args.cls_epochs}_l1_{args.cls_l1:g}", cls_spec, "classification",
+        args.cls_retrain_epochs, args.thresholds)
+    det_base, det_took, det_rows = _task_models(
+        work, f"det_e{args.det_epochs}_l1_{args.det_l1:g}", det_spec, "detection",
+        args.det_retrain_epochs, args.thresholds)
     prepared = time.monotonic()
 
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
@@ -252,7 +271,7 @@ def main(argv=None) -> int:
     x_det = np.concatenate([f.images for f in frames])
     cls_cands = _candidates(cls_base, cls_rows, args.cls_batch)
     det_cands = _candidates(det_base, det_rows, args.det_batch)
-    accuracy = engine_bench._digits_accuracy(cls_cands, x_cls, np.argmax(y_cls, axis=1))
+    accuracy = _digits_accuracy(cls_cands, x_cls, np.argmax(y_cls, axis=1))
     maps = _detection_quality(det_cands, det_spec, frames, args.det_batch)
     load_timed = os.getloadavg()
     speeds, _ = engine_bench._timed_rounds({"cls": (x_cls, cls_cands), "det": (x_det, det_cands)},
