@@ -44,11 +44,9 @@ def keras_report(art, tmp_path_factory) -> dict:
 
 _INT8_GAP = (
     "ONNX Runtime int8 of this undertrained detector (Keras car AP combined/easy/moderate/hard "
-    "60.2/73.7/80.1/62.0): the objects are its rare large activations (block outputs to +-1091), "
-    "so entropy calibration (the default, TensorRT's EntropyCalibration2) clips them to 0.6-0.9 "
-    "of the abs-max and car AP falls to 36.5/45.1/44.6/41.2 (-24/-29/-36/-21 pt); abs-max "
-    "(algorithm='minmax') gives 57.8/92.4/83.4/66.3 (-2.4/+18.7/+3.4/+4.3 pt): neither is within "
-    "0.5 pt (measured 2026-11-28, issue 9 part 5)")
+    "60.2/73.7/80.1/62.0) on 24 frames: with abs-max calibration (the default) car AP is "
+    "57.8/92.4/83.4/66.3 (-2.4/+18.7/+3.4/+4.3 pt), with entropy calibration 36.5/45.1/44.6/41.2: "
+    "neither is within 0.5 pt (measured 2026-11-28, issue 9 part 5 is open on this)")
 
 
 @pytest.mark.parametrize("name, tolerance", [

@@ -83,7 +83,7 @@ def _batches():
 def test_activation_ranges_entropy_clips_and_minmax_does_not():
     onnx_bytes = _outlier_graph()
     minmax = activation_ranges(onnx_bytes, _batches(), "input_1", algorithm="minmax")
-    entropy = activation_ranges(onnx_bytes, _batches(), "input_1")  # entropy is the default
+    entropy = activation_ranges(onnx_bytes, _batches(), "input_1", algorithm="entropy")
     assert list(minmax) == list(entropy) == ["input_1", "y", "z"]
     assert minmax == pytest.approx({"input_1": 1000.0, "y": 1000.0, "z": 1000.0})
     assert all(entropy[name] < 0.1 * 1000.0 for name in entropy)
@@ -91,7 +91,7 @@ def test_activation_ranges_entropy_clips_and_minmax_does_not():
 
 
 def test_entropy_ranges_round_trip_through_the_cache():
-    entropy = activation_ranges(_outlier_graph(), _batches(), "input_1")
+    entropy = activation_ranges(_outlier_graph(), _batches(), "input_1", algorithm="entropy")
     text = format_cache(CalibrationCache.from_ranges(entropy))
     assert text.splitlines()[0] == "TRT-8601-EntropyCalibration2"
     back = parse_cache(text, "cal.bin")

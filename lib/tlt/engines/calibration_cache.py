@@ -26,10 +26,13 @@ from pathlib import Path
 from tlt.errors import DataError
 from tlt.io.atomic import atomic_write_text
 
-__all__ = ["ALGORITHM", "DEFAULT_TRT_VERSION", "CalibrationCache", "read_cache", "parse_cache",
+__all__ = ["ALGORITHM", "HEADER_ALGORITHMS", "DEFAULT_TRT_VERSION", "CalibrationCache", "read_cache", "parse_cache",
            "write_cache", "format_cache", "with_trt_version", "check_cache_matches"]
 
 ALGORITHM = "EntropyCalibration2"
+#: Header algorithm of each way tlt-export computes ranges (TensorRT's calibrator of that name
+#: reads a cache only when the header names its own algorithm).
+HEADER_ALGORITHMS = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
 # TensorRT 8.6.1 writes "8601"; any version string parses, the TensorRT builder substitutes its own.
 DEFAULT_TRT_VERSION = "8601"
 _INT8_MAX = 127.0
@@ -52,9 +55,11 @@ class CalibrationCache:
     algorithm: str = ALGORITHM
 
     @classmethod
-    def from_ranges(cls, amax: dict[str, float], trt_version: str = DEFAULT_TRT_VERSION):
-        """Cache from activation absolute maxima (tensor name -> max |x| seen in calibration)."""
-        return cls({name: _scale(name, value) for name, value in amax.items()}, trt_version)
+    def from_ranges(cls, amax: dict[str, float], trt_version: str = DEFAULT_TRT_VERSION,
+                    algorithm: str = ALGORITHM):
+        """Cache from activation ranges (tensor name -> the |x| the INT8 range covers)."""
+        return cls({name: _scale(name, value) for name, value in amax.items()}, trt_version,
+                   algorithm)
 
     def amax(self) -> dict[str, float]:
         """Tensor name -> absolute maximum (scale * 127), the range an INT8 tensor covers."""
@@ -127,7 +132,7 @@ def read_cache(path: str | Path) -> CalibrationCache:
 
 def with_trt_version(cache: CalibrationCache, trt_version: str) -> bytes:
     """The cache text with the header naming ``trt_version``, as bytes for TensorRT."""
-    return format_cache(CalibrationCache(dict(cache.scales), trt_version, ALGORITHM)).encode()
+    return format_cache(CalibrationCache(dict(cache.scales), trt_version, cache.algorithm)).encode()
 
 
 def check_cache_matches(cache: CalibrationCache, tensors, source: str) -> None:

@@ -75,10 +75,12 @@ def profile_shapes(input_dims, max_batch_size: int, opt_batch_size: int):
     return (1, *dims), (opt, *dims), (max_batch_size, *dims)
 
 
-def _calibrator(trt, cache_bytes: bytes, batch_size: int):
-    """An entropy calibrator that only replays the cache (defined here: its base needs trt)."""
+def _calibrator(trt, cache_bytes: bytes, batch_size: int, algorithm: str = "EntropyCalibration2"):
+    """A calibrator of the cache's algorithm that only replays the cache (defined here: its base
+    needs trt). TensorRT ignores a cache whose header names another calibrator's algorithm."""
+    base = trt.IInt8MinMaxCalibrator if algorithm == "MinMaxCalibration" else trt.IInt8EntropyCalibrator2
 
-    class _CacheCalibrator(trt.IInt8EntropyCalibrator2):
+    class _CacheCalibrator(base):
         def __init__(self):
             super().__init__()
 
@@ -154,7 +156,8 @@ def build_tensorrt_engine(onnx_bytes: bytes, engine_path: str | Path, *, precisi
             raise BackendUnavailable("this GPU has no fast INT8: build fp32 or fp16")
         config.set_flag(trt.BuilderFlag.INT8)
         tag = trt_version_tag(trt.__version__)
-        config.int8_calibrator = _calibrator(trt, with_trt_version(cache, tag), batch_size)
+        config.int8_calibrator = _calibrator(trt, with_trt_version(cache, tag), batch_size,
+                                             cache.algorithm)
         config.set_calibration_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
