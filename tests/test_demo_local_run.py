@@ -82,8 +82,8 @@ def test_failed_step_shows_its_one_line_error_and_the_log(tmp_path):
     assert done.returncode == 1
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
-    assert lines[0] == "[1/3] convert running ..."
-    assert lines[1].startswith("[1/3] convert failed in ")
+    assert lines[0] == "[1/10] convert running ..."
+    assert lines[1].startswith("[1/10] convert failed in ")
     (log,) = (tmp_path / "runs").glob("tlt-detection-*/run.log")
     assert lines[2] == (f"tlt-pipeline: error: pipeline detection: step convert failed: image folder "
                         f"{root / 'images'} is empty (log: {log})")

@@ -22,6 +22,7 @@ def _demo_sample_data_args(repo_root) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # all ten steps of the demo
 def test_demo_detector_reaches_50_map_with_clean_boxes(repo_root, tmp_path):
     from tlt.orchestration.local_run import run_local
 

@@ -53,6 +53,14 @@ EXPECTED = {
         "train_config.n_epochs": 80, "train_config.n_workers": 16,
         "train_config.reg_config.type": "L2", "train_config.reg_config.scope": "Conv2D, Dense",
         "train_config.lr_config.step_size": 10, "train_config.pretrained_model_path": "/workspace/resnet18.tlt"},
+    "classification_l1.txt": {
+        "train_config.reg_config.type": "L1",
+        "train_config.pretrained_model_path": "/workspace/resnet18.tlt"},
+    "classification_retrain.txt": {
+        "train_config.reg_config.type": "L1",
+        "train_config.pretrained_model_path": "/workspace/cls_pruned.tlt"},
+    "detection_retrain.txt": {
+        "model_config.pretrained_model_file": "/workspace/det_pruned.tlt"},
     "classification_tiny.txt": {
         "model_config.input_image_size": "3,32,32", "model_config.n_layers": 10,
         "train_config.n_epochs": 2, "train_config.optimizer_config.sgd.nesterov": True,
