@@ -23,7 +23,7 @@ WATCHED = ["tlt.data.detection_frames", "tlt.data.detection_input", "tlt.data.de
            "tlt.data.detection_records", "tlt.data.detection_augment", "tlt.metrics.detection",
            "tlt.metrics.detection_types", "tlt.metrics.detection_kitti", "tlt.metrics.detection_voc",
            "tlt.evaluation.detection", "tlt.evaluation.detection_files", "tlt.evaluation.report",
-           "tlt.evaluation.charts"]
+           "tlt.evaluation.charts", "tlt.evaluation.detection_file", "tlt.evaluation.deployed_detection"]
 
 
 def _module_name(path: Path) -> str:

@@ -25,9 +25,9 @@ def run_detection(spec, model: str, *, key: str | None = None, use_training_set:
     Returns:
         A `tlt.evaluation.detection.DetectionEvaluation`; its JSON (every AP column, the
         validation cost) is written to ``results_json`` when given (see
-        `tlt.evaluation.detection.evaluate_detection_file`).
+        `tlt.evaluation.detection_file.evaluate_detection_file`).
     """
-    from tlt.evaluation.detection import evaluate_detection_file
+    from tlt.evaluation.detection_file import evaluate_detection_file
 
     return evaluate_detection_file(spec, model, key=key, use_training_set=use_training_set, mode=mode,
                                    ap_mode=ap_mode, batch_size=batch_size, results_json=results_json,
