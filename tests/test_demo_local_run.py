@@ -129,6 +129,7 @@ def test_summary_lists_steps_ap_table_and_locations(tmp_path):
           train     succeeded  5 min 31 s
           evaluate  succeeded  28 s
 
+        metrics:
         AP in % (voc, 48 validation frames, validation cost 0.004563)
           class          AP
           car         90.64
@@ -223,3 +224,23 @@ def test_pipeline_help_shows_defaults(capsys, monkeypatch):
         cli.main(["run", "-h"])
     out = capsys.readouterr().out
     assert "(default: .tlt-local-runs)" in out
+
+
+def test_summary_shows_every_evaluation_and_the_pruning_ratio(tmp_path):
+    """The trained model's AP stays on screen next to the engine's, with what pruning kept."""
+    result = _detection_result(tmp_path)
+    engine = result.run_dir / "evaluate-3" / "engine_metrics"
+    engine.mkdir(parents=True)
+    evaluation = json.loads((result.outputs["metrics"].path / "evaluation.json").read_text())
+    evaluation["mean_ap"]["combined"] = 12.5
+    evaluation["runtime"] = "int8 onnxruntime engine"
+    (engine / "evaluation.json").write_text(json.dumps(evaluation))
+    result.outputs["engine_metrics"] = LocalArtifact("engine_metrics", "Metrics", engine)
+    result.outputs["pruned_model"] = LocalArtifact(
+        "pruned_model", "Model", result.run_dir / "prune",
+        {"params_before": 4923978, "params_after": 1284826, "pruning_ratio": 0.2609})
+    text = render_summary(result)
+    assert text.index("metrics:\nAP in % (voc") < text.index(
+        "engine_metrics:\nAP in % (voc, 48 validation frames, int8 onnxruntime engine")
+    assert "  mAP         90.64" in text and "  mAP         12.50" in text
+    assert "pruning: 1,284,826 of 4,923,978 parameters kept (pruning ratio 0.2609)" in text

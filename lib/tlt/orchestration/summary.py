@@ -25,9 +25,11 @@ def render_summary(result: LocalRunResult) -> str:
     """
     lines = [f"pipeline {result.pipeline} finished in {format_seconds(result.seconds)}", ""]
     lines += _steps(result)
-    metrics = next((a for a in result.outputs.values() if a.kind == "Metrics"), None)
-    if metrics is not None:
+    # Every evaluation the pipeline returns (the trained model, then the deployed engine), so a
+    # reader sees what pruning and quantization cost next to what training reached.
+    for metrics in (a for a in result.outputs.values() if a.kind == "Metrics"):
         lines += ["", *_metrics(metrics)]
+    lines += _pruning(result)
     lines += ["", *_locations(result)]
     return "\n".join(lines)
 
@@ -41,10 +43,19 @@ def _steps(result: LocalRunResult) -> list[str]:
     return lines
 
 
+def _pruning(result: LocalRunResult) -> list[str]:
+    pruned = result.outputs.get("pruned_model")
+    info = pruned.metadata if pruned is not None else {}
+    if not isinstance(info.get("params_before"), (int, float)):
+        return []
+    return ["", f"pruning: {int(info['params_after']):,} of {int(info['params_before']):,} "
+                f"parameters kept (pruning ratio {_number(info.get('pruning_ratio'))})"]
+
+
 def _metrics(metrics: LocalArtifact) -> list[str]:
     evaluation = _read_json(metrics.path / "evaluation.json")
     try:
-        return _ap_table(evaluation)
+        return [f"{metrics.name}:", *_ap_table(evaluation)]
     except (KeyError, TypeError, ValueError):  # not a detection evaluation: its scalars
         return [f"{metrics.name}:", *[f"  {key:<24} {_number(value)}" for key, value in sorted(metrics.metadata.items())
                               if isinstance(value, (int, float))]]
