@@ -85,7 +85,7 @@ train_config {
   lr_config { scheduler: "cosine" learning_rate: 0.002 soft_start: 0.1 }
   checkpoint_interval: 1
 }
-eval_config { batch_size: 16 top_k: 2 }
+eval_config { top_k: 2 }
 random_seed: 42
 """
 
