@@ -218,7 +218,7 @@ def test_retrain_killed_after_a_checkpoint_resumes_with_the_pruned_graph(cls_pru
     # Resuming with another pruned model is refused before anything is written.
     other = _cls_spec(cls_pruned, tmp_path / "other.txt", cls_pruned.other, epochs=3)
     code, _, err = _run_main(train.main, "classification", "-e", other, "-r", out, "-k", KEY)
-    assert code == 1
+    assert code == 2  # a run-identity mismatch is a SpecError (exit 2), like any changed spec
     assert "pretrained_pruned_params" in _error_line(err)
 
     code, _, err = _run_main(train.main, "classification", "-e", spec, "-r", out, "-k", KEY)
