@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 
 from tlt.engines.sidecar import EngineInfo
@@ -10,7 +12,7 @@ from tlt.errors import BackendUnavailable, DataError
 __all__ = ["BackendUnavailable", "Engine"]
 
 
-class Engine:
+class Engine(abc.ABC):
     """A loaded engine. Subclasses implement `_run_chunk`.
 
     Args:
@@ -54,5 +56,6 @@ class Engine:
             return {name: np.zeros((0,), np.float32) for name in self.output_names}
         return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}
 
+    @abc.abstractmethod
     def _run_chunk(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """Run one batch of at most ``max_batch_size`` frames (each backend implements it)."""
