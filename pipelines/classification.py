@@ -14,7 +14,8 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Metrics, Model
 
-from tlt.orchestration.components import configure_task, load_component
+from tlt.orchestration.components import load_component
+from tlt.orchestration.task_settings import configure_task
 from tlt.orchestration.pipelines import DEFAULT_CLASSIFICATION_SPEC
 
 __all__ = ["classification"]

@@ -15,7 +15,8 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Metrics, Model
 
-from tlt.orchestration.components import configure_task, load_component
+from tlt.orchestration.components import load_component
+from tlt.orchestration.task_settings import configure_task
 from tlt.orchestration.pipelines import DEFAULT_CONVERT_SPEC, DEFAULT_DETECTION_SPEC
 
 __all__ = ["detection"]

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tlt.errors import PipelineError
-from tlt.orchestration import argo
+from tlt.orchestration import argo, argo_workflow
 from tlt.orchestration.compile import compile_tree
 from tlt.orchestration.paths import DEFAULT_IMAGE
 from tlt.orchestration.pipelines import PIPELINES
@@ -171,7 +171,7 @@ def test_workflow_translation_of_artifact_passing_and_dependencies():
                            "inputs": {"artifacts": {"dataset": {"taskOutputArtifact": {
                                "producerTask": "a", "outputArtifactKey": "dataset"}}}}}}}},
     }
-    wf = argo.build_workflow("p", ir)
+    wf = argo_workflow.build_workflow("p", ir)
     assert wf["spec"]["arguments"]["parameters"] == [{"name": "flag", "value": "true"}]
     a, b = wf["spec"]["templates"][0]["dag"]["tasks"]
     assert a["arguments"]["parameters"] == [{"name": "spec", "value": "3"}]
@@ -179,7 +179,7 @@ def test_workflow_translation_of_artifact_passing_and_dependencies():
     assert b["arguments"]["artifacts"] == [{"name": "dataset", "from": "{{tasks.a.outputs.artifacts.dataset}}"}]
     ir["root"]["dag"]["tasks"]["b"]["triggerPolicy"] = {"condition": "x"}
     with pytest.raises(PipelineError, match="pipeline p: task b uses control flow"):
-        argo.build_workflow("p", ir)
+        argo_workflow.build_workflow("p", ir)
 
 
 def test_gpu_stage_with_inputs_makes_a_valid_template(schema_definitions):

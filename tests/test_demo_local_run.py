@@ -158,14 +158,14 @@ def test_format_seconds():
 _SLOW_ADAPTER = textwrap.dedent("""\
     import sys, time
     from pathlib import Path
-    from tlt.orchestration import adapters
+    from tlt.orchestration import adapter_table
 
     def slow(params, inputs, outputs):
         Path(sys.argv[1]).write_text("started")
         time.sleep(60)
         return {}
 
-    adapters.ADAPTERS["convert"] = slow
+    adapter_table.ADAPTERS["convert"] = slow
     """)
 
 

@@ -5,21 +5,22 @@ import inspect
 import pytest
 
 from tlt.errors import PipelineError
-from tlt.orchestration import adapters, registry
+from tlt.orchestration import adapter_table, registry
 from tlt.orchestration.components import (
-    GENERATED_MARK, configure_task, load_component, render_component_source, render_readme,
+    GENERATED_MARK, load_component, render_component_source, render_readme,
 )
 from tlt.orchestration.entrypoints import build_stage_parser, run_stage
 from tlt.orchestration.paths import DEFAULT_IMAGE, project_image
 from tlt.orchestration.paths import repo_root as find_repo_root
 from tlt.orchestration.registry import Artifact, Param, Stage, get_stage
+from tlt.orchestration.task_settings import configure_task
 
 _KFP_TYPES = {str: "String", int: "Integer", float: "Float", bool: "Boolean"}
 
 
 def test_every_stage_has_an_adapter_and_a_stage_module(repo_root):
     for name in registry.STAGES:
-        assert name in adapters.ADAPTERS
+        assert name in adapter_table.ADAPTERS
         assert (repo_root / "lib" / "tlt" / "stages" / f"{name}.py").is_file()
     assert get_stage("convert").cli == "tlt-dataset-convert"
 

@@ -20,10 +20,8 @@ from tlt.orchestration.model_cards import model_file
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["ADAPTERS", "get_adapter", "convert", "train", "retrain", "prune", "export", "build_engine",
+__all__ = ["convert", "train", "retrain", "prune", "export", "build_engine",
            "evaluate", "detection_scalars"]
-
-Adapter = Callable[[Mapping[str, Any], Mapping[str, str], Mapping[str, str]], dict[str, dict[str, Any]]]
 
 
 def convert(params: Mapping[str, Any], inputs: Mapping[str, str],
@@ -502,30 +500,6 @@ def detection_scalars(evaluation) -> dict[str, float]:
         scalars["validation_cost"] = evaluation.validation_cost
     scalars.update({k: v for k, v in results.columns().items() if v is not None})
     return scalars
-
-
-#: Registry key -> adapter. Every `tlt.orchestration.registry.STAGES` key has one (a test checks).
-ADAPTERS: dict[str, Adapter] = {
-    "convert": convert,
-    "train": train,
-    "evaluate": evaluate,
-    "prune": prune,
-    "retrain": retrain,
-    "export": export,
-    "build_engine": build_engine,
-}
-
-
-def get_adapter(stage: str) -> Adapter:
-    """The adapter of ``stage``.
-
-    Raises:
-        PipelineError: when the stage has no adapter.
-    """
-    try:
-        return ADAPTERS[stage]
-    except KeyError:
-        raise PipelineError(f"stage {stage!r} has no adapter: expected one of {', '.join(ADAPTERS)}") from None
 
 
 def _jsonable(value: Any) -> Any:

@@ -22,7 +22,7 @@ import yaml
 
 from tlt.errors import PipelineError
 from tlt.io.atomic import atomic_write_text
-from tlt.orchestration import argo
+from tlt.orchestration import argo, argo_workflow
 from tlt.orchestration.components import GENERATED_MARK, load_component, render_component_source, render_readme
 from tlt.orchestration.paths import project_image, repo_root
 from tlt.orchestration.pipelines import PIPELINES, load_pipeline
@@ -123,7 +123,7 @@ def compile_tree(root: str | Path | None = None, image: str | None = None) -> di
                                     f"({root / 'pipelines' / (info.name + '.py')}): {err}") from err
             files[f"pipelines/{info.name}.yaml"] = text
             ir = next(yaml.safe_load_all(text))
-            files[f"manifests/workflows/{info.name}.yaml"] = dump_yaml(argo.build_workflow(info.name, ir))
+            files[f"manifests/workflows/{info.name}.yaml"] = dump_yaml(argo_workflow.build_workflow(info.name, ir))
     configmap, _ = argo.build_artifact_repositories()
     files["manifests/artifact-repositories.yaml"] = dump_yaml(configmap)
     files["manifests/kustomization.yaml"] = dump_yaml({

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from tlt.errors import PipelineError, TLTError
-from tlt.orchestration.adapters import get_adapter
+from tlt.orchestration.adapter_table import get_adapter
 from tlt.orchestration.registry import Stage, get_stage
 from tlt.signals import sigterm_raises
 

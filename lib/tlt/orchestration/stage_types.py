@@ -1,0 +1,225 @@
+"""The types of the stage registry: what a stage declares (parameters, artifacts, resources,
+retries, secrets) and where its Argo container reads and writes artifacts.
+
+`tlt.orchestration.registry` assembles the stage catalogue from these; KFP components
+(`tlt.orchestration.components`, `tlt.orchestration.task_settings`) and Argo templates
+(`tlt.orchestration.argo`) read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from tlt.errors import PipelineError
+
+__all__ = [
+    "ARTIFACT_KINDS",
+    "Adapter",
+    "MODEL_KEY_SECRET",
+    "REQUIRED",
+    "STORAGE_SECRET",
+    "Artifact",
+    "Param",
+    "Resources",
+    "RetryPolicy",
+    "SecretEnv",
+    "Stage",
+    "input_path",
+    "output_path",
+]
+
+#: KFP v2 artifact classes a stage may consume or produce (names of `kfp.dsl` classes).
+ARTIFACT_KINDS = ("Artifact", "Dataset", "Model", "Metrics", "ClassificationMetrics", "Markdown", "HTML")
+
+
+#: A stage adapter: ``adapter(params, inputs, outputs) -> {output name: metadata}`` (see
+#: `tlt.orchestration.adapters`).
+Adapter = Callable[[Mapping[str, Any], Mapping[str, str], Mapping[str, str]], dict[str, dict[str, Any]]]
+
+
+class _Required:
+    """Marker for a parameter without a default (the caller must pass it)."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+_PARAM_TYPES = (str, int, float, bool)
+
+
+@dataclass(frozen=True)
+class Param:
+    """A scalar parameter of a stage (a KFP parameter, an Argo input parameter).
+
+    Attributes:
+        name: identifier, snake_case; the KFP argument name and the runner's ``--name`` flag.
+        type: one of str, int, float, bool.
+        help: one sentence shown in the component README and the Kubeflow UI.
+        default: the value when the caller passes none, or `REQUIRED`.
+    """
+
+    name: str
+    type: type
+    help: str
+    default: Any = REQUIRED
+
+    def __post_init__(self) -> None:
+        if self.type not in _PARAM_TYPES:
+            raise PipelineError(f"parameter {self.name}: type must be one of str, int, float, bool, "
+                                f"got {self.type!r}")
+        if self.default is not REQUIRED and type(self.default) is not self.type:
+            raise PipelineError(f"parameter {self.name}: default {self.default!r} is not a "
+                                f"{self.type.__name__}")
+
+    @property
+    def required(self) -> bool:
+        """True when the parameter has no default."""
+        return self.default is REQUIRED
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A typed artifact a stage reads or writes: a folder with ``metadata.json``.
+
+    Attributes:
+        name: identifier, snake_case (``dataset``, ``model`` ...).
+        kind: the KFP artifact class, one of `ARTIFACT_KINDS`.
+        help: one sentence for the README and the UI.
+        optional: an input a task may leave unconnected (e.g. the TFRecords only detection reads).
+    """
+
+    name: str
+    kind: str
+    help: str
+    optional: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in ARTIFACT_KINDS:
+            raise PipelineError(f"artifact {self.name}: kind must be one of {', '.join(ARTIFACT_KINDS)}, "
+                                f"got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Kubernetes resources of a stage's container (quantities as Kubernetes writes them)."""
+
+    cpu_request: str = "1"
+    cpu_limit: str = "2"
+    memory_request: str = "2Gi"
+    memory_limit: str = "4Gi"
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a failed stage is retried; stages resume from their last checkpoint.
+
+    Attributes:
+        num_retries: retries after the first failure.
+        backoff_seconds: wait before the first retry.
+        backoff_factor: multiplier of the wait for each further retry (an integer, as Argo needs).
+        backoff_max_seconds: upper bound of the wait.
+    """
+
+    num_retries: int = 2
+    backoff_seconds: int = 30
+    backoff_factor: int = 2
+    backoff_max_seconds: int = 600
+
+
+@dataclass(frozen=True)
+class SecretEnv:
+    """Environment variables filled from a Kubernetes secret (never from pipeline parameters).
+
+    Attributes:
+        secret: the secret's name.
+        keys: secret data key -> environment variable, in a stable order.
+        optional: when True the stage still starts where the secret does not exist (local data).
+    """
+
+    secret: str
+    keys: tuple[tuple[str, str], ...]
+    optional: bool = True
+
+
+#: S3/MinIO credentials for s3:// URIs, read by boto3 in `tlt.io` (GCS uses workload identity).
+STORAGE_SECRET = SecretEnv(
+    secret="tlt-storage-credentials",
+    keys=(("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+          ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+          ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL")),
+)
+
+#: The key that encrypts and decrypts .tlt model files (TLT's ``-k``, read by
+#: `tlt.io.modelfile.resolve_key` from TLT_KEY). Required: a pipeline on a cluster always encrypts its
+#: models, so a pod without the secret must not start and write a plain model.
+MODEL_KEY_SECRET = SecretEnv(secret="tlt-model-key", keys=(("key", "TLT_KEY"),), optional=False)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage.
+
+    Attributes:
+        name: registry key = module in `tlt.stages` = folder in ``components/`` = DAG task name.
+        cli: the TLT command that runs the same stage on a laptop (e.g. ``tlt-dataset-convert``).
+        description: one line for the component, its README and the Argo template.
+        params: scalar parameters, in the order the component lists them.
+        inputs: artifacts the stage reads (produced by an upstream task).
+        outputs: artifacts the stage writes.
+        resources: container requests and limits, GPU count.
+        retry: the retry policy of its task.
+        secrets: secrets exposed to the container as environment variables (storage credentials).
+        model_key: the stage reads or writes .tlt model files, so its container also gets TLT_KEY
+            from `MODEL_KEY_SECRET` (see `env_secrets`).
+    """
+
+    name: str
+    cli: str
+    description: str
+    params: tuple[Param, ...] = ()
+    inputs: tuple[Artifact, ...] = ()
+    outputs: tuple[Artifact, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    secrets: tuple[SecretEnv, ...] = (STORAGE_SECRET,)
+    model_key: bool = False
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.params] + [a.name for a in self.inputs + self.outputs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise PipelineError(f"stage {self.name}: names used twice: {', '.join(dupes)}")
+
+    def env_secrets(self) -> tuple[SecretEnv, ...]:
+        """Every secret the stage's container reads as environment variables, model key last.
+
+        KFP components (`tlt.orchestration.components.configure_task`) and Argo templates
+        (`tlt.orchestration.argo.build_workflow_template`) both apply exactly these.
+        """
+        return self.secrets + ((MODEL_KEY_SECRET,) if self.model_key else ())
+
+    def argv(self) -> list[str]:
+        """The container command of its Argo template, with Argo template expressions for the inputs.
+
+        The container runs ``tlt-pipeline stage <name>``, the same adapter the KFP component calls,
+        so a stage behaves identically in Kubeflow, Argo and a local run.
+        """
+        args = ["tlt-pipeline", "stage", self.name]
+        args += [f"--{p.name}={{{{inputs.parameters.{p.name}}}}}" for p in self.params]
+        args += [f"--input-{a.name}={input_path(a.name)}" for a in self.inputs]
+        args += [f"--output-{a.name}={output_path(a.name)}" for a in self.outputs]
+        return args
+
+
+def input_path(name: str) -> str:
+    """Where an Argo template places input artifact ``name`` in its container."""
+    return f"/tmp/tlt/inputs/{name}"
+
+
+def output_path(name: str) -> str:
+    """Where an Argo template's container writes output artifact ``name``."""
+    return f"/tmp/tlt/outputs/{name}"
