@@ -170,6 +170,8 @@ class Stage:
         params: scalar parameters, in the order the component lists them.
         inputs: artifacts the stage reads (produced by an upstream task).
         outputs: artifacts the stage writes.
+        results: scalar outputs (KFP output parameters, Argo output parameters) that control flow
+            such as a gate's ``dsl.If`` reads; their ``default`` is unused.
         resources: container requests and limits, GPU count.
         retry: the retry policy of its task.
         secrets: secrets exposed to the container as environment variables (storage credentials).
@@ -187,9 +189,10 @@ class Stage:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     secrets: tuple[SecretEnv, ...] = (STORAGE_SECRET,)
     model_key: bool = False
+    results: tuple[Param, ...] = ()
 
     def __post_init__(self) -> None:
-        names = [p.name for p in self.params] + [a.name for a in self.inputs + self.outputs]
+        names = [p.name for p in self.params + self.results] + [a.name for a in self.inputs + self.outputs]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise PipelineError(f"stage {self.name}: names used twice: {', '.join(dupes)}")
