@@ -18,7 +18,7 @@ from tlt.orchestration.registry_gates import GATE_STAGES
 from tlt.orchestration.registry_retraining import RETRAINING_STAGES
 from tlt.orchestration.stage_types import (ARTIFACT_KINDS, MODEL_KEY_SECRET, REQUIRED, STORAGE_SECRET,
                                            Artifact, Param, Resources, RetryPolicy, SecretEnv, Stage,
-                                           input_path, output_path)
+                                           input_path, output_path, result_path)
 
 __all__ = [
     "ARTIFACT_KINDS",
@@ -35,6 +35,7 @@ __all__ = [
     "get_stage",
     "input_path",
     "output_path",
+    "result_path",
     "stage_names",
 ]
 

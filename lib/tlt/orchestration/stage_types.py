@@ -27,6 +27,7 @@ __all__ = [
     "Stage",
     "input_path",
     "output_path",
+    "result_path",
 ]
 
 #: KFP v2 artifact classes a stage may consume or produce (names of `kfp.dsl` classes).
@@ -215,6 +216,7 @@ class Stage:
         args += [f"--{p.name}={{{{inputs.parameters.{p.name}}}}}" for p in self.params]
         args += [f"--input-{a.name}={input_path(a.name)}" for a in self.inputs]
         args += [f"--output-{a.name}={output_path(a.name)}" for a in self.outputs]
+        args += [f"--result-{r.name}={result_path(r.name)}" for r in self.results]
         return args
 
 
@@ -226,3 +228,9 @@ def input_path(name: str) -> str:
 def output_path(name: str) -> str:
     """Where an Argo template's container writes output artifact ``name``."""
     return f"/tmp/tlt/outputs/{name}"
+
+
+def result_path(name: str) -> str:
+    """The file an Argo template's container writes scalar result ``name`` to (its output
+    parameter's ``valueFrom.path``): the value as text, booleans ``true``/``false``."""
+    return f"/tmp/tlt/results/{name}"
