@@ -16,7 +16,6 @@ inference") or else from the training spec stored in the model (its ``postproces
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -24,35 +23,19 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from tlt.data.images import is_image_file, probe_image
+from tlt.data.images import probe_image
 from tlt.errors import DataError, ModelFileError, SpecError
-from tlt.io.atomic import atomic_path, atomic_write_text
-from tlt.metrics.detection import Detection
+from tlt.inference.detection_outputs import (ANNOTATED_DIR, DEFAULT_PALETTE, LABELS_DIR, FrameDetections,
+                                             check_output_dir, list_input_images, to_source_pixels,
+                                             write_frame_outputs)
 
-__all__ = ["DEFAULT_PALETTE", "BLOB_OPS", "FrameDetections", "DetectionInferenceResult",
-           "infer_detection", "list_input_images", "check_output_dir", "output_layer_name",
-           "kitti_score", "kitti_line", "draw_detections"]
+__all__ = ["BLOB_OPS", "DetectionInferenceResult", "infer_detection", "output_layer_name"]
 
 _log = logging.getLogger(__name__)
 
-LABELS_DIR = "labels"
-ANNOTATED_DIR = "images_annotated"
-# Box colours by class index when the cluster file gives none: TLT's green, magenta, cyan first.
-DEFAULT_PALETTE = ((0, 255, 0), (255, 0, 255), (0, 255, 255), (255, 0, 0), (0, 0, 255),
-                   (255, 255, 0), (255, 128, 0), (128, 0, 255))
 # TLT names the outputs by their TensorFlow 1 blobs, "<layer>/<op>" (the guide, DeepStream configs):
 # the coverage head ends in a Sigmoid, the bbox head in a BiasAdd. Either role accepts its own op.
 BLOB_OPS = {"output_cov": "Sigmoid", "output_bbox": "BiasAdd"}
-
-
-@dataclass
-class FrameDetections:
-    """The boxes found in one image, in its own pixels."""
-
-    path: str
-    width: int
-    height: int
-    detections: list[Detection]
 
 
 @dataclass
@@ -63,47 +46,6 @@ class DetectionInferenceResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     labels_dir: str | None = None
     annotated_dir: str | None = None
-
-
-def list_input_images(inference_input: str | Path) -> list[Path]:
-    """The image itself, or the images (.jpg/.jpeg/.png) directly inside a folder, sorted.
-
-    Raises:
-        DataError: the path does not exist, the folder holds no image, or two images of the
-            folder share a name stem (their label files would collide).
-    """
-    path = Path(inference_input)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise DataError(f"{inference_input}: no such image or folder (-i)")
-    files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
-    if not files:
-        raise DataError(f"{inference_input}: no .jpg/.jpeg/.png images in this folder")
-    stems: dict[str, Path] = {}
-    for p in files:
-        if p.stem in stems:
-            raise DataError(f"{stems[p.stem]} and {p} share the name {p.stem!r}: their KITTI label "
-                            f"files would both be {p.stem}.txt; rename one")
-        stems[p.stem] = p
-    return files
-
-
-def check_output_dir(output_dir: str | Path) -> Path:
-    """The output folder (-o) as a Path, after checking it can be a folder.
-
-    Raises:
-        DataError: it, or the nearest of its parents that exists, is not a folder.
-    """
-    out = Path(output_dir)
-    for path in (out, *out.parents):
-        if path.exists():
-            if not path.is_dir():
-                what = "it" if path == out else f"its parent {path}"
-                raise DataError(f"{output_dir}: cannot be the output folder (-o): {what} is an "
-                                "existing file")
-            break
-    return out
 
 
 def output_layer_name(name: str, role: str, layer_names: Sequence[str]) -> str:
@@ -126,39 +68,6 @@ def output_layer_name(name: str, role: str, layer_names: Sequence[str]) -> str:
         raise DataError(f"--{role} {name!r}: the {role} blob of a DetectNet_v2 is "
                         f"<layer>/{BLOB_OPS[role]} (e.g. {role}/{BLOB_OPS[role]}), not /{op}")
     return layer
-
-
-def kitti_score(detection: Detection) -> float:
-    """The 16th KITTI field of a detection: ``1 - exp(-confidence)``, in [0, 1).
-
-    DBSCAN's confidence is a sum of cell coverages and can exceed 1; KITTI tools expect a score
-    in [0, 1]. The map is strictly increasing, so the ranking of detections (hence every AP
-    computed from the dump) is the same as with the raw confidence.
-    """
-    return float(-math.expm1(-max(float(detection.confidence), 0.0)))
-
-
-def kitti_line(label: str, detection: Detection) -> str:
-    """One KITTI result line (16 fields): class, unknown 3D fields as in TLT's dump, the score."""
-    return (f"{label} 0.00 0 0.00 {detection.xmin:.2f} {detection.ymin:.2f} {detection.xmax:.2f} "
-            f"{detection.ymax:.2f} 0.00 0.00 0.00 0.00 0.00 0.00 0.00 {kitti_score(detection):.4f}")
-
-
-def draw_detections(image, boxes: Sequence[tuple[Detection, tuple[int, int, int]]],
-                    line_width: int):
-    """Draw ``(detection, rgb)`` box outlines on an RGB copy of a PIL image.
-
-    Boxes only, as TLT's overlay: the per-class colour tells the classes apart, and no text
-    hides the pixels under it. The line grows inwards from the box edge.
-    """
-    from PIL import ImageDraw
-
-    out = image.convert("RGB")
-    draw = ImageDraw.Draw(out)
-    for det, colour in boxes:
-        x1, y1, x2, y2 = (int(round(v)) for v in (det.xmin, det.ymin, det.xmax, det.ymax))
-        draw.rectangle((x1, y1, max(x1, x2), max(y1, y2)), outline=colour, width=line_width)
-    return out
 
 
 def _load_deployed(model_uri: str, key: str | None, output_cov: str, output_bbox: str,
@@ -381,7 +290,7 @@ def infer_detection(model_uri: str, inference_input: str | Path, output_dir: str
     files = list_input_images(inference_input)
     net, channels_last, metadata = _load_model(str(model_uri), key, output_cov, output_bbox,
                                                framework)
-    channels, height, width = (int(v) for v in metadata["input_dims"])
+    _, height, width = (int(v) for v in metadata["input_dims"])
     post, labels, colours = _postprocessing(metadata, cluster_params, (width, height))
 
     labels_dir = out / LABELS_DIR if kitti_dump else None
@@ -394,29 +303,13 @@ def infer_detection(model_uri: str, inference_input: str | Path, output_dir: str
     single = Path(inference_input).is_file()
     with tqdm(total=len(files), desc="inference", unit="image", disable=not progress) as bar:
         for start in range(0, len(files), batch_size):
-            loaded = []
-            for path in files[start:start + batch_size]:
-                try:
-                    loaded.append((path, *_read_image(path, channels)))
-                except DataError as err:
-                    if single:
-                        raise
-                    _log.warning("skipping %s", err)
-                    result.skipped.append((str(path), str(err)))
-            if loaded:
-                batch = _network_batch([a for _, _, a in loaded], (width, height),
-                                       metadata.get("preprocessing") or {})
-                cov, bbox = (np.asarray(o) for o in net.predict_on_batch(batch))
-                if channels_last[0]:
-                    cov = np.transpose(cov, (0, 3, 1, 2))
-                if channels_last[1]:
-                    bbox = np.transpose(bbox, (0, 3, 1, 2))
-                for i, (path, image, _) in enumerate(loaded):
-                    frame = _to_source(path, image.size, post.process(cov[i], bbox[i]), (width, height))
-                    _write_outputs(frame, image, labels, colours, labels_dir, annotated_dir,
-                                   line_width)
-                    result.frames.append(frame)
-            bar.update(len(files[start:start + batch_size]))
+            chunk = files[start:start + batch_size]
+            for frame, image in _detect_batch(net, channels_last, metadata, post, chunk, single,
+                                              result.skipped):
+                write_frame_outputs(frame, image, labels, colours, labels_dir, annotated_dir,
+                                    line_width)
+                result.frames.append(frame)
+            bar.update(len(chunk))
     if not result.frames:
         raise DataError(f"{inference_input}: none of the {len(files)} images could be read")
     write_metadata(out, "infer", parents=[{"uri": str(model_uri)}], task="detection",
@@ -426,30 +319,32 @@ def infer_detection(model_uri: str, inference_input: str | Path, output_dir: str
     return result
 
 
-def _to_source(path: Path, source_size: tuple[int, int], found: list[Detection],
-               network_size: tuple[int, int]) -> FrameDetections:
-    import dataclasses
+def _detect_batch(net, channels_last: tuple[bool, bool], metadata: dict, post, paths: list[Path],
+                  single: bool, skipped: list[tuple[str, str]]) -> list[tuple[FrameDetections, object]]:
+    """Read, run and post-process one batch of images: ``(frame, PIL image)`` per readable one.
 
-    sx = source_size[0] / network_size[0]
-    sy = source_size[1] / network_size[1]
-    mapped = [dataclasses.replace(d, xmin=d.xmin * sx, ymin=d.ymin * sy, xmax=d.xmax * sx,
-                                  ymax=d.ymax * sy) for d in found]
-    return FrameDetections(path=str(path), width=source_size[0], height=source_size[1],
-                           detections=mapped)
-
-
-def _write_outputs(frame: FrameDetections, image, labels: dict[str, str],
-                   colours: dict[str, tuple[int, int, int]], labels_dir: Path | None,
-                   annotated_dir: Path | None, line_width: int) -> None:
-    path = Path(frame.path)
-    if labels_dir is not None:
-        text = "".join(kitti_line(labels[d.class_name], d) + "\n" for d in frame.detections)
-        atomic_write_text(labels_dir / f"{path.stem}.txt", text)
-    if annotated_dir is not None:
-        drawn = draw_detections(image, [(d, colours[d.class_name]) for d in frame.detections],
-                                line_width)
-        fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
-        # Full-resolution chroma (4:4:4) keeps thin coloured lines their colour in a JPEG.
-        options = {"quality": 95, "subsampling": 0} if fmt == "JPEG" else {}
-        with atomic_path(annotated_dir / path.name) as tmp:
-            drawn.save(tmp, format=fmt, **options)
+    An unreadable image is skipped with a warning (and recorded in ``skipped``) unless it is the
+    only input, which raises its `DataError`.
+    """
+    channels, height, width = (int(v) for v in metadata["input_dims"])
+    loaded = []
+    for path in paths:
+        try:
+            loaded.append((path, *_read_image(path, channels)))
+        except DataError as err:
+            if single:
+                raise
+            _log.warning("skipping %s", err)
+            skipped.append((str(path), str(err)))
+    if not loaded:
+        return []
+    batch = _network_batch([a for _, _, a in loaded], (width, height),
+                           metadata.get("preprocessing") or {})
+    cov, bbox = (np.asarray(o) for o in net.predict_on_batch(batch))
+    # Keras graphs may end channels-last; the post-processor reads [C, H, W].
+    if channels_last[0]:
+        cov = np.transpose(cov, (0, 3, 1, 2))
+    if channels_last[1]:
+        bbox = np.transpose(bbox, (0, 3, 1, 2))
+    return [(to_source_pixels(path, image.size, post.process(cov[i], bbox[i]), (width, height)), image)
+            for i, (path, image, _) in enumerate(loaded)]
