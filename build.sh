@@ -7,7 +7,7 @@
 #   demo      setup if needed, make the bundled sample data and run the detection pipeline locally
 #   compile   regenerate KFP components, compiled pipelines and Argo manifests
 #   protos    regenerate lib/tlt/proto/*_pb2.py from the .proto files
-#   images    build the container image(s) with docker or podman
+#   images    build the container images with docker or podman: images [cpu|gpu|all] (default all)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,7 +15,6 @@ cd "$ROOT"
 VENV="${TLT_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 STAMP="$VENV/.tlt-setup-stamp"
-IMAGE="${TLT_IMAGE:-ghcr.io/tlt-pipelines/tlt:0.1.0}"
 
 log() { printf '[build.sh] %s\n' "$*" >&2; }
 die() { printf '[build.sh] error: %s\n' "$*" >&2; exit 1; }
@@ -85,14 +84,37 @@ cmd_compile() { cmd_setup; "$VENV/bin/tlt-pipeline" compile "$@"; }
 
 cmd_protos() { cmd_setup; "$PY" -m tlt.proto.generate "$@"; }
 
-cmd_images() {
-  local engine=""
+# The first engine whose daemon/service answers (`info` succeeds), or nothing.
+container_engine() {
+  local e
   for e in docker podman; do
-    if command -v "$e" >/dev/null 2>&1 && "$e" info >/dev/null 2>&1; then engine="$e"; break; fi
+    if command -v "$e" >/dev/null 2>&1 && "$e" info >/dev/null 2>&1; then echo "$e"; return 0; fi
   done
-  [ -n "$engine" ] || die "no usable container engine: install docker or podman and make sure its daemon/service runs ('docker info' must succeed)"
-  log "building $IMAGE with $engine"
-  "$engine" build -t "$IMAGE" -f Dockerfile .
+  return 1
+}
+
+# Image reference and Dockerfile of one flavour, from tlt.orchestration.paths (the one place that
+# names the images; TLT_IMAGE / TLT_GPU_IMAGE override the references there too).
+image_field() {
+  "$PY" -c 'import sys; from tlt.orchestration.paths import get_flavour
+f = get_flavour(sys.argv[1]); print(f.ref() if sys.argv[2] == "ref" else f.dockerfile)' "$1" "$2"
+}
+
+cmd_images() {
+  local which="${1:-all}" engine flavours flavour ref file
+  case "$which" in
+    cpu|gpu) flavours=("$which") ;;
+    all) flavours=(cpu gpu) ;;
+    *) die "unknown image '$which': expected cpu, gpu or all" ;;
+  esac
+  engine="$(container_engine)" || die "no usable container engine: install docker or podman and make sure its daemon/service runs ('docker info' must succeed)"
+  [ -x "$PY" ] || cmd_setup
+  for flavour in "${flavours[@]}"; do
+    ref="$(image_field "$flavour" ref)"
+    file="$(image_field "$flavour" dockerfile)"
+    log "building the $flavour image $ref from $file with $engine"
+    "$engine" build -f "$file" -t "$ref" .
+  done
 }
 
 main() {
