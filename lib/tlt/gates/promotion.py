@@ -19,7 +19,7 @@ from tlt.errors import PipelineError, SpecError
 from tlt.gates.metrics import read_metric
 from tlt.gates.report import format_value
 
-__all__ = ["PromotionDecision", "decide_promotion"]
+__all__ = ["PromotionDecision", "decide_promotion", "promotion_report_html"]
 
 # Metrics are floats computed on the same set: differences below this are ties.
 _TIE = 1e-9
@@ -130,3 +130,19 @@ def _compare(new: float, old: float, margin: float, metric: str) -> tuple[bool, 
                        f"+{fmt(delta)} < margin {fmt(margin)}: champion kept")
     return False, (f"challenger {metric} {fmt(new)} is below champion {fmt(old)} "
                    f"({fmt(delta)}): champion kept")
+
+
+def promotion_report_html(decision: PromotionDecision, facts: Mapping[str, Any]) -> str:
+    """A whole HTML page for the Kubeflow UI: the decision, its reason and a table of ``facts``.
+
+    Args:
+        decision: the decision.
+        facts: rows shown under it (model, champion and challenger versions, held-out set ...),
+            in order; None values show as ``none``.
+    """
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th>"
+                   f"<td>{html.escape('none' if v is None else format_value(v))}</td></tr>"
+                   for k, v in facts.items())
+    return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Champion / challenger"
+            "</title></head><body><h1>Champion / challenger</h1>"
+            f"{decision.to_html()}<table>{rows}</table></body></html>\n")
