@@ -15,6 +15,7 @@ from tlt.io import registry_aliases
 from tlt.io.registry import Registry
 from tlt.orchestration import adapters
 from tlt.orchestration.adapters_retraining import champion, data_gate, promote
+from tlt.orchestration.results import RESULTS_KEY
 from tlt.stages import promote as promote_stage
 
 KEY = "retraining-stage-key"
@@ -107,6 +108,7 @@ def runs(tmp_path_factory):
 def test_empty_registry_has_no_champion_and_says_so(runs):
     meta = runs["champion1"]["champion"]
     assert meta["has_champion"] is False and meta["version"] == ""
+    assert runs["champion1"][RESULTS_KEY] == {"has_champion": False}
     folder = runs["root"] / "first" / "champion"
     assert json.loads((folder / "metadata.json").read_text())["has_champion"] is False
     assert not list(folder.glob("*.tlt"))
@@ -135,6 +137,7 @@ def test_first_run_promotes_and_says_so(runs):
 def test_champion_carries_version_metrics_and_training_class_counts(runs):
     meta = runs["champion2"]["champion"]
     assert meta["has_champion"] is True and meta["version"] == "1"
+    assert runs["champion2"][RESULTS_KEY] == {"has_champion": True}
     assert meta["class_counts"] == {"circle": 12, "square": 12, "triangle": 12}
     assert (runs["root"] / "second" / "champion" / "model.tlt").is_file()
     # the second run's gate compared the same classes: nothing skipped, zero shift

@@ -3,6 +3,8 @@
     tlt-pipeline list
     tlt-pipeline compile [--check] [--image IMAGE]
     tlt-pipeline run detection --local [--param k=v ...] [--pipeline-root DIR] [-v]
+    tlt-pipeline schedule retraining --cron "0 3 * * *" --host URL [--experiment E] [--param k=v ...]
+    tlt-pipeline demo-retraining [--work DIR]
     tlt-pipeline stage convert --spec=... --output-dataset=DIR     (what Argo templates run)
 
 A local run keeps the terminal quiet: one line per step, then a summary (steps, metrics, where the
@@ -51,6 +53,21 @@ def _build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: without -v here, the top-level -v (tlt-pipeline -v run ...) keeps its value.
     run.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                      help="also show everything the tasks print (it is always in the run's log)")
+    sched = sub.add_parser("schedule", help="create a Kubeflow recurring run of a pipeline",
+                           formatter_class=HelpFormatter)
+    sched.add_argument("pipeline", help="pipeline name (see `tlt-pipeline list`)")
+    sched.add_argument("--cron", required=True,
+                       help="five fields (minute hour day month weekday), six with seconds first, "
+                            "or a macro such as @daily")
+    sched.add_argument("--host", required=True, help="Kubeflow Pipelines API, e.g. http://localhost:8080")
+    sched.add_argument("--experiment", default="tlt-scheduled", help="experiment of the runs")
+    sched.add_argument("--name", help="name of the recurring run (default: pipeline and cron)")
+    sched.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="pipeline parameter; repeatable")
+    demo = sub.add_parser("demo-retraining", formatter_class=HelpFormatter,
+                          help="run the retraining pipeline twice on sample data against a local registry")
+    demo.add_argument("--work", default=".tlt-demo-retraining",
+                      help="folder for the sample data, the registry and the runs (emptied first)")
     stage = sub.add_parser("stage", add_help=False, help="run one stage as an Argo container does")
     stage.add_argument("stage", help="stage name")
     stage.add_argument("stage_args", nargs=argparse.REMAINDER, help="the stage's flags")
@@ -109,6 +126,24 @@ def _run(args: argparse.Namespace) -> None:
     print(render_summary(result))
 
 
+def _schedule(args: argparse.Namespace) -> None:
+    from tlt.orchestration.schedule import schedule_pipeline
+
+    made = schedule_pipeline(args.pipeline, args.cron, args.host, experiment=args.experiment,
+                             params=args.param, job_name=args.name)
+    print(f"cron: {made.schedule.note}")
+    print(f"recurring run {made.recurring_run_id or '(no id returned)'} '{made.job_name}' of "
+          f"{made.pipeline} in experiment {made.experiment}: cron {made.schedule.kfp_cron!r}, "
+          f"at most 1 run at a time, no catch-up")
+
+
+def _demo_retraining(args: argparse.Namespace) -> None:
+    from tlt.orchestration.retraining_demo import run_demo
+
+    for line in run_demo(args.work, progress=sys.stderr):
+        print(line)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = _build_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -118,6 +153,10 @@ def _main(argv: Sequence[str] | None) -> int:
         return _compile(args.check, args.image)
     elif args.command == "run":
         _run(args)
+    elif args.command == "schedule":
+        _schedule(args)
+    elif args.command == "demo-retraining":
+        _demo_retraining(args)
     elif args.command == "stage":
         from tlt.orchestration.entrypoints import run_stage_argv
 

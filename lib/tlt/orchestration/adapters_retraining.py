@@ -1,8 +1,9 @@
 """Adapters of the retraining stages (`tlt.orchestration.registry_retraining`).
 
 Same contract as `tlt.orchestration.adapters`: ``adapter(params, inputs, outputs) -> {output name:
-metadata}`` on local folders. Scalar results (``has_champion``, ``promoted``) are also in the
-metadata of the output they describe.
+metadata}`` on local folders, plus the champion stage's scalar result ``has_champion`` under
+`tlt.orchestration.results.RESULTS_KEY` (the ``dsl.If`` choosing fine-tuning or a first training
+reads it); it is also in the champion artifact's metadata.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Mapping
 
 from tlt.errors import PipelineError
 from tlt.orchestration.model_cards import model_file
+from tlt.orchestration.results import RESULTS_KEY
 from tlt.orchestration.stage_types import Adapter
 
 __all__ = ["RETRAINING_ADAPTERS", "champion", "data_gate", "promote"]
@@ -33,7 +35,8 @@ def champion(params: Mapping[str, Any], inputs: Mapping[str, str],
     return {"champion": {"stage": "champion", "has_champion": outcome.has_champion,
                          "version": outcome.version, "model_name": params["model_name"],
                          "metrics": meta.get("metrics") or {},
-                         "class_counts": meta.get("class_counts") or {}}}
+                         "class_counts": meta.get("class_counts") or {}},
+            RESULTS_KEY: {"has_champion": outcome.has_champion}}
 
 
 def _reference_counts(inputs: Mapping[str, str]) -> dict[str, int] | None:

@@ -47,6 +47,10 @@ PIPELINES: dict[str, PipelineInfo] = {
                      "Folder-per-class images -> trained classifier (train) -> metrics and confusion "
                      "matrix (evaluate) -> prune -> retrain -> evaluate before vs after -> export -> "
                      "fp32 and int8 engines (build_engine) -> evaluate the engine."),
+        PipelineInfo("retraining", "retraining",
+                     "Scheduled retraining (detection): new data -> data gate -> TFRecords -> "
+                     "fine-tune the registry's production model -> champion vs challenger on the "
+                     "same held-out set -> promote when better by a margin."),
     )
 }
 

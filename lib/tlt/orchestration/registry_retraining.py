@@ -35,6 +35,7 @@ RETRAINING_STAGES: tuple[Stage, ...] = (
         results=(Param("has_champion", bool, "True when the alias names a version."),),
         resources=_SMALL,
         retry=_QUICK_RETRY,
+        caching=False,  # the alias moves between runs: a cached answer would be a stale champion
     ),
     Stage(
         name="data_gate",
@@ -69,6 +70,7 @@ RETRAINING_STAGES: tuple[Stage, ...] = (
         ),
         resources=_SMALL,
         retry=_QUICK_RETRY,
+        caching=False,  # the champion it compares with may have changed since
     ),
     Stage(
         name="promote",
@@ -105,5 +107,6 @@ RETRAINING_STAGES: tuple[Stage, ...] = (
                             memory_limit="4Gi"),
         retry=_QUICK_RETRY,
         model_key=True,
+        caching=False,  # publishing and moving the alias must happen on every run
     ),
 )

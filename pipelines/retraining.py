@@ -1,0 +1,100 @@
+"""Scheduled retraining pipeline (detection): new data -> data gate -> convert -> fine-tune the
+registry's production model (champion) -> evaluate champion and challenger on the same held-out
+set -> promote the challenger only when it is better by a margin.
+
+Compiled by ``tlt-pipeline compile`` into ``pipelines/retraining.yaml`` (Kubeflow), the Argo
+Workflow ``manifests/workflows/retraining.yaml`` and its CronWorkflow; scheduled on Kubeflow with
+``tlt-pipeline schedule retraining --cron "0 3 * * *" --host URL --param new_data_uri=s3://...``;
+run on a laptop with ``tlt-pipeline run retraining --local --param new_data_uri=DIR
+--param registry_uri=DIR`` (``tlt-pipeline demo-retraining`` runs it twice on sample data).
+
+The first run finds no champion: it trains from the spec (from scratch, or from the spec's
+pretrained model), publishes the model as version 1 and promotes it, and its report says so.
+Later runs fine-tune the champion, publish the challenger as the next version whatever the outcome
+(every version keeps its metrics and lineage) and move the ``production`` alias only when the
+challenger beats the champion by ``margin``; otherwise the report says why the champion stays.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Metrics, Model
+
+from tlt.orchestration.components import load_component
+from tlt.orchestration.pipelines import DEFAULT_CONVERT_SPEC, DEFAULT_DETECTION_SPEC
+from tlt.orchestration.task_settings import configure_task
+
+__all__ = ["retraining"]
+
+champion = load_component("champion")
+data_gate = load_component("data_gate")
+convert = load_component("convert")
+train = load_component("train")
+retrain = load_component("retrain")
+promote = load_component("promote")
+
+Outputs = NamedTuple("Outputs", [("data_report", HTML), ("challenger", Model),
+                                 ("decision", Metrics), ("report", HTML)])
+
+
+@dsl.pipeline(name="tlt-retraining",
+              description="TLT scheduled retraining (detection): new data -> data gate -> TFRecords "
+                          "-> fine-tuned champion -> champion vs challenger on the same held-out set "
+                          "-> promote when better by a margin.")
+def retraining(new_data_uri: str = "data/sample-kitti", registry_uri: str = "data/registry",
+               model_name: str = "detectnet", alias: str = "production",
+               require_champion: bool = False, convert_spec: str = DEFAULT_CONVERT_SPEC,
+               train_spec: str = DEFAULT_DETECTION_SPEC, finetune_epochs: int = 5,
+               margin: float = 1.0, max_malformed_rate: float = 0.05,
+               max_balance_shift: float = 0.2, allow_missing_classes: bool = False,
+               allow_new_classes: bool = False, gpus: int = 1) -> Outputs:
+    """Check new data, fine-tune the champion on it, and promote the challenger if it is better.
+
+    Args:
+        new_data_uri: the new KITTI data (local folder, gs:// or s3:// prefix with images/ and
+            labels/); a prefix without frames fails the data gate in one line.
+        registry_uri: the model registry (local folder, gs:// or s3://) holding the champion and
+            receiving every challenger as a new version.
+        model_name: the model's name in the registry.
+        alias: the alias naming the champion (moved by a promotion).
+        require_champion: fail when the registry has no champion, instead of training the first
+            one from train_spec.
+        convert_spec: dataset export spec, TLT prototxt text; its root is replaced by new_data_uri.
+            Fold 0 is the held-out set both models are scored on.
+        train_spec: DetectNet_v2 experiment spec; its data sources become the new TFRecords. A first
+            run trains it as it is; later runs fine-tune the champion with it.
+        finetune_epochs: epochs of fine-tuning the champion (0: the spec's num_epochs).
+        margin: mAP points the challenger must gain over the champion to be promoted (a tie never
+            promotes).
+        max_malformed_rate: data gate: highest share of malformed label lines.
+        max_balance_shift: data gate: highest class-balance shift (total variation distance,
+            0..1) against the champion's training data.
+        allow_missing_classes: data gate: pass although a champion class has no object.
+        allow_new_classes: data gate: pass although there are classes the champion never saw.
+        gpus: replicas to train on.
+    """
+    champ = configure_task(champion(registry_uri=registry_uri, model_name=model_name, alias=alias,
+                                    require_champion=require_champion))
+    gate = configure_task(data_gate(task="detection", new_data_uri=new_data_uri,
+                                    max_malformed_rate=max_malformed_rate,
+                                    max_balance_shift=max_balance_shift,
+                                    allow_missing_classes=allow_missing_classes,
+                                    allow_new_classes=allow_new_classes,
+                                    champion=champ.outputs["champion"]))
+    convert_task = configure_task(convert(spec=convert_spec, dataset_root=new_data_uri,
+                                          validation_fold=0))
+    convert_task.after(gate)  # never convert (or train on) data the gate refused
+    dataset = convert_task.outputs["dataset"]
+    with dsl.If(champ.outputs["has_champion"] == True, name="champion-exists"):  # noqa: E712
+        finetune = configure_task(retrain(task="detection", spec=train_spec, epochs=finetune_epochs,
+                                          gpus=gpus, pretrained_model=champ.outputs["champion"],
+                                          dataset=dataset))
+    with dsl.Else(name="first-run"):
+        first = configure_task(train(task="detection", spec=train_spec, gpus=gpus, dataset=dataset))
+    challenger = dsl.OneOf(finetune.outputs["model"], first.outputs["model"])
+    decide = configure_task(promote(task="detection", spec=train_spec, registry_uri=registry_uri,
+                                    model_name=model_name, alias=alias, margin=margin,
+                                    challenger=challenger, champion=champ.outputs["champion"],
+                                    dataset=dataset, data_report=gate.outputs["gate"]))
+    return Outputs(data_report=gate.outputs["report"], challenger=challenger,
+                   decision=decide.outputs["decision"], report=decide.outputs["report"])
