@@ -1,6 +1,9 @@
 """Classification pipeline: folder-per-class images -> train -> evaluate -> prune -> retrain ->
-evaluate (before vs after pruning) -> export (int8 calibration) -> fp32 and int8 engines
-(build_engine) -> evaluate the engine (Keras vs fp32 engine vs int8 engine).
+evaluate (before vs after pruning), once or per threshold of a prune sweep (``dsl.ParallelFor``) ->
+the smallest model within a tolerance of the best (pick_pruned, ``dsl.Collected``) -> quality gate
+on its accuracy (``dsl.If``) -> export (int8 calibration) -> fp32 and int8 engines (build_engine) ->
+evaluate the engine (Keras vs fp32 engine vs int8 engine). The whole DAG runs inside a
+``dsl.ExitHandler`` whose exit task (run_summary) writes the run's summary even when a step fails.
 
 Compiled by ``tlt-pipeline compile`` into ``pipelines/classification.yaml`` (Kubeflow) and
 ``manifests/workflows/classification.yaml`` (Argo); run on a laptop with
@@ -9,41 +12,66 @@ Compiled by ``tlt-pipeline compile`` into ``pipelines/classification.yaml`` (Kub
 accuracy, per-class F1 and the confusion matrix in the Kubeflow UI.
 """
 
-from typing import NamedTuple
-
 from kfp import dsl
-from kfp.dsl import HTML, ClassificationMetrics, Metrics, Model
 
 from tlt.orchestration.components import load_component
 from tlt.orchestration.task_settings import configure_task
 from tlt.orchestration.pipelines import DEFAULT_CLASSIFICATION_SPEC
 
-__all__ = ["classification"]
+__all__ = ["classification", "LOCAL_OUTPUTS"]
 
 train = load_component("train")
 evaluate = load_component("evaluate")
 prune = load_component("prune")
 retrain = load_component("retrain")
+pick_pruned = load_component("pick_pruned")
+quality_gate = load_component("quality_gate")
 export = load_component("export")
 build_engine = load_component("build_engine")
+run_summary = load_component("run_summary")
 
-Outputs = NamedTuple("Outputs", [("model", Model), ("metrics", Metrics),
-                                 ("confusion", ClassificationMetrics), ("report", HTML),
-                                 ("pruned_model", Model), ("retrained_model", Model),
-                                 ("pruning_report", HTML), ("export", Model), ("engine", Model),
-                                 ("engine_metrics", Metrics), ("engine_report", HTML)])
+#: What a local run reports as the pipeline's outputs: name -> (task, output). The DAG runs inside
+#: an ExitHandler, and KFP returns no pipeline outputs from inside one, so a local run reads these
+#: tasks' artifacts (a test checks each exists in the compiled DAG). Loop tasks name their first
+#: iteration.
+LOCAL_OUTPUTS = {
+    "model": ("train", "model"), "metrics": ("evaluate", "metrics"),
+    "confusion": ("evaluate", "confusion"), "report": ("evaluate", "report"),
+    "pruned_model": ("prune", "pruned_model"), "pruning_report": ("evaluate-2", "report"),
+    "retrained_model": ("pick-pruned", "model"), "sweep_report": ("pick-pruned", "report"),
+    "quality_report": ("quality-gate", "report"), "export": ("export", "export"),
+    "engine": ("evaluate-3", "scored_model"), "engine_metrics": ("evaluate-3", "metrics"),
+    "engine_report": ("evaluate-3", "report"), "run_summary": ("run-summary", "summary"),
+}
+
+
+
+def _deploy(model, train_dataset, eval_dataset, engine_precision, calibration_batches,
+            calibration_batch_size) -> None:
+    """Export the gated model, build the fp32 and final engines and evaluate the final one."""
+    export_task = configure_task(export(data_type="int8", batches=calibration_batches,
+                                        cal_batch_size=calibration_batch_size,
+                                        cal_data_dir=train_dataset, model=model))
+    fp32_engine = configure_task(build_engine(precision="fp32", export=export_task.outputs["export"]))
+    engine_task = configure_task(build_engine(precision=engine_precision,
+                                              export=export_task.outputs["export"]))
+    configure_task(evaluate(task="classification", data_dir=eval_dataset, framework="engine",
+                            model=engine_task.outputs["engine"], compare_a=model,
+                            compare_b=fp32_engine.outputs["engine"]))
 
 
 @dsl.pipeline(name="tlt-classification",
-              description="TLT image classification: train, evaluate, prune, retrain, export and build "
-                          "an engine; evaluate each model.")
+              description="TLT image classification: train, evaluate, prune and retrain (one threshold "
+                          "or a sweep), gate on accuracy, export and build an engine; evaluate each "
+                          "model; a run summary at the end.")
 def classification(train_dataset: str, val_dataset: str, eval_dataset: str,
                    spec: str = DEFAULT_CLASSIFICATION_SPEC, gpus: int = 1,
-                   pruning_threshold: float = 0.05, pruning_normalizer: str = "L2",
-                   retrain_epochs: int = 2,
-                   engine_precision: str = "int8", calibration_batches: int = 4,
-                   calibration_batch_size: int = 8) -> Outputs:
-    """Train, prune, retrain and deploy an image classifier; evaluate each model.
+                   pruning_thresholds: list = [0.05], pruning_normalizer: str = "L2",
+                   retrain_epochs: int = 2, sweep_tolerance: float = 1.0,
+                   quality_threshold: float = 0.0, engine_precision: str = "int8",
+                   calibration_batches: int = 4, calibration_batch_size: int = 8):
+    """Train, prune, retrain and deploy an image classifier; evaluate each model; write a run
+    summary whatever happens.
 
     Args:
         train_dataset: URI of the training images (one sub-folder per class); also the int8
@@ -53,49 +81,51 @@ def classification(train_dataset: str, val_dataset: str, eval_dataset: str,
         spec: classification experiment spec, TLT prototxt text; retraining uses it with the
             pruned model as pretrained model.
         gpus: replicas to train on.
-        pruning_threshold: tlt-prune -pth: filters whose normalised norm is below it are removed.
+        pruning_thresholds: tlt-prune -pth values (JSON list): filters whose normalised norm is
+            below it are removed. One value prunes and retrains once; several run a prune sweep
+            (each pruned, retrained and evaluated in parallel) and keep the smallest model within
+            sweep_tolerance of the best accuracy. Each value costs a retraining.
         pruning_normalizer: tlt-prune -n: max (the guide's default) or L2. L2 divides each filter's
             norm by the layer's L2 norm of all its filter norms, so wide layers lose most filters
             at a small threshold; with max, models trained for a few epochs keep nearly every
             filter below thresholds of 0.9.
         retrain_epochs: epochs of retraining the pruned model (0: the spec's n_epochs).
+        sweep_tolerance: prune sweep: allowed accuracy drop (points of %) from the best candidate
+            for a smaller one to be kept.
+        quality_threshold: the retrained model's accuracy (in %, on eval_dataset) must reach it
+            for export and the engine builds to run; otherwise they are skipped and the quality
+            gate's report says why. 0 lets every model through: set it for production data.
         engine_precision: precision of the final engine (int8 or fp32); the report also shows an
             fp32 engine.
         calibration_batches: int8 calibration batches of the export.
         calibration_batch_size: images per calibration batch.
     """
-    train_task = configure_task(train(task="classification", spec=spec, train_dataset=train_dataset,
-                                      val_dataset=val_dataset, gpus=gpus))
-    evaluate_task = configure_task(evaluate(task="classification", data_dir=eval_dataset,
-                                            model=train_task.outputs["model"]))
-    prune_task = configure_task(prune(pruning_threshold=pruning_threshold,
-                                      normalizer=pruning_normalizer,
-                                      model=train_task.outputs["model"]))
-    prune_task.after(evaluate_task)
-    retrain_task = configure_task(retrain(task="classification", spec=spec, epochs=retrain_epochs,
+    summary = configure_task(run_summary(pipeline="classification"))
+    with dsl.ExitHandler(summary, name="classification-run"):
+        train_task = configure_task(train(task="classification", spec=spec,
                                           train_dataset=train_dataset, val_dataset=val_dataset,
-                                          gpus=gpus, pretrained_model=prune_task.outputs["pruned_model"]))
-    pruning_eval = configure_task(evaluate(task="classification", data_dir=eval_dataset,
-                                           model=retrain_task.outputs["model"],
-                                           compare_a=train_task.outputs["model"],
-                                           labels="unpruned,pruned + retrained"))
-    export_task = configure_task(export(data_type="int8", batches=calibration_batches,
-                                        cal_batch_size=calibration_batch_size,
-                                        cal_data_dir=train_dataset,
-                                        model=retrain_task.outputs["model"]))
-    export_task.after(pruning_eval)
-    fp32_engine = configure_task(build_engine(precision="fp32", export=export_task.outputs["export"]))
-    engine_task = configure_task(build_engine(precision=engine_precision,
-                                              export=export_task.outputs["export"]))
-    engine_eval = configure_task(evaluate(task="classification", data_dir=eval_dataset,
-                                          framework="engine", model=engine_task.outputs["engine"],
-                                          compare_a=retrain_task.outputs["model"],
-                                          compare_b=fp32_engine.outputs["engine"]))
-    return Outputs(model=train_task.outputs["model"], metrics=evaluate_task.outputs["metrics"],
-                   confusion=evaluate_task.outputs["confusion"], report=evaluate_task.outputs["report"],
-                   pruned_model=prune_task.outputs["pruned_model"],
-                   retrained_model=retrain_task.outputs["model"],
-                   pruning_report=pruning_eval.outputs["report"], export=export_task.outputs["export"],
-                   engine=engine_eval.outputs["scored_model"],
-                   engine_metrics=engine_eval.outputs["metrics"],
-                   engine_report=engine_eval.outputs["report"])
+                                          gpus=gpus))
+        evaluate_task = configure_task(evaluate(task="classification", data_dir=eval_dataset,
+                                                model=train_task.outputs["model"]))
+        with dsl.ParallelFor(pruning_thresholds, name="prune-sweep") as threshold:
+            prune_task = configure_task(prune(pruning_threshold=threshold,
+                                              normalizer=pruning_normalizer,
+                                              model=train_task.outputs["model"]))
+            prune_task.after(evaluate_task)
+            retrain_task = configure_task(retrain(
+                task="classification", spec=spec, epochs=retrain_epochs,
+                train_dataset=train_dataset, val_dataset=val_dataset, gpus=gpus,
+                pretrained_model=prune_task.outputs["pruned_model"]))
+            pruning_eval = configure_task(evaluate(task="classification", data_dir=eval_dataset,
+                                                   model=retrain_task.outputs["model"],
+                                                   compare_a=train_task.outputs["model"],
+                                                   labels="unpruned,pruned + retrained"))
+        pick = configure_task(pick_pruned(
+            task="classification", tolerance=sweep_tolerance,
+            candidates=dsl.Collected(pruning_eval.outputs["scored_model"]),
+            pruned_models=dsl.Collected(prune_task.outputs["pruned_model"])))
+        gate = configure_task(quality_gate(task="classification", threshold=quality_threshold,
+                                           model=pick.outputs["model"]))
+        with dsl.If(gate.outputs["passed"] == True, name="quality-gate-passed"):  # noqa: E712
+            _deploy(pick.outputs["model"], train_dataset, eval_dataset, engine_precision,
+                    calibration_batches, calibration_batch_size)

@@ -1,6 +1,10 @@
 """Detection pipeline: KITTI data set -> TFRecords (convert) -> DetectNet_v2 (train) -> AP (evaluate)
--> prune -> retrain -> AP before vs after (evaluate) -> export (int8 calibration) -> fp32 and int8
-engines (build_engine) -> AP of the engine vs Keras vs fp32 engine (evaluate).
+-> prune -> retrain -> AP before vs after (evaluate), once or per threshold of a prune sweep
+(``dsl.ParallelFor``) -> the smallest model within a tolerance of the best (pick_pruned, fan-in with
+``dsl.Collected``) -> quality gate on its mAP (``dsl.If``) -> export (int8 calibration) -> fp32 and
+int8 engines (build_engine) -> AP of the engine vs Keras vs fp32 engine (evaluate). The whole DAG runs
+inside a ``dsl.ExitHandler`` whose exit task (run_summary) writes the run's summary even when a step
+fails.
 
 Compiled by ``tlt-pipeline compile`` into ``pipelines/detection.yaml`` (Kubeflow) and
 ``manifests/workflows/detection.yaml`` (Argo); run on a laptop with
@@ -10,42 +14,67 @@ frames. The retrained model's report compares parameters, size on disk, CPU imag
 and after pruning; the engine's report compares the Keras model, the fp32 and the int8 engine.
 """
 
-from typing import NamedTuple
-
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Metrics, Model
 
 from tlt.orchestration.components import load_component
 from tlt.orchestration.task_settings import configure_task
 from tlt.orchestration.pipelines import DEFAULT_CONVERT_SPEC, DEFAULT_DETECTION_SPEC
 
-__all__ = ["detection"]
+__all__ = ["detection", "LOCAL_OUTPUTS"]
 
 convert = load_component("convert")
 train = load_component("train")
 evaluate = load_component("evaluate")
 prune = load_component("prune")
 retrain = load_component("retrain")
+pick_pruned = load_component("pick_pruned")
+quality_gate = load_component("quality_gate")
 export = load_component("export")
 build_engine = load_component("build_engine")
+run_summary = load_component("run_summary")
 
-Outputs = NamedTuple("Outputs", [("dataset", Dataset), ("model", Model), ("metrics", Metrics),
-                                 ("report", HTML), ("pruned_model", Model),
-                                 ("retrained_model", Model), ("pruning_report", HTML),
-                                 ("export", Model), ("engine", Model), ("engine_metrics", Metrics),
-                                 ("engine_report", HTML)])
+#: What a local run reports as the pipeline's outputs: name -> (task, output). The DAG runs inside
+#: an ExitHandler, and KFP returns no pipeline outputs from inside one, so a local run reads these
+#: tasks' artifacts (a test checks each exists in the compiled DAG). Loop tasks name their first
+#: iteration.
+LOCAL_OUTPUTS = {
+    "dataset": ("convert", "dataset"), "model": ("train", "model"),
+    "metrics": ("evaluate", "metrics"), "report": ("evaluate", "report"),
+    "pruned_model": ("prune", "pruned_model"), "pruning_report": ("evaluate-2", "report"),
+    "retrained_model": ("pick-pruned", "model"), "sweep_report": ("pick-pruned", "report"),
+    "quality_report": ("quality-gate", "report"), "export": ("export", "export"),
+    "engine": ("evaluate-3", "scored_model"), "engine_metrics": ("evaluate-3", "metrics"),
+    "engine_report": ("evaluate-3", "report"), "run_summary": ("run-summary", "summary"),
+}
+
+
+
+def _deploy(model, dataset, evaluation_mode, train_spec, engine_precision, calibration_batches,
+            calibration_batch_size) -> None:
+    """Export the gated model, build the fp32 and final engines and evaluate the final one."""
+    export_task = configure_task(export(data_type="int8", batches=calibration_batches,
+                                        cal_batch_size=calibration_batch_size, model=model,
+                                        dataset=dataset))
+    fp32_engine = configure_task(build_engine(precision="fp32", export=export_task.outputs["export"]))
+    engine_task = configure_task(build_engine(precision=engine_precision,
+                                              export=export_task.outputs["export"]))
+    configure_task(evaluate(task="detection", mode=evaluation_mode, spec=train_spec,
+                            framework="engine", dataset=dataset, model=engine_task.outputs["engine"],
+                            compare_a=model, compare_b=fp32_engine.outputs["engine"]))
 
 
 @dsl.pipeline(name="tlt-detection",
               description="TLT DetectNet_v2 detection: KITTI data set -> TFRecords -> trained detector "
-                          "-> AP -> pruned and retrained detector -> int8 engine -> AP of the engine.")
+                          "-> AP -> pruned and retrained detector (one threshold or a sweep) -> "
+                          "quality gate -> int8 engine -> AP of the engine; a run summary at the end.")
 def detection(dataset_root: str = "", convert_spec: str = DEFAULT_CONVERT_SPEC,
               validation_fold: int = 0, train_spec: str = DEFAULT_DETECTION_SPEC,
-              evaluation_mode: str = "", gpus: int = 1, pruning_threshold: float = 0.05,
-              pruning_normalizer: str = "L2", retrain_epochs: int = 6, engine_precision: str = "int8",
-              calibration_batches: int = 4, calibration_batch_size: int = 8) -> Outputs:
-    """Convert a KITTI data set, train DetectNet_v2, prune and retrain it, build an engine; evaluate
-    each model.
+              evaluation_mode: str = "", gpus: int = 1, pruning_thresholds: list = [0.05],
+              pruning_normalizer: str = "L2", retrain_epochs: int = 6, sweep_tolerance: float = 1.0,
+              quality_threshold: float = 10.0, engine_precision: str = "int8",
+              calibration_batches: int = 4, calibration_batch_size: int = 8):
+    """Convert a KITTI data set, train DetectNet_v2, prune and retrain it, gate it on mAP, build an
+    engine; evaluate each model; write a run summary whatever happens.
 
     Args:
         dataset_root: URI of the KITTI data set (local, gs://, s3://); "" keeps the convert spec's path.
@@ -56,50 +85,51 @@ def detection(dataset_root: str = "", convert_spec: str = DEFAULT_CONVERT_SPEC,
             the converted TFRecords. Retraining uses it with the pruned model as pretrained model.
         evaluation_mode: "voc" or "kitti"; "" uses the train spec's evaluation_mode.
         gpus: replicas to train on.
-        pruning_threshold: tlt-prune -pth: filters whose normalised norm is below it are removed.
+        pruning_thresholds: tlt-prune -pth values (JSON list): filters whose normalised norm is
+            below it are removed. One value prunes and retrains once; several run a prune sweep
+            (each pruned, retrained and evaluated in parallel) and keep the smallest model within
+            sweep_tolerance of the best mAP. Each value costs a retraining.
         pruning_normalizer: tlt-prune -n: max (the guide's default) or L2. L2 divides each filter's
             norm by the layer's L2 norm of all its filter norms, so wide layers lose most filters
             at a small threshold; with max, models trained for a few epochs keep nearly every
             filter below thresholds of 0.9.
         retrain_epochs: epochs of retraining the pruned model (0: the train spec's num_epochs).
+        sweep_tolerance: prune sweep: allowed mAP drop (points of %) from the best candidate
+            for a smaller one to be kept.
+        quality_threshold: the retrained model's mAP (in %, evaluation_mode) must reach it for
+            export and the engine builds to run; otherwise they are skipped and the quality gate's
+            report says why (the sample data's retrained detector reaches about 20).
         engine_precision: precision of the final engine (int8 or fp32); the report also shows an
             fp32 engine.
         calibration_batches: int8 calibration batches of the export.
         calibration_batch_size: frames per calibration batch.
     """
-    dataset = configure_task(convert(spec=convert_spec, dataset_root=dataset_root,
-                                     validation_fold=validation_fold)).outputs["dataset"]
-    train_task = configure_task(train(task="detection", spec=train_spec, gpus=gpus, dataset=dataset))
-    evaluate_task = configure_task(evaluate(task="detection", mode=evaluation_mode,
-                                            model=train_task.outputs["model"], dataset=dataset))
-    prune_task = configure_task(prune(pruning_threshold=pruning_threshold,
-                                      normalizer=pruning_normalizer,
-                                      model=train_task.outputs["model"]))
-    prune_task.after(evaluate_task)
-    retrain_task = configure_task(retrain(task="detection", spec=train_spec, epochs=retrain_epochs,
-                                          gpus=gpus, pretrained_model=prune_task.outputs["pruned_model"],
+    summary = configure_task(run_summary(pipeline="detection"))
+    with dsl.ExitHandler(summary, name="detection-run"):
+        dataset = configure_task(convert(spec=convert_spec, dataset_root=dataset_root,
+                                         validation_fold=validation_fold)).outputs["dataset"]
+        train_task = configure_task(train(task="detection", spec=train_spec, gpus=gpus,
                                           dataset=dataset))
-    pruning_eval = configure_task(evaluate(task="detection", mode=evaluation_mode, dataset=dataset,
-                                           model=retrain_task.outputs["model"],
-                                           compare_a=train_task.outputs["model"],
-                                           labels="unpruned,pruned + retrained"))
-    export_task = configure_task(export(data_type="int8", batches=calibration_batches,
-                                        cal_batch_size=calibration_batch_size,
-                                        model=retrain_task.outputs["model"], dataset=dataset))
-    export_task.after(pruning_eval)
-    fp32_engine = configure_task(build_engine(precision="fp32", export=export_task.outputs["export"]))
-    engine_task = configure_task(build_engine(precision=engine_precision,
-                                              export=export_task.outputs["export"]))
-    engine_eval = configure_task(evaluate(task="detection", mode=evaluation_mode, spec=train_spec,
-                                          framework="engine", dataset=dataset,
-                                          model=engine_task.outputs["engine"],
-                                          compare_a=retrain_task.outputs["model"],
-                                          compare_b=fp32_engine.outputs["engine"]))
-    return Outputs(dataset=dataset, model=train_task.outputs["model"],
-                   metrics=evaluate_task.outputs["metrics"], report=evaluate_task.outputs["report"],
-                   pruned_model=prune_task.outputs["pruned_model"],
-                   retrained_model=retrain_task.outputs["model"],
-                   pruning_report=pruning_eval.outputs["report"], export=export_task.outputs["export"],
-                   engine=engine_eval.outputs["scored_model"],
-                   engine_metrics=engine_eval.outputs["metrics"],
-                   engine_report=engine_eval.outputs["report"])
+        evaluate_task = configure_task(evaluate(task="detection", mode=evaluation_mode,
+                                                model=train_task.outputs["model"], dataset=dataset))
+        with dsl.ParallelFor(pruning_thresholds, name="prune-sweep") as threshold:
+            prune_task = configure_task(prune(pruning_threshold=threshold,
+                                              normalizer=pruning_normalizer,
+                                              model=train_task.outputs["model"]))
+            prune_task.after(evaluate_task)
+            retrain_task = configure_task(retrain(
+                task="detection", spec=train_spec, epochs=retrain_epochs, gpus=gpus,
+                pretrained_model=prune_task.outputs["pruned_model"], dataset=dataset))
+            pruning_eval = configure_task(evaluate(task="detection", mode=evaluation_mode,
+                                                   dataset=dataset, model=retrain_task.outputs["model"],
+                                                   compare_a=train_task.outputs["model"],
+                                                   labels="unpruned,pruned + retrained"))
+        pick = configure_task(pick_pruned(
+            task="detection", tolerance=sweep_tolerance,
+            candidates=dsl.Collected(pruning_eval.outputs["scored_model"]),
+            pruned_models=dsl.Collected(prune_task.outputs["pruned_model"])))
+        gate = configure_task(quality_gate(task="detection", threshold=quality_threshold,
+                                           model=pick.outputs["model"]))
+        with dsl.If(gate.outputs["passed"] == True, name="quality-gate-passed"):  # noqa: E712
+            _deploy(pick.outputs["model"], dataset, evaluation_mode, train_spec, engine_precision,
+                    calibration_batches, calibration_batch_size)

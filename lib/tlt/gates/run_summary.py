@@ -21,7 +21,7 @@ from tlt.gates.report import json_safe
 from tlt.io.atomic import atomic_write_text
 
 __all__ = ["TaskStatus", "parse_task_statuses", "task_status_from_status_json",
-           "build_run_summary", "write_run_summary"]
+           "task_statuses_from_argo_failures", "build_run_summary", "write_run_summary"]
 
 # Every spelling a state arrives in (kfp, Argo, status.json) -> the one the summary shows.
 _STATES = {"done": "SUCCEEDED", "success": "SUCCEEDED", "succeeded": "SUCCEEDED",
@@ -120,6 +120,25 @@ def task_status_from_status_json(path: str | Path, name: str | None = None) -> T
     state = _state(data.get("state"))
     return TaskStatus.of(name or data.get("stage", Path(path).parent.name), state, seconds,
                          data.get("message") if state in _BAD else None)
+
+
+def task_statuses_from_argo_failures(text: str) -> list[TaskStatus]:
+    """The failed steps of an Argo workflow from the JSON of ``{{workflow.failures}}``.
+
+    Each entry has ``displayName``, ``phase`` (Failed, Error) and ``message``; an empty text
+    (a workflow without failures, or Kubeflow, which has no such variable) gives no statuses.
+
+    Raises:
+        PipelineError: text that is not a JSON list of such objects.
+    """
+    if not text or not text.strip() or text.strip() == "null":
+        return []
+    items = _json(text, "workflow failures")
+    if not isinstance(items, list):
+        raise PipelineError(f"workflow failures {text[:60]!r}: expected a JSON list")
+    return parse_task_statuses(
+        [{"name": i.get("displayName") or i.get("templateName"), "state": i.get("phase"),
+          "error": i.get("message")} if isinstance(i, Mapping) else i for i in items])
 
 
 def build_run_summary(pipeline: str, tasks: Iterable[TaskStatus], *,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from tlt.errors import PipelineError, SpecError
@@ -21,7 +22,7 @@ from tlt.gates.metrics import to_number
 from tlt.gates.report import format_value
 
 __all__ = ["SweepCandidate", "SweepPick", "parse_candidates", "candidates_from_columns",
-           "pick_smallest"]
+           "pick_smallest", "candidates_from_folders", "publish_pick"]
 
 _EPS = 1e-9
 
@@ -197,3 +198,76 @@ def _reason(chosen: SweepCandidate, best: SweepCandidate, tolerance: float) -> s
     return (f"threshold {chosen.threshold:g} kept: {chosen.params:,} params ({saved:.0%} fewer "
             f"than the best, threshold {best.threshold:g}), metric {fmt(chosen.metric)} within "
             f"{fmt(float(tolerance))} of the best {fmt(best.metric)}")
+
+
+def candidates_from_folders(candidates: list[str], pruned_models: list[str], *,
+                            metric: str) -> list[SweepCandidate]:
+    """Candidates from the artifact folders of a sweep's iterations.
+
+    Args:
+        candidates: each iteration's evaluated retrained model (evaluate's ``scored_model``:
+            ``metadata.json`` with ``params``, ``size_bytes`` and the metric in %).
+        pruned_models: each iteration's prune output, in the same order (``metadata.json`` with
+            ``settings.pruning_threshold``).
+        metric: the metric's key (``accuracy`` or ``mAP``).
+
+    Raises:
+        PipelineError: lists of different lengths, a folder without metadata, a missing field.
+    """
+    from tlt.artifacts import read_metadata
+
+    if len(candidates) != len(pruned_models):
+        raise PipelineError(f"prune sweep: {len(candidates)} evaluated candidates but "
+                            f"{len(pruned_models)} pruned models; expected one of each per threshold")
+    rows = []
+    for index, (evaluated, pruned) in enumerate(zip(candidates, pruned_models)):
+        meta, prune_meta = read_metadata(evaluated), read_metadata(pruned)
+        if not meta or not prune_meta:
+            missing = evaluated if not meta else pruned
+            raise PipelineError(f"sweep candidate {index}: {missing} has no metadata.json")
+        rows.append({"threshold": (prune_meta.get("settings") or {}).get("pruning_threshold"),
+                     "params": meta.get("params"), metric: meta.get(metric),
+                     "size": meta.get("size_bytes"), "model": evaluated})
+    return parse_candidates(rows, metric_key=metric)
+
+
+def publish_pick(pick: SweepPick, pruned_model: str, out_dir: str | Path, *,
+                 metric: str) -> dict[str, Any]:
+    """Copy the chosen model file into ``out_dir`` with a ``metadata.json`` describing it.
+
+    The metadata carries the metric in %, the parameter count and size, the chosen prune
+    output's pruning record (``params_before``, ``params_after``, ``pruning_ratio``,
+    ``settings``) and the whole sweep, so later stages and the run summary read it as they read
+    a retrained model.
+
+    Args:
+        pick: `pick_smallest`'s result over `candidates_from_folders` (``model`` = folders).
+        pruned_model: the chosen candidate's prune output folder.
+        out_dir: the output folder.
+        metric: the metric's key.
+
+    Returns:
+        The metadata written.
+    """
+    import shutil
+
+    from tlt.artifacts import read_metadata, write_metadata
+
+    chosen_meta = read_metadata(pick.chosen.model)
+    source = Path(pick.chosen.model) / str(chosen_meta.get("model", ""))
+    if not chosen_meta.get("model") or not source.is_file():
+        raise PipelineError(f"sweep candidate {pick.chosen.model}: its metadata.json names no model "
+                            "file in the folder")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, out / source.name)
+    pruning = read_metadata(pruned_model)
+    fields = {"model": source.name, "task": chosen_meta.get("task"),
+              metric: pick.chosen.metric, "params": pick.chosen.params,
+              "size_bytes": pick.chosen.size, "pruning_threshold": pick.chosen.threshold,
+              **{k: pruning[k] for k in ("params_before", "params_after", "pruning_ratio",
+                                         "settings") if k in pruning},
+              "sweep": {"reason": pick.reason, "tolerance": pick.tolerance,
+                        "candidates": [asdict(c) for c in pick.candidates]}}
+    fields = {k: v for k, v in fields.items() if v is not None}
+    return write_metadata(out, "pick_pruned", parents=[{"uri": str(source)}], **fields)

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 from tlt.errors import PipelineError
 from tlt.orchestration.paths import project_image, repo_root
 from tlt.orchestration.registry import Param, Stage, get_stage
+from tlt.orchestration.registry_gates import FINAL_STATUS_PARAMS
 
 __all__ = [
     "GENERATED_MARK",
@@ -39,20 +40,57 @@ def component_function_name(stage: Stage) -> str:
     return stage.name
 
 
+def _input_type(a: Any) -> str:
+    # A collected input receives the artifact of every loop iteration (dsl.Collected).
+    return f"Input[List[{a.kind}]]" if getattr(a, "collected", False) else f"Input[{a.kind}]"
+
+
+def _signature_params(stage: Stage) -> list[Param]:
+    """The parameters the component takes from its caller (final-status ones come from KFP)."""
+    from_status = FINAL_STATUS_PARAMS.get(stage.name, {})
+    return [p for p in stage.params if p.name not in from_status]
+
+
 def _signature_lines(stage: Stage) -> list[str]:
     # Python needs arguments without defaults first: required params, artifacts, then optional params.
-    lines = [f"    {p.name}: {p.type.__name__}," for p in stage.params if p.required]
-    lines += [f"    {a.name}: Input[{a.kind}]," for a in stage.inputs if not a.optional]
+    params = _signature_params(stage)
+    lines = [f"    {p.name}: {p.type.__name__}," for p in params if p.required]
+    if stage.name in FINAL_STATUS_PARAMS:
+        lines.append("    final_status: dsl.PipelineTaskFinalStatus,")
+    lines += [f"    {a.name}: {_input_type(a)}," for a in stage.inputs if not a.optional]
     lines += [f"    {a.name}: Output[{a.kind}]," for a in stage.outputs]
-    lines += [f"    {p.name}: {p.type.__name__} = {p.default!r}," for p in stage.params if not p.required]
-    lines += [f"    {a.name}: Input[{a.kind}] = None," for a in stage.inputs if a.optional]
+    lines += [f"    {p.name}: {p.type.__name__} = {p.default!r}," for p in params if not p.required]
+    lines += [f"    {a.name}: {_input_type(a)} = None," for a in stage.inputs if a.optional]
     return lines
+
+
+def _return_annotation(stage: Stage) -> str:
+    """``-> NamedTuple(...)`` of the stage's scalar results (KFP output parameters), or nothing."""
+    if not stage.results:
+        return ""
+    fields = ", ".join(f'("{r.name}", {r.type.__name__})' for r in stage.results)
+    return f' -> NamedTuple("Results", [{fields}])'
+
+
+def _params_expression(stage: Stage) -> str:
+    """The ``params`` dict the body passes on: arguments, and fields of the final status."""
+    items = [f'"{p.name}": {p.name}' for p in _signature_params(stage)]
+    # An unset field of the final status is None; the stage's parameter wants text.
+    items += [f'"{name}": final_status.{field} or ""'
+              for name, field in FINAL_STATUS_PARAMS.get(stage.name, {}).items()]
+    return ", ".join(items)
 
 
 def _docstring_lines(stage: Stage) -> list[str]:
     lines = [f'    """{stage.description}', "", f"    Same stage as `{stage.cli}` on a laptop.", "", "    Args:"]
-    for item in [*stage.params, *stage.inputs, *stage.outputs]:
+    for item in [*_signature_params(stage), *stage.inputs, *stage.outputs]:
         lines.append(f"        {item.name}: {item.help}")
+    if stage.name in FINAL_STATUS_PARAMS:
+        lines.append("        final_status: the pipeline's final state and error, filled by KFP "
+                     "(an ExitHandler's exit task).")
+    if stage.results:
+        lines += ["", "    Returns:"]
+        lines += [f"        {r.name}: {r.help}" for r in stage.results]
     lines.append('    """')
     return lines
 
@@ -67,13 +105,16 @@ def render_component_source(stage: Stage, image: str | None = None) -> str:
     kinds = sorted({a.kind for a in stage.inputs + stage.outputs})
     wrappers = sorted({"Input"} if stage.inputs else set()) + (["Output"] if stage.outputs else [])
     imports = ", ".join(kinds + wrappers)
-    params = ", ".join(f'"{p.name}": {p.name}' for p in stage.params)
+    typing_names = (["List"] if any(getattr(a, "collected", False) for a in stage.inputs) else []) \
+        + (["NamedTuple"] if stage.results else [])
+    params = _params_expression(stage)
     ins = ", ".join(f'"{a.name}": {a.name}' for a in stage.inputs)
     outs = ", ".join(f'"{a.name}": {a.name}' for a in stage.outputs)
     lines = [
         f"# {GENERATED_MARK}",
         f'"""KFP component `{stage.name}`: {stage.description}"""',
         "",
+        *([f"from typing import {', '.join(typing_names)}", ""] if typing_names else []),
         "from kfp import dsl",
         *([f"from kfp.dsl import {imports}"] if imports else []),
         "",
@@ -83,11 +124,11 @@ def render_component_source(stage: Stage, image: str | None = None) -> str:
         f'@dsl.component(base_image="{project_image(image)}", install_kfp_package=False)',
         f"def {component_function_name(stage)}(",
         *_signature_lines(stage),
-        "):",
+        f"){_return_annotation(stage)}:",
         *_docstring_lines(stage),
         "    from tlt.orchestration.entrypoints import run_component",
         "",
-        "    run_component(",
+        f"    {'return ' if stage.results else ''}run_component(",
         f'        "{stage.name}",',
         f"        params={{{params}}},",
         f"        inputs={{{ins}}},",
@@ -137,6 +178,15 @@ def render_readme(stage: Stage, image: str | None = None) -> str:
         else:
             lines.append("None.")
         lines.append("")
+    if stage.results:
+        lines += ["## Results", "", "Scalar outputs (KFP output parameters; Argo output parameters read "
+                  "from `/tmp/tlt/results/<name>`) that the pipeline's control flow reads.", "",
+                  "| name | type | description |", "| --- | --- | --- |",
+                  *[f"| `{r.name}` | {r.type.__name__} | {r.help} |" for r in stage.results], ""]
+    if stage.name in FINAL_STATUS_PARAMS:
+        fields = ", ".join(f"`{n}` <- `{f}`" for n, f in FINAL_STATUS_PARAMS[stage.name].items())
+        lines += [f"An exit task: in KFP these parameters come from `dsl.PipelineTaskFinalStatus` "
+                  f"({fields}); in Argo from the workflow's status.", ""]
     if stage.env_secrets():
         lines += ["## Secrets", ""]
         for s in stage.env_secrets():

@@ -4,7 +4,15 @@
 `run_stage_argv` is what an Argo template's container runs (``tlt-pipeline stage <name> ...``).
 Both check parameters against the registry and call the same adapter, with SIGTERM (what
 Kubernetes sends on eviction) raising `tlt.errors.Interrupted` so the stage stops cleanly and its
-retry resumes. A failed stage logs one line starting with `STAGE_FAILED_MARK` before the error
+retry resumes.
+
+The adapter protocol (`tlt.orchestration.stage_types.Adapter`): ``adapter(params, inputs, outputs)``
+with ``inputs`` mapping each input artifact to its local folder, or, for an input that collects one
+artifact per loop iteration (`tlt.orchestration.registry_gates.CollectedArtifact`), to the list of
+their folders; it returns ``{output name: metadata}`` plus, for a stage with scalar results, the
+reserved key `tlt.orchestration.results.RESULTS_KEY` holding ``{result name: value}``. A KFP
+component returns those results as its NamedTuple; an Argo container writes each to its
+``--result-<name>`` file. A failed stage logs one line starting with `STAGE_FAILED_MARK` before the error
 propagates: the line a local run shows instead of the executor's traceback.
 """
 
@@ -18,6 +26,7 @@ from typing import Any, Mapping, Sequence
 from tlt.errors import PipelineError, TLTError
 from tlt.orchestration.adapter_table import get_adapter
 from tlt.orchestration.registry import Stage, get_stage
+from tlt.orchestration.results import RESULTS_KEY, split_results, write_result_files
 from tlt.signals import sigterm_raises
 
 __all__ = ["STAGE_FAILED_MARK", "run_component", "run_stage", "build_stage_parser", "run_stage_argv"]
@@ -31,18 +40,19 @@ _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
 
-def run_stage(stage_name: str, params: Mapping[str, Any], inputs: Mapping[str, str],
-              outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+def run_stage(stage_name: str, params: Mapping[str, Any], inputs: Mapping[str, Any],
+              outputs: Mapping[str, str]) -> dict[str, Any]:
     """Run a stage's adapter on local folders after checking names against the registry.
 
     Args:
         stage_name: registry key.
         params: parameter name -> value; missing optional ones take the registry default.
-        inputs: input artifact name -> local folder.
+        inputs: input artifact name -> local folder (a list of folders for a collected input).
         outputs: output artifact name -> local folder to create.
 
     Returns:
-        Output artifact name -> metadata for the UI.
+        Output artifact name -> metadata for the UI; a stage with results also has
+        `RESULTS_KEY` -> ``{result name: value}``, checked and typed against the registry.
 
     Raises:
         PipelineError: unknown or missing parameters or artifacts.
@@ -57,7 +67,9 @@ def run_stage(stage_name: str, params: Mapping[str, Any], inputs: Mapping[str, s
         _check_names(stage, "output artifact", outputs, [a.name for a in stage.outputs])
         _log.info("stage %s: inputs %s, outputs %s", stage.name, dict(inputs), dict(outputs))
         with sigterm_raises():
-            return get_adapter(stage.name)(full, dict(inputs), dict(outputs))
+            returned = get_adapter(stage.name)(full, dict(inputs), dict(outputs))
+        meta, results = split_results(stage, returned)
+        return {**meta, RESULTS_KEY: results} if stage.results else meta
     except TLTError as err:
         _log.error("%s %s: %s", STAGE_FAILED_MARK, stage.name, err)
         raise
@@ -68,28 +80,44 @@ def run_stage(stage_name: str, params: Mapping[str, Any], inputs: Mapping[str, s
 
 
 def run_component(stage_name: str, params: Mapping[str, Any], inputs: Mapping[str, Any],
-                  outputs: Mapping[str, Any]) -> None:
+                  outputs: Mapping[str, Any]) -> tuple[Any, ...] | None:
     """Body of every generated KFP component.
 
     Args:
         stage_name: registry key.
         params: the component's parameter values.
-        inputs: input name -> ``kfp.dsl.Input[...]`` artifact (its ``.path`` is a local folder).
+        inputs: input name -> ``kfp.dsl.Input[...]`` artifact (its ``.path`` is a local folder), or
+            the list of them for a collected input (``Input[List[...]]``).
         outputs: output name -> ``kfp.dsl.Output[...]`` artifact; its ``.metadata`` receives the
             adapter's metadata so the Kubeflow UI shows it.
+
+    Returns:
+        The stage's results in registry order (the component's NamedTuple), or None when it
+        declares none.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
-    meta = run_stage(stage_name, params, {k: v.path for k, v in inputs.items() if v is not None},
+    meta = run_stage(stage_name, params, {k: _local_paths(v) for k, v in inputs.items() if v is not None},
                      {k: v.path for k, v in outputs.items()})
     for name, artifact in outputs.items():
         artifact.metadata.update(meta.get(name, {}))
+    results = meta.get(RESULTS_KEY)
+    stage = get_stage(stage_name)
+    return tuple(results[r.name] for r in stage.results) if stage.results else None
+
+
+def _local_paths(artifact: Any) -> Any:
+    """An artifact's folder, or the folders of a collected list of artifacts."""
+    if isinstance(artifact, (list, tuple)):
+        return [a.path for a in artifact]
+    return artifact.path
 
 
 def build_stage_parser(stage: Stage, prog: str | None = None) -> argparse.ArgumentParser:
     """An argument parser for ``stage`` generated from the registry (what Argo containers run).
 
-    Flags: ``--<param>=value`` per parameter, ``--input-<name>=DIR`` per input artifact and
-    ``--output-<name>=DIR`` per output artifact.
+    Flags: ``--<param>=value`` per parameter, ``--input-<name>=DIR`` per input artifact,
+    ``--output-<name>=DIR`` per output artifact and ``--result-<name>=FILE`` per scalar result
+    (optional: without it the result is only returned).
     """
     parser = _RaisingParser(prog=prog, description=stage.description)
     for p in stage.params:
@@ -103,14 +131,21 @@ def build_stage_parser(stage: Stage, prog: str | None = None) -> argparse.Argume
                             default=None, help=a.help)
     for a in stage.outputs:
         parser.add_argument(f"--output-{a.name}", dest=f"output__{a.name}", required=True, help=a.help)
+    for r in stage.results:
+        parser.add_argument(f"--result-{r.name}", dest=f"result__{r.name}", default=None, help=r.help)
     return parser
 
 
-def run_stage_argv(stage_name: str, argv: Sequence[str], prog: str | None = None) -> dict[str, dict[str, Any]]:
+def run_stage_argv(stage_name: str, argv: Sequence[str], prog: str | None = None) -> dict[str, Any]:
     """Parse an Argo container's flags for ``stage_name`` and run it.
 
+    A collected input's folder holds one sub-folder per loop iteration (each with its
+    ``metadata.json``, found at any depth); the stage receives their list, sorted by path. Each
+    result is written to its ``--result-<name>`` file.
+
     Returns:
-        Output artifact name -> metadata (also in each output folder's ``metadata.json``).
+        Output artifact name -> metadata (also in each output folder's ``metadata.json``), and
+        `RESULTS_KEY` -> results for a stage with results.
     """
     stage = get_stage(stage_name)
     ns = vars(build_stage_parser(stage, prog).parse_args(list(argv)))
@@ -124,7 +159,31 @@ def run_stage_argv(stage_name: str, argv: Sequence[str], prog: str | None = None
     for name, path in inputs.items():
         if not Path(path).exists():
             raise PipelineError(f"stage {stage.name}: input artifact {name} folder {path} does not exist")
-    return run_stage(stage.name, params, inputs, outputs)
+    inputs = {name: _collected_folders(stage, name, path) if _is_collected(stage, name) else path
+              for name, path in inputs.items()}
+    returned = run_stage(stage.name, params, inputs, outputs)
+    if stage.results:
+        write_result_files(stage, returned[RESULTS_KEY],
+                           {r.name: ns[f"result__{r.name}"] for r in stage.results})
+    return returned
+
+
+def _is_collected(stage: Stage, name: str) -> bool:
+    return any(a.name == name and getattr(a, "collected", False) for a in stage.inputs)
+
+
+def _collected_folders(stage: Stage, name: str, folder: str) -> list[str]:
+    """The artifact folders (those holding ``metadata.json``) under a collected input's folder."""
+    found: list[str] = []
+    # Shallowest first: an artifact's own sub-folders (a Triton repository ...) are part of it.
+    for meta in sorted(Path(folder).rglob("metadata.json"), key=lambda p: (len(p.parts), str(p))):
+        if not any(meta.parent.is_relative_to(Path(f)) for f in found):
+            found.append(str(meta.parent))
+    found.sort()
+    if not found:
+        raise PipelineError(f"stage {stage.name}: collected input {name} folder {folder} holds no "
+                            "artifact (no metadata.json below it)")
+    return found
 
 
 class _RaisingParser(argparse.ArgumentParser):
