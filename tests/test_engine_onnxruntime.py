@@ -184,3 +184,72 @@ def _range(tensors_data, name):
     value = tensors_data[name]
     low, high = getattr(value, "range_value", value)
     return float(low), float(high)
+
+
+def test_int8_weights_use_seven_bits(tmp_path):
+    """``reduce_range``: u8 x s8 products added in pairs fit int16 on CPUs without VNNI (with
+    full-range weights they saturated: a 16 px box-offset error on the deployed test detector)."""
+    engine_path, _ = _build(tmp_path, "int8")
+    model = onnx.load(engine_path)
+    weights = [onnx.numpy_helper.to_array(i) for i in model.graph.initializer
+               if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
+    assert weights, "no quantized convolution weights"
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+
+
+def test_int8_build_folds_batch_norm_into_the_convolution(tmp_path):
+    """A biased Conv -> Mul -> Add (as tf2onnx writes Conv2D + BatchNormalization) is quantized
+    as one Conv whose output is the Add's tensor, with the cache's range for that tensor."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tlt.engines.calibration_cache import CalibrationCache
+    from tlt.engines.onnxruntime_engine import build_onnxruntime_engine
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.uniform(0.05, 20, (1, 8, 1, 1)).astype(np.float32), "s"),
+             numpy_helper.from_array(rng.standard_normal((1, 8, 1, 1)).astype(np.float32), "t")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["c", "s"], ["m"], name="mul"),
+             helper.make_node("Add", ["m", "t"], ["a"], name="add"),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["y"], name="pool")]
+    graph = helper.make_graph(nodes, "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1, 1])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    import onnxruntime as ort
+
+    values = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    inner = dict(zip(["c", "m", "a", "r"], ort.InferenceSession(_with_outputs(
+        model, ["c", "m", "a", "r"]).SerializeToString()).run(["c", "m", "a", "r"], {"x": x})))
+    amax = {"x": float(np.abs(x).max()), **{k: float(np.abs(v).max()) for k, v in inner.items()},
+            "y": float(np.abs(values).max())}
+    path = tmp_path / "int8.engine"
+    build_onnxruntime_engine(model.SerializeToString(), path, precision="int8",
+                             cache=CalibrationCache.from_ranges(amax))
+    built = onnx.load(path)
+    plain = [n.op_type for n in built.graph.node if n.op_type not in ("QuantizeLinear",
+                                                                        "DequantizeLinear")]
+    # No Mul / Add left; the quantizer then drops the Relu too (its [0, amax] range clips alike).
+    assert plain == ["Conv", "GlobalAveragePool"], plain
+    conv = next(n for n in built.graph.node if n.op_type == "Conv")
+    quantized_output = next(n for n in built.graph.node
+                            if n.op_type == "QuantizeLinear" and n.input[0] == conv.output[0])
+    assert conv.output[0] == "r"  # the batch-normed, rectified tensor, with its cache range
+    scale = _initializer(built, quantized_output.input[1])
+    assert float(scale) == pytest.approx(amax["r"] / 255, rel=1e-5)
+    got = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    assert np.abs(got - values).max() < 0.02 * amax["r"]
+
+
+def _with_outputs(model, names):
+    from onnx import TensorProto, helper
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
+    return copy

@@ -7,7 +7,11 @@ An ONNX Runtime "engine" is an ONNX graph prepared for this runtime:
 - int8: the export statically quantized to QDQ form (per-channel int8 weights, uint8
   activations: on x86 CPUs without VNNI signed activations run slower than fp32) with the
   activation ranges of the calibration cache, so no calibration image is needed here. The nodes
-  producing the graph outputs stay fp32.
+  producing the graph outputs stay fp32. Before quantizing, the per-channel ``Mul``/``Add`` that
+  tf2onnx leaves after a biased convolution (inference batch norm) are folded into it
+  (`tlt.engines.onnx_folding`), and weights use 7 of their 8 bits (``reduce_range``): ONNX
+  Runtime's uint8 x int8 kernels on AVX2 CPUs without VNNI add pairs of products in int16
+  (``vpmaddubsw``), which saturates with full-range weights.
 
 The cache holds symmetric ranges (TensorRT's format: one absolute maximum per tensor). A tensor
 that cannot be negative (the output of Relu, Sigmoid, Softmax, and of pooling/reshaping such a
@@ -25,6 +29,7 @@ import numpy as np
 
 from tlt.engines.base import Engine
 from tlt.engines.calibration_cache import CalibrationCache, check_cache_matches
+from tlt.engines.onnx_folding import fold_channel_affine
 from tlt.engines.sidecar import EngineInfo
 from tlt.engines.signature import tensor_names
 from tlt.errors import DataError, ModelFileError
@@ -101,12 +106,21 @@ def _quantize(onnx_bytes: bytes, cache: CalibrationCache, dest: Path, source: st
 
     model = onnx.load_from_string(onnx_bytes)
     ranges = _tensor_ranges(model, cache, source)
+    # After the ranges (checked against the export's own tensor names): a folded Conv takes the
+    # name of the batch norm's output, whose range the cache has; the ranges of the tensors
+    # folded away are simply not used. Measured on the deployed-detection test's DetectNet_v2:
+    # folding cut the int8 engine's mean coverage-logit error vs fp32 from 0.74 to 0.28.
+    fold_channel_affine(model)
     with tempfile.TemporaryDirectory(prefix="tlt-quant-") as tmp, _quiet_root_advice():
         # quantize_static takes precomputed ranges through its calibration-cache file.
         ranges_file = Path(tmp) / "ranges.json"
         save_tensors_data(ranges, ranges_file)
         quantize_static(model, str(dest), calibration_data_reader=None,
                         quant_format=QuantFormat.QDQ, per_channel=True,
+                        # 7-bit weights: u8 x s8 pairs then fit int16 on CPUs without VNNI,
+                        # where full-range weights saturated (a box-offset error of 16 px on
+                        # that detector fell to 1.9); on VNNI CPUs it costs one weight bit.
+                        reduce_range=True,
                         nodes_to_exclude=_output_nodes(model),
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
