@@ -11,14 +11,15 @@ run on a laptop with ``tlt-pipeline run retraining --local --param new_data_uri=
 The first run finds no champion: it trains from the spec (from scratch, or from the spec's
 pretrained model), publishes the model as version 1 and promotes it, and its report says so.
 Later runs fine-tune the champion, publish the challenger as the next version whatever the outcome
-(every version keeps its metrics and lineage) and move the ``production`` alias only when the
-challenger beats the champion by ``margin``; otherwise the report says why the champion stays.
+(every version keeps its metrics, lineage and the decision) and move the ``production`` alias only
+when the challenger beats the champion by ``margin``; otherwise the promote task's report says why
+the champion stays.
 """
 
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Metrics, Model
+from kfp.dsl import HTML
 
 from tlt.orchestration.components import load_component
 from tlt.orchestration.pipelines import DEFAULT_CONVERT_SPEC, DEFAULT_DETECTION_SPEC
@@ -33,8 +34,17 @@ train = load_component("train")
 retrain = load_component("retrain")
 promote = load_component("promote")
 
-Outputs = NamedTuple("Outputs", [("data_report", HTML), ("challenger", Model),
-                                 ("decision", Metrics), ("report", HTML)])
+Outputs = NamedTuple("Outputs", [("data_report", HTML)])
+
+
+def _promote(challenger, champ, dataset, gate, train_spec: str, registry_uri: str,
+             model_name: str, alias: str, margin: float):
+    """The promote task of one branch. Each branch has its own: kfp.local resolves a ``dsl.OneOf``
+    of parameters but not of artifacts, and the challenger is an artifact."""
+    return configure_task(promote(task="detection", spec=train_spec, registry_uri=registry_uri,
+                                  model_name=model_name, alias=alias, margin=margin,
+                                  challenger=challenger, champion=champ.outputs["champion"],
+                                  dataset=dataset, data_report=gate.outputs["gate"]))
 
 
 @dsl.pipeline(name="tlt-retraining",
@@ -85,16 +95,13 @@ def retraining(new_data_uri: str = "data/sample-kitti", registry_uri: str = "dat
                                           validation_fold=0))
     convert_task.after(gate)  # never convert (or train on) data the gate refused
     dataset = convert_task.outputs["dataset"]
+    registry = dict(registry_uri=registry_uri, model_name=model_name, alias=alias, margin=margin)
     with dsl.If(champ.outputs["has_champion"] == True, name="champion-exists"):  # noqa: E712
         finetune = configure_task(retrain(task="detection", spec=train_spec, epochs=finetune_epochs,
                                           gpus=gpus, pretrained_model=champ.outputs["champion"],
                                           dataset=dataset))
+        _promote(finetune.outputs["model"], champ, dataset, gate, train_spec, **registry)
     with dsl.Else(name="first-run"):
         first = configure_task(train(task="detection", spec=train_spec, gpus=gpus, dataset=dataset))
-    challenger = dsl.OneOf(finetune.outputs["model"], first.outputs["model"])
-    decide = configure_task(promote(task="detection", spec=train_spec, registry_uri=registry_uri,
-                                    model_name=model_name, alias=alias, margin=margin,
-                                    challenger=challenger, champion=champ.outputs["champion"],
-                                    dataset=dataset, data_report=gate.outputs["gate"]))
-    return Outputs(data_report=gate.outputs["report"], challenger=challenger,
-                   decision=decide.outputs["decision"], report=decide.outputs["report"])
+        _promote(first.outputs["model"], champ, dataset, gate, train_spec, **registry)
+    return Outputs(data_report=gate.outputs["report"])
