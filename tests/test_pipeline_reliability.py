@@ -163,3 +163,158 @@ def test_run_folder_is_restored_after_the_block():
             raise RuntimeError("a failed run")
     assert executor_input_utils.get_local_pipeline_resource_name is original
     assert original("tlt-detection").startswith("tlt-detection-20")
+
+
+# A publisher as the retraining pipeline's last step does it: publish m:2 (unless a rerun finds it
+# committed), then move `production` to it. It SIGKILLs itself just before its K-th write to the
+# store (argv[3]; 0: never) and prints how many writes it made. Writes are every call that changes
+# the store: tlt.io.storage's writers and the os calls under the local backend.
+_PUBLISHER = textwrap.dedent('''
+    import os, signal, sys
+    from tlt.io import storage
+    from tlt.io.registry import Registry, promote
+
+    root, source, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    count = 0
+
+    def counted(module, name):
+        real = getattr(module, name)
+        def write(*args, **kwargs):
+            global count
+            count += 1
+            if count == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+        setattr(module, name, write)
+
+    for name in ("write_bytes", "write_new", "write_if_unchanged", "write_text", "copy", "upload_file",
+                 "upload_tree", "delete", "delete_tree"):
+        counted(storage, name)
+    for name in ("replace", "rename", "link", "unlink", "remove", "rmdir"):
+        counted(os, name)
+    registry = Registry(root)
+    if "2" not in [v.version for v in registry.list_versions("m")]:
+        registry.publish("m", "2", source, metadata={"mAP": 61.0})
+    promote(registry, "m", "2", who="pipeline")
+    print("WRITES", count)
+''')
+
+
+def _registry_with_champion(root: Path, source: Path):
+    from tlt.io.registry import Registry, promote
+
+    registry = Registry(root)
+    registry.publish("m", "1", source, metadata={"mAP": 55.0})
+    promote(registry, "m", "1", who="setup")
+    return registry
+
+
+def _publisher(root: Path, source: Path, kill_at: int) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _PUBLISHER, str(root), str(source), str(kill_at)],
+                          capture_output=True, text=True, timeout=120, env=subprocess_env())
+
+
+def _check_consistent(registry, source: Path, out: Path) -> str:
+    """Every listed version pulls whole with the published bytes; production names one of them."""
+    from tlt.io.registry import history, resolve
+
+    versions = [v.version for v in registry.list_versions("m")]
+    assert versions[0] == "1" and set(versions) <= {"1", "2"}
+    for version in versions:
+        pulled = registry.pull("m", version, out / version)  # checks every file's sha256
+        assert sorted(p.name for p in pulled) == ["labels.txt", "model.tlt"]
+        assert (out / version / "model.tlt").read_bytes() == (source / "model.tlt").read_bytes()
+    champion = resolve(registry, "m", "production")
+    assert champion.version in versions
+    assert {r.to_version for r in history(registry, "m")} <= set(versions)
+    return champion.version
+
+
+@pytest.mark.slow  # one publisher process per write of a publish and promotion (~30 processes)
+def test_publisher_killed_at_every_write_never_leaves_a_half_model_or_a_dangling_alias(tmp_path):
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "model.tlt").write_bytes(os.urandom(200_000))
+    (source / "labels.txt").write_text("car\npedestrian\n")
+    dry = _publisher(_registry_with_champion(tmp_path / "dry", source).root, source, 0)
+    assert dry.returncode == 0, dry.stderr
+    writes = int(dry.stdout.split("WRITES")[1])
+    assert writes >= 5
+    seen = set()
+    for kill_at in range(1, writes + 1):
+        root = tmp_path / f"reg{kill_at}"
+        registry = _registry_with_champion(root, source)
+        killed = _publisher(root, source, kill_at)
+        assert killed.returncode == -signal.SIGKILL, (kill_at, killed.stderr[-2000:])
+        seen.add(_check_consistent(registry, source, tmp_path / f"out{kill_at}"))
+        rerun = _publisher(root, source, 0)  # the retried step completes the job
+        assert rerun.returncode == 0, (kill_at, rerun.stderr[-2000:])
+        assert _check_consistent(registry, source, tmp_path / f"again{kill_at}") == "2"
+        assert registry.list_versions("m")[-1].version == "2"
+    assert seen == {"1", "2"}  # kills landed both before and after the alias moved
+
+
+def _resume_wired() -> bool:
+    """`tlt-pipeline run --resume` exists (tlt.orchestration.local_run and tlt.cli.pipeline use
+    local_resume; see the report of issue 10's reliability check)."""
+    import inspect
+
+    from tlt.cli import pipeline as cli
+    from tlt.orchestration.local_run import run_local
+
+    try:
+        cli._build_parser().parse_args(["run", "detection", "--local", "--resume", "x"])
+    except SystemExit:
+        return False
+    return "resume" in inspect.signature(run_local).parameters
+
+
+def _three_epoch_spec() -> str:
+    """The pipeline's default spec cut to 3 epochs at 128x64, a checkpoint every epoch, validation
+    after the last."""
+    from tlt.orchestration.pipelines import DEFAULT_DETECTION_SPEC
+
+    spec = DEFAULT_DETECTION_SPEC
+    for field, value in (("num_epochs", 3), ("output_image_width", 128), ("output_image_height", 64),
+                         ("validation_period_during_training", 3), ("first_validation_epoch", 3),
+                         ("checkpoint_interval", 1)):
+        spec = re.sub(rf"\b{field}: \d+", f"{field}: {value}", spec)
+    return spec
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # a detection pipeline of ten TensorFlow tasks, twice started
+@pytest.mark.skipif(not _resume_wired(), reason="tlt-pipeline run --resume is not wired into local_run yet")
+def test_detection_run_killed_in_training_resumes_from_its_checkpoint(tmp_path):
+    from tlt.data.synthetic import make_detection_dataset
+
+    make_detection_dataset(tmp_path / "kitti", num_frames=12, width=128, height=64, seed=3)
+    runs = tmp_path / "runs"
+    argv = [str(VENV_BIN / "tlt-pipeline"), "run", "detection", "--local", "--pipeline-root", str(runs),
+            "--param", f"dataset_root={tmp_path / 'kitti'}", "--param", f"train_spec={_three_epoch_spec()}",
+            "--param", "retrain_epochs=1", "--param", "calibration_batches=1",
+            "--param", "calibration_batch_size=8"]
+    with open(tmp_path / "first.out", "w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=subprocess_env(),
+                                start_new_session=True)
+        try:  # killed (with its task processes) once epoch 1's checkpoint is on disk
+            _wait_for(proc, lambda: any(runs.glob("tlt-detection-*/train/model/checkpoints/epoch_001*")), 1200)
+        finally:
+            _kill_group(proc)
+    [run_dir] = runs.glob("tlt-detection-*")
+    model = run_dir / "train" / "model"
+    assert not (model / "model.tlt").exists(), "killed too late: training had finished"
+    assert (run_dir / "convert" / "dataset").is_dir()
+
+    done = subprocess.run(argv + ["--resume", str(run_dir)], capture_output=True, text=True,
+                          env=subprocess_env(), timeout=2000)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "convert reused from an earlier run" in done.stderr  # the progress line of a cache hit
+    assert sorted(p.name for p in runs.glob("tlt-detection-*")) == [run_dir.name]
+    log = (run_dir / "run.log").read_text()
+    resumed = re.search(r"resuming from \S+ \(epoch (\d+) of 3\)", log)
+    assert resumed and int(resumed.group(1)) >= 1, log[-3000:]
+    assert "Executing task 'convert'" not in re.sub(r"\x1b\[[0-9;]*m", "", log)
+    assert (model / "model.tlt").is_file()
+    rows = (model / "training_log.csv").read_text().strip().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["0", "1", "2"]  # every epoch logged once (0-based)
