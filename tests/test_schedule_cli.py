@@ -109,3 +109,17 @@ def test_unknown_parameter_is_refused_before_connecting():
     with pytest.raises(PipelineError, match="--param nope: unknown parameter"):
         schedule.schedule_pipeline("retraining", "@hourly", "http://x", params=["nope=1"],
                                    client_factory=lambda host: pytest.fail("connected"))
+
+
+def test_server_refusal_is_one_line():
+    from kfp_server_api.exceptions import ApiException
+
+    class Refusing(FakeClient):
+        def create_recurring_run(self, **kwargs):
+            raise ApiException(status=400, reason="Bad Request")
+
+    with pytest.raises(PipelineError) as err:
+        schedule.schedule_pipeline("retraining", "@weekly", "http://kfp.example",
+                                   client_factory=Refusing)
+    assert str(err.value) == ("KFP at http://kfp.example refused the recurring run of retraining: "
+                              "Bad Request")
