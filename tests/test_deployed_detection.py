@@ -7,6 +7,7 @@ frames with loose overlaps (`deployed_fixtures.trained_detector`), where its AP 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from deployed_fixtures import detector_artifacts
@@ -42,11 +43,25 @@ def keras_report(art, tmp_path_factory) -> dict:
     return report
 
 
+# Why int8 misses 0.5 pt here (measured 2026-11-28 on this fixture): the undertrained detector's coverage
+# logits span +-787 (median |logit| 16) from head inputs up to 157, while its AP is decided by
+# cells with coverage 0.001-0.35, i.e. logits -7..-0.6: a band under 1 % of the range, which
+# 8-bit steps of the head input (157 / 255) cannot resolve. Folding batch norm and 7-bit weights
+# (the builder's defaults) cut the mean logit error from 0.74 to 0.30 and the largest box error
+# from 16.7 to 1.9 (`test_int8_engine_outputs_stay_close_to_fp32`), yet AP still moves by whole
+# objects: "easy" has 5 cars among 32 detections (one car = 20 pt of recall), "combined" 37 cars
+# among 133 detections (101 false positives). The old engine's smaller combined drop was luck:
+# the same QDQ graph run as float ops (no int8 kernels, no saturation) gave -11.3 pt. The metric
+# itself is steady: 1-LSB uniform input noise on the fp32 engine moves it by at most 0.25 pt.
 _INT8_GAP = (
     "ONNX Runtime int8 of this undertrained detector (Keras car AP combined/easy/moderate/hard "
-    "60.2/73.7/80.1/62.0) on 24 frames: with abs-max calibration (the default) car AP is "
-    "57.8/92.4/83.4/66.3 (-2.4/+18.7/+3.4/+4.3 pt), with entropy calibration 36.5/45.1/44.6/41.2: "
-    "neither is within 0.5 pt (measured 2026-11-28, issue 9 part 5 is open on this)")
+    "60.2/73.7/80.1/62.0) on 24 frames: with batch norm folded and 7-bit weights car AP is "
+    "56.1/54.1/65.6/56.4 (-4.1/-19.6/-14.5/-5.6 pt); before them 57.8/92.4/83.4/66.3 "
+    "(-2.4/+18.7/+3.4/+4.3, with twice the output error); keeping the last residual block "
+    "and the heads in float still gives +4.7/+5.6/-0.7/+6.4; entropy calibration 55.6/64.3/"
+    "65.4/57.9. The AP is decided in a logit band under 1 % of the head's range, and a bucket "
+    "of 5 cars moves 20 pt per object, so 0.5 pt is not reachable with 8-bit activations here "
+    "(issue 9 part 5)")
 
 
 @pytest.mark.parametrize("name, tolerance", [
@@ -61,6 +76,26 @@ def test_deployed_ap_equals_the_keras_model(art, keras_report, tmp_path, name, t
     assert got.keys() == want.keys()
     for column, value in want.items():
         assert abs(got[column] - value) <= tolerance, (name, column, got[column], value)
+
+
+def test_int8_engine_outputs_stay_close_to_fp32(art):
+    """The int8 engine's raw outputs on the 24 frames, against the fp32 engine's. Before batch
+    norm folding and 7-bit weights: mean coverage-logit error 0.74, largest box error 16.7 (u8 x s8
+    int16 saturation on AVX2); after: 0.30 and 1.9."""
+    from tlt.engines import load_engine
+    from tlt.export.calibration import calibration_batches, list_calibration_images
+
+    images = list_calibration_images(art["data"]["root"] / "images", 24)
+    batch = np.concatenate(list(calibration_batches(images, (3, 64, 128), 8)))
+    ref = load_engine(art["fp32_engine"], threads=1).run(batch)
+    got = load_engine(art["int8_engine"], threads=1).run(batch)
+    cov, cov8 = ref["output_cov/Sigmoid"], got["output_cov/Sigmoid"]
+    assert (cov > 0.001).sum() > 100, "the detector covers too few cells to compare"
+    logit = lambda p: np.log(np.clip(p, 1e-7, 1 - 1e-7) / (1 - np.clip(p, 1e-7, 1 - 1e-7)))
+    near = cov > 0.0005  # the cells the coverage threshold (0.001) decides on
+    assert np.abs(logit(cov8) - logit(cov))[near].mean() < 0.45
+    bbox_error = np.abs(got["output_bbox/BiasAdd"] - ref["output_bbox/BiasAdd"])
+    assert bbox_error.max() < 4.0 and bbox_error.mean() < 0.35
 
 
 def _labels(folder) -> dict[str, list[list[float]]]:
