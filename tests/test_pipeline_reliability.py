@@ -22,6 +22,7 @@ import pytest
 from cli_processes import VENV_BIN, subprocess_env
 from tlt.errors import PipelineError
 from tlt.orchestration.local_resume import CACHE_DIR, CACHE_HIT, check_resume_dir, run_folder
+from tlt.orchestration.local_stop import descendants
 
 # A two-step pipeline of lightweight components with the shape of convert -> train: `prep` writes
 # its output once (cacheable); `work` takes `steps` slow steps, keeps its progress in its output
@@ -34,7 +35,9 @@ _DRIVER = textwrap.dedent('''
     from kfp import dsl, local
     from kfp.dsl import Dataset, Input, Model, Output
 
+    from tlt.errors import Interrupted
     from tlt.orchestration.local_resume import check_resume_dir, run_folder
+    from tlt.orchestration.local_stop import sigterm_stops_tasks
 
 
     @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -71,16 +74,23 @@ _DRIVER = textwrap.dedent('''
     logging.basicConfig(level=logging.INFO)  # kfp.local logs its cache hits at INFO
     root, ledger, resume = sys.argv[1], sys.argv[2], (sys.argv[3:] or [None])[0]
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root, enable_caching=True)
-    with run_folder(check_resume_dir(resume, "toy").name) if resume else nullcontext():
-        result = toy(ledger=ledger, steps=8)
+    try:
+        with run_folder(check_resume_dir(resume, "toy").name) if resume else nullcontext(), \\
+                sigterm_stops_tasks("; go on with --resume"):
+            result = toy(ledger=ledger, steps=8)
+    except Interrupted as err:
+        print("ERROR", err, flush=True)
+        sys.exit(143)
     print("MODEL", result.output.path)
 ''')
 
 
-def _run_toy(tmp_path: Path, *resume: str, kill_when=None) -> subprocess.CompletedProcess | None:
+def _run_toy(tmp_path: Path, *resume: str, kill_when=None, stop_when=None) -> subprocess.CompletedProcess | None:
     driver = tmp_path / "toy_pipeline.py"  # KFP reads component sources from a real file
     driver.write_text(_DRIVER)
     argv = [sys.executable, str(driver), str(tmp_path / "runs"), str(tmp_path / "ledger.txt"), *resume]
+    if stop_when is not None:
+        return _terminate_when(argv, stop_when)
     if kill_when is None:
         return subprocess.run(argv, capture_output=True, text=True, env=subprocess_env(), timeout=300)
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env(),
@@ -90,6 +100,19 @@ def _run_toy(tmp_path: Path, *resume: str, kill_when=None) -> subprocess.Complet
     finally:
         _kill_group(proc)
     return None
+
+
+def _terminate_when(argv: list[str], condition) -> subprocess.CompletedProcess:
+    """Start the run, send SIGTERM to its main process only (``kill PID``) once ``condition()``."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=subprocess_env(), start_new_session=True)
+    try:
+        _wait_for(proc, condition, timeout=300)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        _kill_group(proc)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, "")
 
 
 def _wait_for(proc: subprocess.Popen, condition, timeout: float) -> None:
@@ -318,3 +341,38 @@ def test_detection_run_killed_in_training_resumes_from_its_checkpoint(tmp_path):
     assert (model / "model.tlt").is_file()
     rows = (model / "training_log.csv").read_text().strip().splitlines()[1:]
     assert [row.split(",")[0] for row in rows] == ["0", "1", "2"]  # every epoch logged once (0-based)
+
+
+def test_sigterm_stops_the_running_task_and_the_run_resumes(tmp_path):
+    """``kill PID`` of a local run: the task it runs stops too (no orphan goes on writing into the
+    run's folder), the run exits 143, and a resume completes the cut step."""
+    started = time.monotonic()
+    stopped = _run_toy(tmp_path, stop_when=lambda: len(_progress(tmp_path)) >= 2)
+    took = time.monotonic() - started
+    assert stopped.returncode == 143, stopped.stdout[-3000:]
+    assert "ERROR stopped by SIGTERM; go on with --resume" in stopped.stdout
+    cut_at = len(_progress(tmp_path))
+    time.sleep(1.5)  # an orphaned task would add a step every 0.4 s
+    assert cut_at < 8, f"the run waited for its task to finish ({took:.0f} s)"
+    assert len(_progress(tmp_path)) == cut_at, "the task went on after the run stopped"
+    [run_dir] = (tmp_path / "runs").glob("toy-*")
+    done = _run_toy(tmp_path, str(run_dir))
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert _progress(tmp_path) == [str(i) for i in range(8)]
+    assert (tmp_path / "ledger.txt").read_text().split("\n") == ["prep", "work from 0", f"work from {cut_at}", ""]
+
+
+def test_descendants_lists_children_and_grandchildren():
+    child = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(descendants(child.pid)) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [grandchild] = descendants(child.pid)
+        assert Path(f"/proc/{grandchild}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", b"30"]
+        assert {child.pid, grandchild} <= set(descendants(os.getpid()))
+    finally:
+        for pid in descendants(child.pid):
+            os.kill(pid, signal.SIGKILL)
+        child.kill()
+        child.wait()
