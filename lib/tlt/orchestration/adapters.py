@@ -85,8 +85,9 @@ def train(params: Mapping[str, Any], inputs: Mapping[str, str],
     from tlt.stages import train as train_stage
 
     spec = _training_spec(params, inputs)
-    result = train_stage.run(spec, outputs["model"], task=params["task"], key=resolve_key(None),
-                             gpus=int(params.get("gpus", 1)), progress=sys.stderr.isatty())
+    with _checkpoint_mirror("train", params, inputs, outputs["model"]):
+        result = train_stage.run(spec, outputs["model"], task=params["task"], key=resolve_key(None),
+                                 gpus=int(params.get("gpus", 1)), progress=sys.stderr.isatty())
     return {"model": _training_metadata("train", params["task"], result, outputs["model"])}
 
 
@@ -102,13 +103,33 @@ def retrain(params: Mapping[str, Any], inputs: Mapping[str, str],
 
     spec = _training_spec(params, inputs)
     pretrained = str(model_file(inputs["pretrained_model"]))
-    result = retrain_stage.run(spec, outputs["model"], pretrained_model=pretrained,
-                               task=params["task"], epochs=int(params.get("epochs", 0)),
-                               key=resolve_key(None), gpus=int(params.get("gpus", 1)),
-                               progress=sys.stderr.isatty())
+    with _checkpoint_mirror("retrain", params, inputs, outputs["model"]):
+        result = retrain_stage.run(spec, outputs["model"], pretrained_model=pretrained,
+                                   task=params["task"], epochs=int(params.get("epochs", 0)),
+                                   key=resolve_key(None), gpus=int(params.get("gpus", 1)),
+                                   progress=sys.stderr.isatty())
     meta = _training_metadata("retrain", params["task"], result, outputs["model"])
     meta.update(pretrained_model=Path(pretrained).name, pruning=_pruning_of(pretrained))
     return {"model": meta}
+
+
+def _checkpoint_mirror(stage: str, params: Mapping[str, Any], inputs: Mapping[str, str],
+                       results_dir: str) -> contextlib.AbstractContextManager:
+    """Mirror ``results_dir`` under ``checkpoint_root`` while training (nothing when it is empty).
+
+    A retried pod starts with an empty results folder; the mirror brings back its predecessor's
+    checkpoints, so training resumes instead of starting over. The mirror's folder is
+    ``<checkpoint_root>/<run_id>/<stage>-<digest of params and inputs>``: one per task and run.
+    """
+    from tlt.io.checkpoint_sync import CheckpointMirror, inputs_digest, mirror_uri
+
+    root = params.get("checkpoint_root") or ""
+    if not root:
+        return contextlib.nullcontext()
+    digest = inputs_digest(params, inputs, skip=("checkpoint_root", "run_id"))
+    remote = mirror_uri(root, params.get("run_id") or "", stage, digest)
+    _log.info("%s: mirroring the results folder to %s", stage, remote)
+    return CheckpointMirror(results_dir, remote)
 
 
 def _training_spec(params: Mapping[str, Any], inputs: Mapping[str, str]):

@@ -4,8 +4,9 @@ Generated from the registry and the pipeline files of a checkout:
 
 - ``components/<stage>/component.py``, ``component.yaml`` (KFP IR) and ``README.md``
 - ``pipelines/<name>.yaml`` (KFP IR of ``pipelines/<name>.py``)
-- ``manifests/templates/<stage>.yaml``, ``manifests/workflows/<name>.yaml``,
-  ``manifests/artifact-repositories.yaml`` and ``manifests/kustomization.yaml``
+- ``manifests/``: the kustomize base and overlays, the WorkflowTemplate of each stage, the Workflow
+  of each pipeline, the retraining CronWorkflow and the secret templates
+  (`tlt.orchestration.kustomize`)
 
 Keys are sorted, order is stable and nothing records a time, so compiling twice gives the same bytes
 and `stale_files` can compare a fresh compile with the checked-in copies.
@@ -22,7 +23,7 @@ import yaml
 
 from tlt.errors import PipelineError
 from tlt.io.atomic import atomic_write_text
-from tlt.orchestration import argo, argo_workflow
+from tlt.orchestration import argo, argo_workflow, kustomize
 from tlt.orchestration.components import GENERATED_MARK, load_component, render_component_source, render_readme
 from tlt.orchestration.paths import project_image, repo_root
 from tlt.orchestration.pipelines import PIPELINES, load_pipeline
@@ -96,6 +97,8 @@ def compile_tree(root: str | Path | None = None, image: str | None = None) -> di
     root = Path(root if root is not None else repo_root())
     image = project_image(image)
     files: dict[str, str] = {}
+    templates: dict[str, Any] = {}
+    workflows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tlt-compile-") as tmp:
         work = Path(tmp)
         for stage in STAGES.values():
@@ -111,7 +114,7 @@ def compile_tree(root: str | Path | None = None, image: str | None = None) -> di
                                                                     f"{folder}/component.py")
             except Exception as err:  # KFP raises plain exceptions; name the stage for the user
                 raise PipelineError(f"cannot compile component {stage.name}: {err}") from err
-            files[f"manifests/templates/{stage.name}.yaml"] = dump_yaml(argo.build_workflow_template(stage, image))
+            templates[stage.name] = argo.build_workflow_template(stage, image, gpu=False)
         for info in PIPELINES.values():
             try:
                 func = load_pipeline(info.name, root=root, components_root=work)
@@ -123,17 +126,17 @@ def compile_tree(root: str | Path | None = None, image: str | None = None) -> di
                                     f"({root / 'pipelines' / (info.name + '.py')}): {err}") from err
             files[f"pipelines/{info.name}.yaml"] = text
             ir = next(yaml.safe_load_all(text))
-            files[f"manifests/workflows/{info.name}.yaml"] = dump_yaml(argo_workflow.build_workflow(info.name, ir))
-    configmap, _ = argo.build_artifact_repositories()
-    files["manifests/artifact-repositories.yaml"] = dump_yaml(configmap)
-    files["manifests/kustomization.yaml"] = dump_yaml({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        # Workflows use generateName, so they are submitted (argo submit), not applied.
-        "resources": ["artifact-repositories.yaml",
-                      *[f"templates/{name}.yaml" for name in STAGES]],
-    })
+            workflows[info.name] = argo_workflow.build_workflow(info.name, ir)
+    for rel, content in kustomize.build_manifest_tree(STAGES, templates, workflows).items():
+        files[f"manifests/{rel}"] = _render(content)
     return dict(sorted(files.items()))
+
+
+def _render(content: Any) -> str:
+    """A manifests file's text: verbatim text (env templates), else YAML under the generated header."""
+    if isinstance(content, str):
+        return f"# {GENERATED_MARK}\n{content}"
+    return dump_yaml(*content) if isinstance(content, list) else dump_yaml(content)
 
 
 def write_tree(files: dict[str, str], root: str | Path) -> list[str]:

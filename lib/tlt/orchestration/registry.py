@@ -9,6 +9,13 @@ template.
 A stage that reads or writes .tlt model files sets ``model_key=True``: on a cluster its container
 then gets the model key (TLT_KEY) from the `MODEL_KEY_SECRET` Kubernetes secret, never from a
 pipeline parameter, which the Kubeflow UI would show to everyone.
+
+Kubernetes settings live here too, per stage: train and retrain are the GPU stages
+(``Resources.gpus``): they are the compute. build_engine is not: a TensorRT engine only runs on the
+GPU model it was built on, so it would need its evaluation on that GPU as well, and the pipelines'
+engines are ONNX Runtime engines built and scored on CPU nodes. Stages that load images get a
+memory-backed /dev/shm (``Resources.shm_size``); train and retrain resume from checkpoints mirrored
+to object storage (`CHECKPOINT_PARAMS`) and are never cached (``caching=False``).
 """
 
 from __future__ import annotations
@@ -16,9 +23,9 @@ from __future__ import annotations
 from tlt.errors import PipelineError
 from tlt.orchestration.registry_gates import GATE_STAGES
 from tlt.orchestration.registry_retraining import RETRAINING_STAGES
-from tlt.orchestration.stage_types import (ARTIFACT_KINDS, MODEL_KEY_SECRET, REQUIRED, STORAGE_SECRET,
-                                           Artifact, Param, Resources, RetryPolicy, SecretEnv, Stage,
-                                           input_path, output_path, result_path)
+from tlt.orchestration.stage_types import (ARTIFACT_KINDS, CHECKPOINT_PARAMS, MODEL_KEY_SECRET, REQUIRED,
+                                           STORAGE_SECRET, Artifact, Param, Resources, RetryPolicy,
+                                           SecretEnv, Stage, input_path, output_path, result_path)
 
 __all__ = [
     "ARTIFACT_KINDS",
@@ -54,7 +61,8 @@ STAGES: dict[str, Stage] = {
             ),
             outputs=(Artifact("dataset", "Dataset", "Folder of TFRecord shards with metadata.json "
                               "(class counts per fold and in total)."),),
-            resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi"),
+            resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi",
+                                shm_size="512Mi"),
             retry=RetryPolicy(num_retries=2, backoff_seconds=30, backoff_factor=2, backoff_max_seconds=600),
         ),
         Stage(
@@ -69,15 +77,18 @@ STAGES: dict[str, Stage] = {
                 Param("val_dataset", str, "Classification: URI of the validation images; overrides "
                       "train_config.val_dataset_path when not empty.", ""),
                 Param("gpus", int, "Replicas to train on (MirroredStrategy).", 1),
+                *CHECKPOINT_PARAMS,
             ),
             inputs=(Artifact("dataset", "Dataset", "Detection: TFRecords from the convert stage; they "
                              "replace dataset_config.data_sources (validation_fold is kept).",
                              optional=True),),
             outputs=(Artifact("model", "Model", "Results folder: model.tlt, checkpoints, training log, "
                               "status.json and metadata.json."),),
-            resources=Resources(cpu_request="2", cpu_limit="4", memory_request="4Gi", memory_limit="8Gi"),
+            resources=Resources(cpu_request="2", cpu_limit="4", memory_request="4Gi", memory_limit="8Gi",
+                                gpus=1, shm_size="1Gi"),
             retry=RetryPolicy(num_retries=3, backoff_seconds=30, backoff_factor=2, backoff_max_seconds=600),
             model_key=True,
+            caching=False,
         ),
         Stage(
             name="evaluate",
@@ -121,7 +132,8 @@ STAGES: dict[str, Stage] = {
                          "sidecar) whose metadata carries format, precision, input dims, output "
                          "names, size and the accuracy / mAP measured here."),
             ),
-            resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi"),
+            resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi",
+                                shm_size="512Mi"),
             model_key=True,
         ),
         Stage(
@@ -159,6 +171,7 @@ STAGES: dict[str, Stage] = {
                 Param("val_dataset", str, "Classification: URI of the validation images; overrides "
                       "train_config.val_dataset_path when not empty.", ""),
                 Param("gpus", int, "Replicas to train on (MirroredStrategy).", 1),
+                *CHECKPOINT_PARAMS,
             ),
             inputs=(
                 Artifact("pretrained_model", "Model", "Output of the prune stage: the pruned model.tlt "
@@ -168,9 +181,11 @@ STAGES: dict[str, Stage] = {
             ),
             outputs=(Artifact("model", "Model", "Results folder of the retrained model: model.tlt, "
                               "checkpoints, training log, status.json and metadata.json."),),
-            resources=Resources(cpu_request="2", cpu_limit="4", memory_request="4Gi", memory_limit="8Gi"),
+            resources=Resources(cpu_request="2", cpu_limit="4", memory_request="4Gi", memory_limit="8Gi",
+                                gpus=1, shm_size="1Gi"),
             retry=RetryPolicy(num_retries=3, backoff_seconds=30, backoff_factor=2, backoff_max_seconds=600),
             model_key=True,
+            caching=False,
         ),
         Stage(
             name="export",
@@ -193,7 +208,8 @@ STAGES: dict[str, Stage] = {
             outputs=(Artifact("export", "Model", "model.etlt (model.onnx without a key), cal.bin, "
                               "the DeepStream nvinfer config with labels.txt, a Triton model "
                               "repository and metadata.json."),),
-            resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi"),
+            resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi",
+                                shm_size="512Mi"),
             model_key=True,
         ),
         Stage(

@@ -16,7 +16,13 @@ from tlt.errors import PipelineError
 __all__ = [
     "ARTIFACT_KINDS",
     "Adapter",
+    "CHECKPOINT_PARAMS",
+    "GPU_NODE_SELECTOR_PARAM",
+    "GPU_RESOURCE",
+    "GPU_TOLERATION",
     "MODEL_KEY_SECRET",
+    "SHM_MOUNT_PATH",
+    "SHM_VOLUME",
     "REQUIRED",
     "STORAGE_SECRET",
     "Artifact",
@@ -103,15 +109,38 @@ class Artifact:
                                 f"got {self.kind!r}")
 
 
+#: The extended resource a GPU stage asks for (the NVIDIA device plugin's name).
+GPU_RESOURCE = "nvidia.com/gpu"
+#: The toleration of a GPU stage: GPU node pools are tainted so that only pods asking for a GPU
+#: land there (GKE and the NVIDIA GPU operator taint ``nvidia.com/gpu`` that way).
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+#: The pipeline (KFP) and workflow (Argo) parameter holding the GPU stages' node selector as a JSON
+#: object, e.g. ``{"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}``; ``{}`` selects none.
+GPU_NODE_SELECTOR_PARAM = "gpu_node_selector"
+#: Name and mount path of the memory-backed emptyDir of stages that load data: the container
+#: runtime's default /dev/shm is 64 MiB, too small for the shared memory of data-loader workers.
+SHM_VOLUME = "dshm"
+SHM_MOUNT_PATH = "/dev/shm"
+
+
 @dataclass(frozen=True)
 class Resources:
-    """Kubernetes resources of a stage's container (quantities as Kubernetes writes them)."""
+    """Kubernetes resources of a stage's container (quantities as Kubernetes writes them).
+
+    Attributes:
+        cpu_request, cpu_limit, memory_request, memory_limit: the container's requests and limits.
+        gpus: `GPU_RESOURCE` devices the stage asks for on a GPU cluster (KFP pipelines; the
+            Argo ``gpu`` overlay); 0 for a CPU stage.
+        shm_size: size limit of a memory-backed emptyDir at `SHM_MOUNT_PATH` for stages that load
+            data ("" for none); it counts against ``memory_limit``.
+    """
 
     cpu_request: str = "1"
     cpu_limit: str = "2"
     memory_request: str = "2Gi"
     memory_limit: str = "4Gi"
     gpus: int = 0
+    shm_size: str = ""
 
 
 @dataclass(frozen=True)
@@ -178,6 +207,8 @@ class Stage:
         secrets: secrets exposed to the container as environment variables (storage credentials).
         model_key: the stage reads or writes .tlt model files, so its container also gets TLT_KEY
             from `MODEL_KEY_SECRET` (see `env_secrets`).
+        caching: KFP may reuse the outputs of an earlier run with the same inputs (convert: yes;
+            training: no, a rerun must train, resuming from its checkpoints).
     """
 
     name: str
@@ -191,6 +222,7 @@ class Stage:
     secrets: tuple[SecretEnv, ...] = (STORAGE_SECRET,)
     model_key: bool = False
     results: tuple[Param, ...] = ()
+    caching: bool = True
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.params + self.results] + [a.name for a in self.inputs + self.outputs]
@@ -218,6 +250,18 @@ class Stage:
         args += [f"--output-{a.name}={output_path(a.name)}" for a in self.outputs]
         args += [f"--result-{r.name}={result_path(r.name)}" for r in self.results]
         return args
+
+
+#: Parameters of a stage that resumes from its checkpoints when its pod is retried: the adapter
+#: mirrors its results folder to ``<checkpoint_root>/<run_id>/<stage>-<digest of its inputs>``
+#: (`tlt.io.checkpoint_sync`), so a new pod downloads the last checkpoint before it trains.
+CHECKPOINT_PARAMS = (
+    Param("checkpoint_root", str, "URI of a folder (s3://, gs:// or local) that mirrors the results "
+          "folder while training, so a retried pod resumes from its last checkpoint; empty: no "
+          "mirror (a retried pod starts over).", ""),
+    Param("run_id", str, "Id of the pipeline run (KFP: dsl.PIPELINE_JOB_ID_PLACEHOLDER; Argo: the "
+          "workflow's uid); names the run's folder under checkpoint_root.", ""),
+)
 
 
 def input_path(name: str) -> str:
