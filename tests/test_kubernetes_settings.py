@@ -150,3 +150,15 @@ def test_argo_templates_carry_the_same_settings():
             assert f"--result-{out['name']}=/tmp/tlt/results/{out['name']}" in base["container"]["args"]
     assert [p["name"] for p in argo.build_workflow_template(get_stage("champion"))["spec"]["templates"][0]
             ["outputs"]["parameters"]] == ["has_champion"]
+
+
+def test_a_bad_secret_name_fails_when_the_registry_is_declared():
+    from tlt.orchestration.stage_types import SecretEnv
+
+    with pytest.raises(PipelineError, match=r"secret name '': expected a Kubernetes object name"):
+        SecretEnv(secret="", keys=(("key", "TLT_KEY"),))
+    with pytest.raises(PipelineError, match=r"secret name 'TLT_Key': expected a Kubernetes object name"):
+        SecretEnv(secret="TLT_Key", keys=(("key", "TLT_KEY"),))
+    with pytest.raises(PipelineError, match=r"secret tlt-model-key: keys must map secret keys to environment"):
+        SecretEnv(secret="tlt-model-key", keys=(("key", "TLT-KEY"),))
+    assert SecretEnv(secret="tlt-model-key", keys=(("key", "TLT_KEY"),)).secret == "tlt-model-key"

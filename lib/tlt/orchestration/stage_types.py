@@ -8,6 +8,7 @@ retries, secrets) and where its Argo container reads and writes artifacts.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -55,6 +56,8 @@ class _Required:
 REQUIRED: Any = _Required()
 
 _PARAM_TYPES = (str, int, float, bool)
+_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,15 @@ class SecretEnv:
     secret: str
     keys: tuple[tuple[str, str], ...]
     optional: bool = True
+
+    def __post_init__(self) -> None:
+        # Caught when the registry is imported (compile time), not when a pod fails to start.
+        if not _SECRET_NAME.fullmatch(self.secret or "") or len(self.secret) > 253:
+            raise PipelineError(f"secret name {self.secret!r}: expected a Kubernetes object name "
+                                f"(lower-case letters, digits, '-' and '.', e.g. tlt-model-key)")
+        if not self.keys or any(not key or not _ENV_NAME.fullmatch(env) for key, env in self.keys):
+            raise PipelineError(f"secret {self.secret}: keys must map secret keys to environment "
+                                f"variable names, got {self.keys!r}")
 
 
 #: S3/MinIO credentials for s3:// URIs, read by boto3 in `tlt.io` (GCS uses workload identity).
