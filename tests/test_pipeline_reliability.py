@@ -188,14 +188,15 @@ def test_run_folder_is_restored_after_the_block():
     assert original("tlt-detection").startswith("tlt-detection-20")
 
 
-# A publisher as the retraining pipeline's last step does it: publish m:2 (unless a rerun finds it
-# committed), then move `production` to it. It SIGKILLs itself just before its K-th write to the
-# store (argv[3]; 0: never) and prints how many writes it made. Writes are every call that changes
-# the store: tlt.io.storage's writers and the os calls under the local backend.
+# The retraining pipeline's last step (`tlt.stages.promote`, what its promote component runs): the
+# challenger (mAP 61) beats the champion m:1 (mAP 55), so it is published as m:2 and `production`
+# moves to it. It SIGKILLs itself just before its K-th write to the store (argv[3]; 0: never) and
+# prints how many writes it made. Writes are every call that changes the store: tlt.io.storage's
+# writers and the os calls under the local backend. A rerun is the retried step.
 _PUBLISHER = textwrap.dedent('''
     import os, signal, sys
     from tlt.io import storage
-    from tlt.io.registry import Registry, promote
+    from tlt.stages import promote
 
     root, source, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
     count = 0
@@ -215,30 +216,36 @@ _PUBLISHER = textwrap.dedent('''
         counted(storage, name)
     for name in ("replace", "rename", "link", "unlink", "remove", "rmdir"):
         counted(os, name)
-    registry = Registry(root)
-    if "2" not in [v.version for v in registry.list_versions("m")]:
-        registry.publish("m", "2", source, metadata={"mAP": 61.0})
-    promote(registry, "m", "2", who="pipeline")
-    print("WRITES", count)
+    outcome = promote.run(source, registry_uri=root, model_name="m", challenger_metric=61.0,
+                          champion_metric=55.0, champion_version="1", metric="mAP", margin=1.0,
+                          held_out_set="held-out", task="detection")
+    print("WRITES", count, outcome.summary())
 ''')
 
 
-def _registry_with_champion(root: Path, source: Path):
+def _model_folder(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "model.tlt").write_bytes(os.urandom(200_000))
+    (folder / "labels.txt").write_text("car\npedestrian\n")
+    return folder
+
+
+def _registry_with_champion(root: Path, champion: Path):
     from tlt.io.registry import Registry, promote
 
     registry = Registry(root)
-    registry.publish("m", "1", source, metadata={"mAP": 55.0})
+    registry.publish("m", "1", champion, metadata={"mAP": 55.0})
     promote(registry, "m", "1", who="setup")
     return registry
 
 
-def _publisher(root: Path, source: Path, kill_at: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", _PUBLISHER, str(root), str(source), str(kill_at)],
+def _publisher(root: Path, challenger: Path, kill_at: int) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _PUBLISHER, str(root), str(challenger), str(kill_at)],
                           capture_output=True, text=True, timeout=120, env=subprocess_env())
 
 
-def _check_consistent(registry, source: Path, out: Path) -> str:
-    """Every listed version pulls whole with the published bytes; production names one of them."""
+def _check_consistent(registry, models: dict[str, Path], out: Path) -> str:
+    """Every listed version pulls whole with its published bytes; production names one of them."""
     from tlt.io.registry import history, resolve
 
     versions = [v.version for v in registry.list_versions("m")]
@@ -246,34 +253,33 @@ def _check_consistent(registry, source: Path, out: Path) -> str:
     for version in versions:
         pulled = registry.pull("m", version, out / version)  # checks every file's sha256
         assert sorted(p.name for p in pulled) == ["labels.txt", "model.tlt"]
-        assert (out / version / "model.tlt").read_bytes() == (source / "model.tlt").read_bytes()
+        assert (out / version / "model.tlt").read_bytes() == (models[version] / "model.tlt").read_bytes()
     champion = resolve(registry, "m", "production")
     assert champion.version in versions
     assert {r.to_version for r in history(registry, "m")} <= set(versions)
     return champion.version
 
 
-@pytest.mark.slow  # one publisher process per write of a publish and promotion (~30 processes)
-def test_publisher_killed_at_every_write_never_leaves_a_half_model_or_a_dangling_alias(tmp_path):
-    source = tmp_path / "model"
-    source.mkdir()
-    (source / "model.tlt").write_bytes(os.urandom(200_000))
-    (source / "labels.txt").write_text("car\npedestrian\n")
-    dry = _publisher(_registry_with_champion(tmp_path / "dry", source).root, source, 0)
+@pytest.mark.slow  # one promote-stage process per write of a publish and promotion (~50 processes)
+def test_promote_step_killed_at_every_write_never_leaves_a_half_model_or_a_dangling_alias(tmp_path):
+    models = {"1": _model_folder(tmp_path / "champion"), "2": _model_folder(tmp_path / "challenger")}
+    dry = _publisher(_registry_with_champion(tmp_path / "dry", models["1"]).root, models["2"], 0)
     assert dry.returncode == 0, dry.stderr
-    writes = int(dry.stdout.split("WRITES")[1])
+    writes = int(dry.stdout.split()[1])
+    assert "version 2 promoted to production" in dry.stdout
     assert writes >= 5
     seen = set()
     for kill_at in range(1, writes + 1):
         root = tmp_path / f"reg{kill_at}"
-        registry = _registry_with_champion(root, source)
-        killed = _publisher(root, source, kill_at)
+        registry = _registry_with_champion(root, models["1"])
+        killed = _publisher(root, models["2"], kill_at)
         assert killed.returncode == -signal.SIGKILL, (kill_at, killed.stderr[-2000:])
-        seen.add(_check_consistent(registry, source, tmp_path / f"out{kill_at}"))
-        rerun = _publisher(root, source, 0)  # the retried step completes the job
+        seen.add(_check_consistent(registry, models, tmp_path / f"out{kill_at}"))
+        rerun = _publisher(root, models["2"], 0)  # the retried step completes the job
         assert rerun.returncode == 0, (kill_at, rerun.stderr[-2000:])
-        assert _check_consistent(registry, source, tmp_path / f"again{kill_at}") == "2"
-        assert registry.list_versions("m")[-1].version == "2"
+        assert "version 2 promoted to production" in rerun.stdout, (kill_at, rerun.stdout)
+        assert _check_consistent(registry, models, tmp_path / f"again{kill_at}") == "2"
+        assert [v.version for v in registry.list_versions("m")] == ["1", "2"]  # published once
     assert seen == {"1", "2"}  # kills landed both before and after the alias moved
 
 
