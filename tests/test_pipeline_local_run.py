@@ -40,11 +40,14 @@ def _one_epoch_spec() -> str:
 
 
 #: The detection pipeline's tasks in the order a local run executes them (the two engine builds
-#: may swap).
-TASKS = ["convert", "train", "evaluate", "prune", "retrain", "evaluate-2", "export", "build-engine",
-         "build-engine-2", "evaluate-3"]
-#: Tiny-run parameters: one retraining epoch, 8 calibration frames of the 12.
-TINY = ["retrain_epochs=1", "calibration_batches=1", "calibration_batch_size=8"]
+#: may swap); the exit task (run-summary) runs last, whatever happened.
+TASKS = ["convert", "train", "evaluate", "prune", "retrain", "evaluate-2", "pick-pruned", "quality-gate",
+         "export", "build-engine", "build-engine-2", "evaluate-3", "run-summary"]
+#: What the quality gate holds back when it fails.
+GATED = ["build-engine", "build-engine-2", "evaluate-3", "export"]
+#: Tiny-run parameters: one retraining epoch, 8 calibration frames of the 12; a one-epoch detector
+#: on 12 synthetic frames may score 0 mAP, so the gate lets anything through.
+TINY = ["retrain_epochs=1", "calibration_batches=1", "calibration_batch_size=8", "quality_threshold=0"]
 
 
 @pytest.mark.slow
@@ -58,8 +61,9 @@ def test_local_run_converts_trains_evaluates_prunes_and_deploys(kitti, tmp_path,
     assert result.run_dir.parent == tmp_path / "runs"
     assert result.run_dir.name.startswith("tlt-detection-")
     assert sorted(result.outputs) == ["dataset", "engine", "engine_metrics", "engine_report", "export",
-                                      "metrics", "model", "pruned_model", "pruning_report", "report",
-                                      "retrained_model"]
+                                      "metrics", "model", "pruned_model", "pruning_report",
+                                      "quality_report", "report", "retrained_model", "run_summary",
+                                      "sweep_report"]
     _check_pruning_and_engine(result)
     model = result.outputs["model"]
     assert (model.path / "model.tlt").is_file()
@@ -92,8 +96,9 @@ def test_local_run_converts_trains_evaluates_prunes_and_deploys(kitti, tmp_path,
     assert "Wrote the following numbers of objects" in log
     # Each step timed in the order it ran; the report also as a page a browser opens.
     assert sorted(s.name for s in result.steps) == sorted(TASKS)
-    assert [s.name for s in result.steps[:7]] == TASKS[:7] and result.steps[-1].name == "evaluate-3"
+    assert [s.name for s in result.steps[:9]] == TASKS[:9] and result.steps[-1].name == "run-summary"
     assert all(s.status == "succeeded" for s in result.steps)
+    assert result.outputs["run_summary"].path.read_text().startswith("# detection: SUCCEEDED")
     assert all(0 < s.seconds <= result.seconds for s in result.steps)
     assert result.outputs["report"].page == result.run_dir / "report.html"
     assert result.outputs["report"].page.read_text() == report
@@ -102,14 +107,18 @@ def test_local_run_converts_trains_evaluates_prunes_and_deploys(kitti, tmp_path,
     # The summary's AP table is the final engine's.
     engine_map = result.outputs["engine_metrics"].metadata["mAP"]
     assert re.search(rf"\n  mAP +{engine_map:.2f}[ \n]", summary), summary
+    assert re.search(r"\nquality gate passed: mAP [0-9.]+ >= threshold 0.00: export and engine build run\n",
+                     summary), summary
 
 
 def _check_pruning_and_engine(result):
     pruned = result.outputs["pruned_model"].metadata
     assert pruned["params_after"] < pruned["params_before"]
     assert pruned["classes"] == ["car", "pedestrian"]
+    # The kept model (pick_pruned of a one-threshold sweep) carries its pruning record and mAP.
     retrained = result.outputs["retrained_model"].metadata
-    assert retrained["stage"] == "retrain" and retrained["epochs"] == 1
+    assert retrained["stage"] == "pick_pruned" and retrained["pruning_threshold"] == 0.05
+    assert retrained["params_after"] == pruned["params_after"] and 0.0 <= retrained["mAP"] <= 100.0
     page = result.outputs["pruning_report"].path.read_text()
     assert "Before and after pruning" in page and "<td>pruned + retrained</td>" in page
     assert "mAP (%)" in page and "CPU images/s" in page
@@ -131,27 +140,37 @@ def _check_pruning_and_engine(result):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # ten tasks, each a TensorFlow process
-def test_cli_run_is_quiet_and_ends_with_the_summary(kitti, tmp_path, capfd):
+@pytest.mark.timeout(1800)  # nine tasks, six of them TensorFlow processes
+def test_cli_run_is_quiet_and_the_failed_gate_skips_export_with_its_reason(kitti, tmp_path, capfd):
     root, _ = kitti
-    params = [f"dataset_root={root}", f"train_spec={_one_epoch_spec()}", *TINY]
+    params = [f"dataset_root={root}", f"train_spec={_one_epoch_spec()}", *TINY, "quality_threshold=101"]
     code = cli.main(["run", "detection", "--local", *[a for p in params for a in ("--param", p)],
                      "--pipeline-root", str(tmp_path)])
     out, err = capfd.readouterr()
     assert code == 0, err
     # stderr: one line as each step starts and ends; no executor dumps, TensorFlow lines or tracebacks.
+    ran = [t for t in TASKS if t not in GATED]
     lines = [re.sub(r" in .*", "", line) for line in err.splitlines()]
-    assert len(lines) == 2 * len(TASKS)
-    assert lines[:4] == ["[1/10] convert running ...", "[1/10] convert succeeded",
-                         "[2/10] train running ...", "[2/10] train succeeded"]
-    assert lines[-1] == "[10/10] evaluate-3 succeeded"
+    assert len(lines) == 2 * len(ran)
+    assert lines[:4] == ["[1/13] convert running ...", "[1/13] convert succeeded",
+                         "[2/13] train running ...", "[2/13] train succeeded"]
+    assert lines[-1] == f"[{len(ran)}/13] run-summary succeeded"
     lines = out.splitlines()
     assert lines[0].startswith("pipeline detection finished in ")
     assert [line.split()[:2] for line in lines[3:6]] == [["convert", "succeeded"], ["train", "succeeded"],
                                                          ["evaluate", "succeeded"]]
-    assert "AP in % (voc, " in out and "\n  mAP " in out
+    # The gate stopped export and the engines, and the summary says why.
+    assert [line.split() for line in lines if line.split()[-1:] == ["skipped"]] == [[t, "skipped"] for t in GATED]
+    assert re.search(r"\nquality gate stopped the pipeline: mAP [0-9.]+ < threshold 101.00: export and "
+                     r"engine build skipped\n", out), out
     run = next(tmp_path.glob("tlt-detection-*"))
+    assert not (run / "export").exists()
+    gate_page = (run / "quality-gate" / "report").read_text()
+    assert "| mAP |" in gate_page and "| 101.00 | FAIL |" in gate_page
+    assert (run / "run-summary" / "summary").read_text().startswith("# detection: SUCCEEDED")
+    assert "AP in % (voc, " in out and "\n  mAP " in out
     assert f"model:   {run}/train/model/model.tlt" in out and f"report:  {run}/report.html" in out
+    assert f"quality_report: {run}/quality-gate/report" in out
     assert "executor_input" not in out + err and "Traceback" not in out + err
     assert "executor_input" in (run / "run.log").read_text()
 
@@ -178,12 +197,16 @@ def test_argo_container_command_runs_here(kitti, tmp_path, capsys):
 
 def test_bad_pipeline_and_params_are_one_line(capsys):
     assert cli.main(["run", "segmentation", "--local"]) == 1
-    assert capsys.readouterr().err == "tlt-pipeline: error: unknown pipeline 'segmentation': expected one of detection, classification\n"
+    assert capsys.readouterr().err == "tlt-pipeline: error: unknown pipeline 'segmentation': expected one of detection, classification, retraining\n"
     assert cli.main(["run", "detection", "--local", "--param", "fold=1"]) == 1
     assert capsys.readouterr().err == ("tlt-pipeline: error: --param fold: unknown parameter; expected one of "
                                        "calibration_batch_size, calibration_batches, convert_spec, dataset_root, "
                                        "engine_precision, evaluation_mode, gpus, pruning_normalizer, "
-                                       "pruning_threshold, retrain_epochs, train_spec, validation_fold\n")
+                                       "pruning_thresholds, quality_threshold, retrain_epochs, sweep_tolerance, "
+                                       "train_spec, validation_fold\n")
+    assert cli.main(["run", "detection", "--local", "--param", "pruning_thresholds=0.1"]) == 1
+    assert capsys.readouterr().err == ("tlt-pipeline: error: --param pruning_thresholds='0.1': expected a list "
+                                       "value\n")
     assert cli.main(["run", "detection", "--local", "--param", "validation_fold=two"]) == 1
     assert capsys.readouterr().err == "tlt-pipeline: error: --param validation_fold='two': expected an integer value\n"
     assert cli.main(["run", "detection"]) == 1
@@ -193,6 +216,8 @@ def test_bad_pipeline_and_params_are_one_line(capsys):
 def test_parse_params_types():
     func = load_pipeline("detection")
     assert parse_params(["validation_fold=3", "dataset_root=a=b"], func) == {"validation_fold": 3, "dataset_root": "a=b"}
+    assert parse_params(["pruning_thresholds=[0.05, 0.2]", "quality_threshold=20"], func) == {
+        "pruning_thresholds": [0.05, 0.2], "quality_threshold": 20.0}
     with pytest.raises(PipelineError, match=r"--param 'novalue': expected NAME=VALUE"):
         parse_params(["novalue"], func)
 

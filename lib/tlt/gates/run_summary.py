@@ -29,6 +29,7 @@ _STATES = {"done": "SUCCEEDED", "success": "SUCCEEDED", "succeeded": "SUCCEEDED"
            "interrupted": "CANCELED", "cancelled": "CANCELED", "canceled": "CANCELED",
            "skipped": "SKIPPED", "omitted": "SKIPPED", "running": "RUNNING", "cached": "CACHED"}
 _BAD = ("FAILED", "CANCELED")
+_NO_TASKS = "No step states reported (each step's state and logs are in the run's page)."
 _MAX_ERROR = 300
 
 
@@ -180,9 +181,14 @@ def _markdown(summary: dict[str, Any]) -> str:
     if summary["error"]:
         lines += [f"**Error:** {summary['error']}", ""]
     lines += [f"- {n}" for n in summary["notes"]] + ([""] if summary["notes"] else [])
-    lines += ["| task | state | time | error |", "|---|---|---|---|"]
-    lines += [f"| {t['name']} | {t['state']} | {_seconds(t['seconds'])} | "
-              f"{(t['error'] or '').replace('|', '/')} |" for t in summary["tasks"]]
+    if summary["run_id"]:
+        lines += [f"Run: `{summary['run_id']}`", ""]
+    if summary["tasks"]:
+        lines += ["| task | state | time | error |", "|---|---|---|---|"]
+        lines += [f"| {t['name']} | {t['state']} | {_seconds(t['seconds'])} | "
+                  f"{(t['error'] or '').replace('|', '/')} |" for t in summary["tasks"]]
+    else:  # Kubeflow's exit task sees the run's state, not each step's
+        lines.append(_NO_TASKS)
     if summary["metrics"]:
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_number(v)} |" for k, v in sorted(summary["metrics"].items())]
@@ -202,8 +208,11 @@ def _html(summary: dict[str, Any]) -> str:
     rows = "".join(f"<tr><td>{esc(t['name'])}</td><td>{esc(t['state'])}</td>"
                    f"<td>{_seconds(t['seconds'])}</td><td>{esc(t['error'] or '')}</td></tr>"
                    for t in summary["tasks"])
-    parts.append("<table><tr><th>task</th><th>state</th><th>time</th><th>error</th></tr>"
-                 f"{rows}</table>")
+    if rows:
+        parts.append("<table><tr><th>task</th><th>state</th><th>time</th><th>error</th></tr>"
+                     f"{rows}</table>")
+    else:
+        parts.append(f"<p>{esc(_NO_TASKS)}</p>")
     if summary["metrics"]:
         rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(_number(v))}</td></tr>"
                        for k, v in sorted(summary["metrics"].items()))

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
+import sys
 import re
 import shutil
 import time
@@ -41,7 +43,17 @@ _CONVERTERS = {
     "Integer": int,
     "Float": float,
     "Boolean": lambda text: {"true": True, "false": False}[text.strip().lower()],
+    "List": lambda text: _json_of(text, list),
+    "Dict": lambda text: _json_of(text, dict),
 }
+
+
+def _json_of(text: str, kind: type) -> Any:
+    """A JSON list or object given as text (``[0.05, 0.1]``); ValueError otherwise."""
+    value = json.loads(text)
+    if not isinstance(value, kind):
+        raise ValueError(text)
+    return value
 
 
 @dataclass
@@ -65,7 +77,8 @@ class StepResult:
 
     Attributes:
         name: the task (= stage) name.
-        status: ``succeeded``, ``failed`` or ``not run``.
+        status: ``succeeded``, ``failed``, ``skipped`` (inside a ``dsl.If`` whose condition was
+            false, e.g. export after a failed quality gate) or ``not run`` (after a failure).
         seconds: wall time, None when it did not run.
         error: a failed task's one-line error (the full traceback is in the run's log).
     """
@@ -232,10 +245,48 @@ def _load(name: str, root: str | Path | None, retries: bool, compiled: bool) -> 
     return components.load_component_from_file(str(yaml_path))
 
 
-def _with_unrun_steps(steps: list[StepResult], func: Any) -> list[StepResult]:
+def _stage_tasks(func: Any) -> dict[str, bool]:
+    """Every task that runs a component, in all of the pipeline's DAGs (inside conditions, loops
+    and the exit handler too) -> whether it sits inside a condition (``dsl.If``)."""
+    spec = func.pipeline_spec
+    found: dict[str, bool] = {}
+
+    def walk(dag: Any, conditional: bool) -> None:
+        for name, task in dag.tasks.items():
+            comp = spec.components[task.component_ref.name]
+            gated = conditional or bool(task.trigger_policy.condition)
+            if comp.WhichOneof("implementation") == "dag":
+                walk(comp.dag, gated)
+            else:
+                found[name] = gated
+
+    walk(spec.root.dag, False)
+    return found
+
+
+def _with_unrun_steps(steps: list[StepResult], func: Any, failed: bool) -> list[StepResult]:
     ran = {s.name for s in steps}
-    tasks = list(func.pipeline_spec.root.dag.tasks)
-    return steps + [StepResult(name, "not run") for name in sorted(tasks) if name not in ran]
+    tasks = _stage_tasks(func)
+    return steps + [StepResult(name, "skipped" if gated and not failed else "not run")
+                    for name, gated in sorted(tasks.items()) if name not in ran]
+
+
+def _output_kinds(func: Any) -> dict[tuple[str, str], str]:
+    """(task, output) -> KFP artifact class name (``Model``, ``HTML`` ...) of every stage task."""
+    spec = func.pipeline_spec
+    kinds: dict[tuple[str, str], str] = {}
+
+    def walk(dag: Any) -> None:
+        for name, task in dag.tasks.items():
+            comp = spec.components[task.component_ref.name]
+            if comp.WhichOneof("implementation") == "dag":
+                walk(comp.dag)
+                continue
+            for output, definition in comp.output_definitions.artifacts.items():
+                kinds[(name, output)] = definition.artifact_type.schema_title.split(".")[-1]
+
+    walk(spec.root.dag)
+    return kinds
 
 
 def _html_copies(outputs: dict[str, LocalArtifact], run_dir: Path) -> None:
@@ -296,9 +347,52 @@ def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
     if task is None:
         raise PipelineError(_failure_line(info.name, watcher.steps, log_file))
     outputs = {key: _artifact(key, value) for key, value in sorted((task.outputs or {}).items())}
+    if not outputs:  # a DAG inside an ExitHandler returns nothing: read its tasks' outputs
+        outputs = _task_outputs(run_dir, _output_map(func, info.name, root), _output_kinds(func))
     _html_copies(outputs, run_dir)
     return LocalRunResult(pipeline=info.name, run_dir=run_dir, log_file=log_file, outputs=outputs,
-                          steps=_with_unrun_steps(watcher.steps, func), seconds=time.monotonic() - started)
+                          steps=_with_unrun_steps(watcher.steps, func, failed=False),
+                          seconds=time.monotonic() - started)
+
+
+def _output_map(func: Any, name: str, root: str | Path | None) -> dict[str, tuple[str, str]]:
+    """The pipeline module's ``LOCAL_OUTPUTS`` (output name -> (task, output)); {} without one."""
+    module = sys.modules.get(getattr(getattr(func, "pipeline_func", None), "__module__", ""), None)
+    if module is None:  # a compiled definition: the Python DSL beside it names the outputs
+        func = load_pipeline(name, root=root)
+        module = sys.modules.get(func.pipeline_func.__module__)
+    return dict(getattr(module, "LOCAL_OUTPUTS", {}) or {})
+
+
+def _task_outputs(run_dir: Path, names: Mapping[str, tuple[str, str]],
+                  kinds: Mapping[tuple[str, str], str]) -> dict[str, LocalArtifact]:
+    """Output artifacts of the run's tasks from their ``executor_output.json`` files.
+
+    kfp.local writes ``<run>/<task>/executor_output.json`` (a loop's under
+    ``<run>/for-loop-N-iteration-I/<task>/``; the first iteration is kept). ``names`` maps each
+    reported name to its (task, output); without names every output is ``<task>/<output>``.
+    """
+    found: dict[tuple[str, str], LocalArtifact] = {}
+    for path in sorted(run_dir.rglob("executor_output.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for output, entry in (data.get("artifacts") or {}).items():
+            arts = entry.get("artifacts") or []
+            if arts and (path.parent.name, output) not in found:
+                art = arts[0]
+                found[(path.parent.name, output)] = LocalArtifact(
+                    output, kinds.get((path.parent.name, output), "Artifact"), Path(art.get("uri", "")),
+                    _ints(dict(art.get("metadata") or {})))
+    if not names:
+        return {f"{t}/{o}": a for (t, o), a in sorted(found.items())}
+    outputs = {}
+    for name, key in names.items():
+        if tuple(key) in found:
+            art = found[tuple(key)]
+            outputs[name] = LocalArtifact(name, art.kind, art.path, art.metadata)
+    return dict(sorted(outputs.items()))
 
 
 def _execute(func: Any, args: Mapping[str, Any], proot: Path, log_path: Path, echo: TextIO | None,
@@ -312,7 +406,7 @@ def _execute(func: Any, args: Mapping[str, Any], proot: Path, log_path: Path, ec
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         # Requests and limits only matter on a cluster; kfp.local says so for every task.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-        watcher = _RunWatcher(log, echo, progress, total=len(func.pipeline_spec.root.dag.tasks))
+        watcher = _RunWatcher(log, echo, progress, total=len(_stage_tasks(func)))
         with contextlib.redirect_stdout(watcher), _root_logging_to(watcher):
             try:
                 return func(**args), watcher

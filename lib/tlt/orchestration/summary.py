@@ -30,6 +30,7 @@ def render_summary(result: LocalRunResult) -> str:
     for metrics in (a for a in result.outputs.values() if a.kind == "Metrics"):
         lines += ["", *_metrics(metrics)]
     lines += _pruning(result)
+    lines += _verdicts(result)
     lines += ["", *_locations(result)]
     return "\n".join(lines)
 
@@ -43,9 +44,28 @@ def _steps(result: LocalRunResult) -> list[str]:
     return lines
 
 
+def _verdicts(result: LocalRunResult) -> list[str]:
+    """The prune sweep's pick (when it compared several thresholds) and the quality gate's verdict:
+    whether export and the engines ran, and why not."""
+    lines = []
+    sweep = result.outputs.get("sweep_report")
+    if sweep is not None and int(sweep.metadata.get("candidates", 0) or 0) > 1:
+        lines.append(f"prune sweep: {sweep.metadata.get('reason')}")
+    gate = result.outputs.get("quality_report")
+    if gate is not None and gate.metadata.get("reason"):
+        verdict = "passed" if gate.metadata.get("passed") else "stopped the pipeline"
+        lines.append(f"quality gate {verdict}: {gate.metadata['reason']}")
+    return [""] + lines if lines else []
+
+
 def _pruning(result: LocalRunResult) -> list[str]:
-    pruned = result.outputs.get("pruned_model")
-    info = pruned.metadata if pruned is not None else {}
+    # The kept model (a sweep's pick carries its pruning record) before the first prune output.
+    info = {}
+    for name in ("retrained_model", "pruned_model"):
+        art = result.outputs.get(name)
+        if art is not None and isinstance(art.metadata.get("params_before"), (int, float)):
+            info = art.metadata
+            break
     if not isinstance(info.get("params_before"), (int, float)):
         return []
     return ["", f"pruning: {int(info['params_after']):,} of {int(info['params_before']):,} "
@@ -89,7 +109,7 @@ def _locations(result: LocalRunResult) -> list[str]:
     for art in result.outputs.values():
         if art.kind == "Model":
             lines.append(f"{art.name + ':':<8} {_model_file(art.path)}")
-        elif art.kind == "HTML":
+        elif art.kind in ("HTML", "Markdown"):
             lines.append(f"{art.name + ':':<8} {art.page or art.path}")
     lines.append(f"log:     {result.log_file}")
     lines.append(f"run:     {result.run_dir}")
