@@ -27,11 +27,12 @@ def _names(uri: str) -> list[str]:
     return [f[len(uri.rstrip("/")) + 1:] for f in storage.list_files(uri)]
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "gcs"])
 def mirror_root(request, tmp_path):
     if request.param == "local":
         return str(tmp_path / "mirror")
-    return request.getfixturevalue("s3_bucket") + "/pipeline-root/checkpoints"
+    bucket = request.getfixturevalue({"s3": "s3_bucket", "gcs": "gcs_bucket"}[request.param])
+    return bucket + "/pipeline-root/checkpoints"
 
 
 def test_a_new_pod_restores_what_the_old_one_pushed(mirror_root, tmp_path):
