@@ -82,12 +82,16 @@ def test_failed_step_shows_its_one_line_error_and_the_log(tmp_path):
     assert done.returncode == 1
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
-    assert lines[0] == "[1/10] convert running ..."
-    assert lines[1].startswith("[1/10] convert failed in ")
+    assert lines[0] == "[1/13] convert running ..."
+    assert lines[1].startswith("[1/13] convert failed in ")
+    # The ExitHandler's exit task still writes the run summary.
+    assert lines[2] == "[2/13] run-summary running ..." and lines[3].startswith("[2/13] run-summary succeeded")
     (log,) = (tmp_path / "runs").glob("tlt-detection-*/run.log")
-    assert lines[2] == (f"tlt-pipeline: error: pipeline detection: step convert failed: image folder "
+    assert lines[4] == (f"tlt-pipeline: error: pipeline detection: step convert failed: image folder "
                         f"{root / 'images'} is empty (log: {log})")
-    assert len(lines) == 3
+    assert len(lines) == 5
+    summary = (log.parent / "run-summary" / "summary").read_text()
+    assert summary.startswith("# detection: FAILED\n"), summary
     text = log.read_text()
     assert "Traceback (most recent call last)" in text and "executor_input" in text
     assert "\x1b[" not in text  # colour codes are for terminals, not log files
