@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import fnmatch
 import re
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -116,6 +117,13 @@ def test_stage_image_follows_the_registry_gpu_request(monkeypatch):
     assert stage_image(on_cpu, image="mine:cpu", gpu="mine:gpu") == "mine:cpu"
 
 
+_STDLIB = frozenset(sys.stdlib_module_names)
+
+
+def _root(module: str) -> str:
+    return module.split(".")[0]
+
+
 def _imports(nodes) -> list[str]:
     names = []
     for node in nodes:
@@ -132,15 +140,36 @@ _COMPONENTS = sorted(p.parent.name for p in (Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("stage", _COMPONENTS)
 def test_component_source_imports_only_what_the_image_has(repo_root, stage):
-    """KFP executes the component module in the image: its top level may import kfp only (the
-    executor's own package), and the body only tlt (installed in both images); TensorFlow, TensorRT
-    and the rest load inside the stage, where a missing one is a one-line error."""
+    """KFP executes the component module in the image: its top level may import kfp (the executor's
+    own package) and the standard library only, the body tlt (installed in both images) and the
+    standard library; TensorFlow, TensorRT and the rest load inside the stage, where a missing one is
+    a one-line error."""
     source = repo_root / "components" / stage / "component.py"
     tree = ast.parse(source.read_text(), filename=str(source))
     top = _imports(tree.body)
-    assert top and all(name == "kfp" or name.startswith("kfp.") for name in top), top
+    assert "kfp" in top and all(_root(name) in {"kfp", *_STDLIB} for name in top), top
     [func] = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
     inner = _imports(ast.walk(func))
-    assert inner and all(name == "tlt" or name.startswith("tlt.") for name in inner), inner
+    assert "tlt.orchestration.entrypoints" in inner, inner
+    assert all(_root(name) in {"tlt", *_STDLIB} for name in inner), inner
     # Nothing else hides at module level (a try/except import, a conditional import).
     assert {type(n).__name__ for n in tree.body} <= {"Expr", "Import", "ImportFrom", "Assign", "FunctionDef"}
+
+
+@pytest.mark.parametrize("stage", _COMPONENTS)
+def test_generated_files_name_the_image_their_stage_runs_in(repo_root, stage, monkeypatch):
+    """The checked-in component and Argo template of a stage that requests GPUs run in the GPU image,
+    the others in the CPU image: both come from `stage_image` (the registry decides, in one place)."""
+    import yaml
+
+    monkeypatch.delenv("TLT_IMAGE", raising=False)
+    monkeypatch.delenv("TLT_GPU_IMAGE", raising=False)
+    expected = stage_image(STAGES[stage])
+    hint = ("regenerate with `tlt-pipeline compile` after components.py and argo.py take their image "
+            "from tlt.orchestration.paths.stage_image")
+    source = (repo_root / "components" / stage / "component.py").read_text()
+    assert f'base_image="{expected}"' in source, f"components/{stage}/component.py: {hint}"
+    template = repo_root / "manifests" / "templates" / f"{stage}.yaml"
+    images = {t["container"]["image"] for t in yaml.safe_load(template.read_text())["spec"]["templates"]
+              if "container" in t}
+    assert images == {expected}, f"manifests/templates/{stage}.yaml: {hint}"
