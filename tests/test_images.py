@@ -63,8 +63,10 @@ def test_cpu_image_is_python_311(repo_root):
 
 def test_gpu_image_adds_cuda_tensorflow_and_tensorrt_10(repo_root):
     steps = _instructions(repo_root / "components/Dockerfile.gpu")
-    [base] = [args for word, args in steps if word == "FROM"]
-    assert base.startswith("nvcr.io/nvidia/cuda:12.")  # TensorFlow's and-cuda wheels are CUDA 12
+    assert [args for word, args in steps if word == "FROM"] == ["${CUDA_BASE}"]
+    [default] = [args.split("=", 1)[1] for word, args in steps if word == "ARG" and args.startswith("CUDA_BASE=")]
+    assert default.startswith("nvcr.io/nvidia/cuda:12.")  # TensorFlow's and-cuda wheels are CUDA 12
+    assert default.endswith("-base-ubuntu22.04")  # the libraries come as wheels: the base flavour is enough
     [install] = [args for word, args in steps if word == "RUN" and "-r requirements.txt" in args]
     # The same TensorFlow as the CPU image, with its CUDA wheels: the pins must not drift apart.
     assert f'"tensorflow[and-cuda]=={_pin(repo_root, "tensorflow")}"' in install
