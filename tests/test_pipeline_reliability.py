@@ -286,13 +286,16 @@ def test_promote_step_killed_at_every_write_never_leaves_a_half_model_or_a_dangl
 def _resume_wired() -> bool:
     """`tlt-pipeline run --resume` exists (tlt.orchestration.local_run and tlt.cli.pipeline use
     local_resume; see the report of issue 10's reliability check)."""
+    import contextlib
     import inspect
+    import io
 
     from tlt.cli import pipeline as cli
     from tlt.orchestration.local_run import run_local
 
     try:
-        cli._build_parser().parse_args(["run", "detection", "--local", "--resume", "x"])
+        with contextlib.redirect_stderr(io.StringIO()):  # argparse's usage line on an unknown flag
+            cli._build_parser().parse_args(["run", "detection", "--local", "--resume", "x"])
     except SystemExit:
         return False
     return "resume" in inspect.signature(run_local).parameters
@@ -339,6 +342,7 @@ def test_detection_run_killed_in_training_resumes_from_its_checkpoint(tmp_path):
                           env=subprocess_env(), timeout=2000)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "convert reused from an earlier run" in done.stderr  # the progress line of a cache hit
+    assert re.search(r"^\s*convert\s+cached\s", done.stdout, re.M)  # and the summary's step table
     assert sorted(p.name for p in runs.glob("tlt-detection-*")) == [run_dir.name]
     log = (run_dir / "run.log").read_text()
     resumed = re.search(r"resuming from \S+ \(epoch (\d+) of 3\)", log)
