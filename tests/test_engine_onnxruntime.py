@@ -253,3 +253,16 @@ def _with_outputs(model, names):
     copy.CopyFrom(model)
     copy.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
     return copy
+
+
+@pytest.mark.parametrize("spin, expected", [(False, "0"), (True, "1")])
+def test_engine_sessions_do_not_spin_unless_asked(tmp_path, spin, expected):
+    from tlt.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from tlt.engines.sidecar import read_sidecar
+
+    engine_path, _ = _build(tmp_path)
+    engine = OnnxRuntimeEngine(str(engine_path), read_sidecar(engine_path), threads=1, spin=spin)
+    options = engine._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == expected
+    assert load_engine(engine_path, threads=1)._session.get_session_options() \
+        .get_session_config_entry("session.intra_op.allow_spinning") == "0"

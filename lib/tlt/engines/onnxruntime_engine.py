@@ -194,16 +194,22 @@ class OnnxRuntimeEngine(Engine):
         info: its sidecar.
         threads: intra-op threads (0: ONNX Runtime's default, one per core).
         providers: execution providers (default: CPU).
+        spin: let idle intra-op threads busy-wait for the next node (ONNX Runtime's default).
+            Off here: engines run in pipeline pods whose CPU limit a spinning thread spends,
+            and on a CPU shared with other work the spinning threads take the cores from the
+            thread that has work (bench/engine.py on 2 cores at load 7-10: ORT fp32 1.1-1.75x,
+            int8 1.0-1.25x faster with spinning off).
     """
 
     def __init__(self, path: str, info: EngineInfo, *, threads: int = 0,
-                 providers: list[str] | None = None):
+                 providers: list[str] | None = None, spin: bool = False):
         super().__init__(path, info)
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = int(threads)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         try:
             self._session = ort.InferenceSession(str(path), options,
                                                  providers=providers or ["CPUExecutionProvider"])
