@@ -66,6 +66,7 @@ def _deploy(model, train_dataset, eval_dataset, engine_precision, calibration_ba
                           "model; a run summary at the end.")
 def classification(train_dataset: str, val_dataset: str, eval_dataset: str,
                    spec: str = DEFAULT_CLASSIFICATION_SPEC, gpus: int = 1,
+                   gpu_node_selector: dict = {}, checkpoint_root: str = "",  # noqa: B006 (KFP literal)
                    pruning_thresholds: list = [0.05], pruning_normalizer: str = "L2",
                    retrain_epochs: int = 2, sweep_tolerance: float = 1.0,
                    quality_threshold: float = 0.0, engine_precision: str = "int8",
@@ -81,6 +82,13 @@ def classification(train_dataset: str, val_dataset: str, eval_dataset: str,
         spec: classification experiment spec, TLT prototxt text; retraining uses it with the
             pruned model as pretrained model.
         gpus: replicas to train on.
+        gpu_node_selector: node selector of the GPU tasks (train, retrain) as a JSON object, e.g.
+            {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}; {} selects no label (the GPU
+            request and toleration still place them on GPU nodes).
+        checkpoint_root: folder (s3://, gs://, local) under which train and retrain mirror their
+            results folder while training, so a retried pod resumes from the last checkpoint
+            (per run and task: <checkpoint_root>/<run id>/<stage>-<digest>); e.g. a folder under
+            the pipeline root such as s3://mlpipeline/v2/checkpoints; "" turns the mirror off.
         pruning_thresholds: tlt-prune -pth values (JSON list): filters whose normalised norm is
             below it are removed. One value prunes and retrains once; several run a prune sweep
             (each pruned, retrained and evaluated in parallel) and keep the smallest model within
@@ -104,7 +112,9 @@ def classification(train_dataset: str, val_dataset: str, eval_dataset: str,
     with dsl.ExitHandler(summary, name="classification-run"):
         train_task = configure_task(train(task="classification", spec=spec,
                                           train_dataset=train_dataset, val_dataset=val_dataset,
-                                          gpus=gpus))
+                                          gpus=gpus, checkpoint_root=checkpoint_root,
+                                          run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                                    node_selector=gpu_node_selector)
         evaluate_task = configure_task(evaluate(task="classification", data_dir=eval_dataset,
                                                 model=train_task.outputs["model"]))
         with dsl.ParallelFor(pruning_thresholds, name="prune-sweep") as threshold:
@@ -115,7 +125,9 @@ def classification(train_dataset: str, val_dataset: str, eval_dataset: str,
             retrain_task = configure_task(retrain(
                 task="classification", spec=spec, epochs=retrain_epochs,
                 train_dataset=train_dataset, val_dataset=val_dataset, gpus=gpus,
-                pretrained_model=prune_task.outputs["pruned_model"]))
+                pretrained_model=prune_task.outputs["pruned_model"], checkpoint_root=checkpoint_root,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                node_selector=gpu_node_selector)
             pruning_eval = configure_task(evaluate(task="classification", data_dir=eval_dataset,
                                                    model=retrain_task.outputs["model"],
                                                    compare_a=train_task.outputs["model"],

@@ -69,7 +69,9 @@ def _deploy(model, dataset, evaluation_mode, train_spec, engine_precision, calib
                           "quality gate -> int8 engine -> AP of the engine; a run summary at the end.")
 def detection(dataset_root: str = "", convert_spec: str = DEFAULT_CONVERT_SPEC,
               validation_fold: int = 0, train_spec: str = DEFAULT_DETECTION_SPEC,
-              evaluation_mode: str = "", gpus: int = 1, pruning_thresholds: list = [0.05],
+              evaluation_mode: str = "", gpus: int = 1,
+              gpu_node_selector: dict = {}, checkpoint_root: str = "",  # noqa: B006 (KFP needs the literal)
+              pruning_thresholds: list = [0.05],
               pruning_normalizer: str = "L2", retrain_epochs: int = 6, sweep_tolerance: float = 1.0,
               quality_threshold: float = 10.0, engine_precision: str = "int8",
               calibration_batches: int = 4, calibration_batch_size: int = 8):
@@ -85,6 +87,13 @@ def detection(dataset_root: str = "", convert_spec: str = DEFAULT_CONVERT_SPEC,
             the converted TFRecords. Retraining uses it with the pruned model as pretrained model.
         evaluation_mode: "voc" or "kitti"; "" uses the train spec's evaluation_mode.
         gpus: replicas to train on.
+        gpu_node_selector: node selector of the GPU tasks (train, retrain) as a JSON object, e.g.
+            {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}; {} selects no label (the GPU
+            request and toleration still place them on GPU nodes).
+        checkpoint_root: folder (s3://, gs://, local) under which train and retrain mirror their
+            results folder while training, so a retried pod resumes from the last checkpoint
+            (per run and task: <checkpoint_root>/<run id>/<stage>-<digest>); e.g. a folder under
+            the pipeline root such as s3://mlpipeline/v2/checkpoints; "" turns the mirror off.
         pruning_thresholds: tlt-prune -pth values (JSON list): filters whose normalised norm is
             below it are removed. One value prunes and retrains once; several run a prune sweep
             (each pruned, retrained and evaluated in parallel) and keep the smallest model within
@@ -109,7 +118,9 @@ def detection(dataset_root: str = "", convert_spec: str = DEFAULT_CONVERT_SPEC,
         dataset = configure_task(convert(spec=convert_spec, dataset_root=dataset_root,
                                          validation_fold=validation_fold)).outputs["dataset"]
         train_task = configure_task(train(task="detection", spec=train_spec, gpus=gpus,
-                                          dataset=dataset))
+                                          dataset=dataset, checkpoint_root=checkpoint_root,
+                                          run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                                    node_selector=gpu_node_selector)
         evaluate_task = configure_task(evaluate(task="detection", mode=evaluation_mode,
                                                 model=train_task.outputs["model"], dataset=dataset))
         with dsl.ParallelFor(pruning_thresholds, name="prune-sweep") as threshold:
@@ -119,7 +130,9 @@ def detection(dataset_root: str = "", convert_spec: str = DEFAULT_CONVERT_SPEC,
             prune_task.after(evaluate_task)
             retrain_task = configure_task(retrain(
                 task="detection", spec=train_spec, epochs=retrain_epochs, gpus=gpus,
-                pretrained_model=prune_task.outputs["pruned_model"], dataset=dataset))
+                pretrained_model=prune_task.outputs["pruned_model"], dataset=dataset,
+                checkpoint_root=checkpoint_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                node_selector=gpu_node_selector)
             pruning_eval = configure_task(evaluate(task="detection", mode=evaluation_mode,
                                                    dataset=dataset, model=retrain_task.outputs["model"],
                                                    compare_a=train_task.outputs["model"],

@@ -7,7 +7,7 @@ from kfp.dsl import Dataset, Model, Input, Output
 __all__ = ["train"]
 
 
-@dsl.component(base_image="ghcr.io/tlt-pipelines/tlt:0.1.0", install_kfp_package=False)
+@dsl.component(base_image="ghcr.io/tlt-pipelines/tlt:0.1.0-gpu", install_kfp_package=False)
 def train(
     spec: str,
     model: Output[Model],

@@ -46,6 +46,9 @@ ITEM_PARAM = "tlt-item"
 _ARGO_STATUS = {"state": "{{workflow.status}}", "run_id": "{{workflow.name}}",
                 "failures": "{{workflow.failures}}"}
 _PREFIX = "pipelinechannel--"
+# KFP placeholders a task may get as a whole value -> the Argo variable with the same meaning.
+_KFP_PLACEHOLDERS = {"{{$.pipeline_job_uuid}}": "{{workflow.uid}}",
+                     "{{$.pipeline_job_name}}": "{{workflow.name}}"}
 _CONDITION_INPUT = re.compile(r"inputs\.parameter_values\['([^']+)'\]")
 _IR_DEFAULT_CAST = {"NUMBER_INTEGER": int, "BOOLEAN": bool}
 
@@ -94,7 +97,10 @@ class _Translator:
             return (f"{{{{workflow.parameters.{name}}}}}" if root
                     else f"{{{{inputs.parameters.{_clean(name)}}}}}")
         if "runtimeValue" in spec:
-            return argo_value(spec["runtimeValue"]["constant"])
+            constant = spec["runtimeValue"]["constant"]
+            if isinstance(constant, str) and constant in _KFP_PLACEHOLDERS:
+                return _KFP_PLACEHOLDERS[constant]
+            return argo_value(constant)
         if "taskOutputParameter" in spec:
             out = spec["taskOutputParameter"]
             return f"{{{{tasks.{out['producerTask']}.outputs.parameters.{_clean(out['outputParameterKey'])}}}}}"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tlt.errors import PipelineError
-from tlt.orchestration.paths import project_image, repo_root
+from tlt.orchestration.paths import repo_root, stage_image
 from tlt.orchestration.registry import Param, Stage, get_stage
 from tlt.orchestration.registry_gates import FINAL_STATUS_PARAMS
 
@@ -100,7 +100,7 @@ def render_component_source(stage: Stage, image: str | None = None) -> str:
 
     Args:
         stage: the registry entry.
-        image: the base image; default `tlt.orchestration.paths.project_image`.
+        image: the CPU image; GPU stages use `tlt.orchestration.paths.stage_image`'s GPU image.
     """
     kinds = sorted({a.kind for a in stage.inputs + stage.outputs})
     wrappers = sorted({"Input"} if stage.inputs else set()) + (["Output"] if stage.outputs else [])
@@ -121,7 +121,7 @@ def render_component_source(stage: Stage, image: str | None = None) -> str:
         f'__all__ = ["{component_function_name(stage)}"]',
         "",
         "",
-        f'@dsl.component(base_image="{project_image(image)}", install_kfp_package=False)',
+        f'@dsl.component(base_image="{stage_image(stage, image)}", install_kfp_package=False)',
         f"def {component_function_name(stage)}(",
         *_signature_lines(stage),
         f"){_return_annotation(stage)}:",
@@ -155,7 +155,8 @@ def render_readme(stage: Stage, image: str | None = None) -> str:
         stage.description,
         "",
         f"- CLI on a laptop: `{stage.cli}`",
-        f"- Image: `{project_image(image)}`",
+        f"- Image: `{stage_image(stage, image)}` (built from components/Dockerfile."
+        f"{'gpu' if stage.resources.gpus > 0 else 'cpu'})",
         f"- Argo: WorkflowTemplate `tlt-{stage.name}` (`manifests/templates/{stage.name}.yaml`), "
         f"container command `{' '.join(stage.argv()[:3])} ...`",
         f"- Resources: cpu {r.cpu_request} (limit {r.cpu_limit}), memory {r.memory_request} "

@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, TextIO
 
-from tlt.errors import PipelineError
+from tlt.errors import Interrupted, PipelineError
 from tlt.orchestration.entrypoints import STAGE_FAILED_MARK
+from tlt.orchestration.local_resume import CACHE_HIT, check_resume_dir, run_folder
+from tlt.orchestration.local_stop import sigterm_stops_tasks
 from tlt.orchestration.paths import repo_root
 from tlt.orchestration.pipelines import get_pipeline, load_pipeline
 from tlt.orchestration.preflight import check_local_run
@@ -77,7 +79,7 @@ class StepResult:
 
     Attributes:
         name: the task (= stage) name.
-        status: ``succeeded``, ``failed``, ``skipped`` (inside a ``dsl.If`` whose condition was
+        status: ``succeeded``, ``cached`` (reused from an earlier run), ``failed``, ``skipped`` (inside a ``dsl.If`` whose condition was
             false, e.g. export after a failed quality gate) or ``not run`` (after a failure).
         seconds: wall time, None when it did not run.
         error: a failed task's one-line error (the full traceback is in the run's log).
@@ -194,6 +196,9 @@ class _RunWatcher(io.TextIOBase):
         if match := _TASK_STARTED.search(line):
             self._current, self._started = match.group(1), time.monotonic()
             self._say(f"[{len(self.steps) + 1}/{self._total}] {self._current} running ...")
+        elif match := CACHE_HIT.search(line):  # kfp.local reused an earlier run's outputs
+            self.steps.append(StepResult(match.group(1), "cached", 0.0))
+            self._say(f"[{len(self.steps)}/{self._total}] {match.group(1)} reused from an earlier run")
         elif match := _TASK_FINISHED.search(line):
             self._finish(match.group(1), "succeeded" if match.group(2) == "SUCCESS" else "failed")
         elif self._current is not None and (match := _STAGE_FAILED.search(line)):
@@ -301,7 +306,7 @@ def _html_copies(outputs: dict[str, LocalArtifact], run_dir: Path) -> None:
 def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
               pipeline_root: str | Path = DEFAULT_PIPELINE_ROOT, root: str | Path | None = None,
               echo: TextIO | None = None, progress: TextIO | None = None, retries: bool = False,
-              compiled: bool = False) -> LocalRunResult:
+              compiled: bool = False, resume: str | Path | None = None) -> LocalRunResult:
     """Run pipeline ``name`` with kfp.local's SubprocessRunner in the current environment.
 
     The inputs a local run can check (data set folders, spec texts) are checked first, so a missing
@@ -318,6 +323,10 @@ def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
             more, before reporting a failure; off by default).
         compiled: run the checked-in compiled definition ``pipelines/<name>.yaml`` (what Kubeflow
             runs) instead of the Python DSL; its retry policies always apply.
+        resume: the folder of an earlier run of this pipeline that was killed or failed: the run
+            goes on in it (``pipeline_root`` is its parent). Steps that finished are reused from
+            kfp.local's cache (on for every run, as on Kubeflow; tasks with caching off run again),
+            train and retrain resume from their checkpoints (see `tlt.orchestration.local_resume`).
 
     Returns:
         The run folder, its log, its output artifacts with their metadata and each step's status.
@@ -330,20 +339,26 @@ def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
     func = _load(info.name, root, retries, compiled)
     args = dict(params) if isinstance(params, Mapping) else parse_params(params, func)
     check_local_run(info.name, args, func)
-    proot = Path(pipeline_root).expanduser().resolve()
+    resumed = check_resume_dir(resume, func.pipeline_spec.pipeline_info.name) if resume else None
+    proot = resumed.parent if resumed else Path(pipeline_root).expanduser().resolve()
     proot.mkdir(parents=True, exist_ok=True)
     before = {p for p in proot.iterdir() if p.is_dir()}
     pending_log = proot / f".{info.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     started = time.monotonic()
     try:
-        task, watcher = _execute(func, args, proot, pending_log, echo, progress)
+        with run_folder(resumed.name) if resumed else contextlib.nullcontext():
+            task, watcher = _execute(func, args, proot, pending_log, echo, progress)
     except TypeError as err:  # arguments the pipeline does not take
         pending_log.unlink(missing_ok=True)
         raise PipelineError(f"pipeline {info.name}: {err}") from None
-    new_dirs = sorted(p for p in proot.iterdir() if p.is_dir() and p not in before)
-    run_dir = new_dirs[-1] if new_dirs else proot
+    except Interrupted:  # SIGTERM: the running task stopped too; say how to go on, keep the log
+        run_dir = resumed or _newest_dir(proot, before)
+        _keep_log(pending_log, run_dir / LOG_FILE)
+        raise Interrupted(f"stopped by SIGTERM; go on with: tlt-pipeline run {info.name} --local "
+                          f"--resume {run_dir} (and the same --param values)") from None
+    run_dir = resumed or _newest_dir(proot, before)
     log_file = run_dir / LOG_FILE
-    pending_log.replace(log_file)
+    _keep_log(pending_log, log_file)
     if task is None:
         raise PipelineError(_failure_line(info.name, watcher.steps, log_file))
     outputs = {key: _artifact(key, value) for key, value in sorted((task.outputs or {}).items())}
@@ -395,19 +410,39 @@ def _task_outputs(run_dir: Path, names: Mapping[str, tuple[str, str]],
     return dict(sorted(outputs.items()))
 
 
+def _newest_dir(proot: Path, before: set[Path]) -> Path:
+    """The run folder kfp.local made (the newest new folder under the pipeline root)."""
+    new_dirs = sorted(p for p in proot.iterdir() if p.is_dir() and p not in before)
+    return new_dirs[-1] if new_dirs else proot
+
+
+def _keep_log(pending: Path, log_file: Path) -> None:
+    """Move the run's log into its folder; a resumed run's log goes after the earlier one's."""
+    if not log_file.is_file():
+        pending.replace(log_file)
+        return
+    with open(log_file, "a", encoding="utf-8") as out:
+        out.write(f"\n--- resumed {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
+        out.write(pending.read_text(encoding="utf-8"))
+    pending.unlink()
+
+
 def _execute(func: Any, args: Mapping[str, Any], proot: Path, log_path: Path, echo: TextIO | None,
              progress: TextIO | None) -> tuple[Any, _RunWatcher]:
     """Run the pipeline in kfp.local with its output in ``log_path``; the task is None on failure."""
     from kfp import local
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(proot), raise_on_error=True)
+    # Caching as on Kubeflow (each task's caching option decides): a resumed run reuses the steps
+    # that finished; the cache lives in <pipeline root>/.kfp_cache.
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(proot), raise_on_error=True,
+               enable_caching=True)
     with open(log_path, "w", encoding="utf-8") as log, warnings.catch_warnings():
         # The project image is not a "python" image; in a SubprocessRunner the image is unused anyway.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         # Requests and limits only matter on a cluster; kfp.local says so for every task.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         watcher = _RunWatcher(log, echo, progress, total=len(_stage_tasks(func)))
-        with contextlib.redirect_stdout(watcher), _root_logging_to(watcher):
+        with contextlib.redirect_stdout(watcher), _root_logging_to(watcher), sigterm_stops_tasks():
             try:
                 return func(**args), watcher
             except RuntimeError:  # kfp.local reports a failed task this way; the watcher saw which

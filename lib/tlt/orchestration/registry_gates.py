@@ -110,5 +110,7 @@ GATE_STAGES: tuple[Stage, ...] = (
         ),
         resources=_SMALL,
         retry=_QUICK_RETRY,
+        # Every run writes its own summary: a cached one would report an earlier run's state.
+        caching=False,
     ),
 )
