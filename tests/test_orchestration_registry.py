@@ -10,7 +10,7 @@ from tlt.orchestration.components import (
     GENERATED_MARK, load_component, render_component_source, render_readme,
 )
 from tlt.orchestration.entrypoints import build_stage_parser, run_stage
-from tlt.orchestration.paths import DEFAULT_IMAGE, project_image
+from tlt.orchestration.paths import DEFAULT_IMAGE, project_image, stage_image
 from tlt.orchestration.paths import repo_root as find_repo_root
 from tlt.orchestration.registry import Artifact, Param, Stage, get_stage
 from tlt.orchestration.task_settings import configure_task
@@ -49,7 +49,9 @@ def test_generated_component_matches_registry(name):
     comp = load_component(name)
     spec = comp.component_spec
     assert spec.name == name.replace("_", "-")  # KFP's name for the function build_engine
-    assert spec.implementation.container.image == DEFAULT_IMAGE
+    # The GPU image for the stages that request GPUs (train, retrain), else the CPU image.
+    assert spec.implementation.container.image == stage_image(stage)
+    assert (stage_image(stage) == DEFAULT_IMAGE) is (stage.resources.gpus == 0)
     # Parameters KFP fills from PipelineTaskFinalStatus are one final_status input instead.
     params = [p for p in stage.params if p.name not in FINAL_STATUS_PARAMS.get(name, {})]
     assert list(spec.inputs) == [p.name for p in params if p.required] + \
