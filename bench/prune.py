@@ -7,10 +7,18 @@ Two models are trained once with L1 regularization (the guide's advice before pr
 - detection: the step-3 synthetic KITTI set (``bench/detection_quality.py``: its seed, convert
   and spec, fewer frames and epochs), ResNet-10 DetectNet_v2 on car and pedestrian.
 
+The L1 weights are strong (digits 2e-3 with SGD 0.02, detection 1e-6 with Adam 5e-3) because
+the budget is a few hundred steps where TLT users train 80-120 epochs: L1 must pull the filters
+a layer does not need towards zero within that budget, or every filter keeps a norm close to the
+layer's largest and the ``max`` normalizer prunes nothing below thresholds of ~0.7.
+
 For every threshold (0.1 .. 0.7) each model is pruned by ``tlt.stages.prune`` (the guide's other
-defaults: max normalizer, union, granularity 8, at least 16 filters) and retrained for a fixed
-budget through ``tlt.stages.retrain`` (the real path: the trainer keeps the pruned graph). Each
-row gives the parameters kept, inference images/s of the retrained pruned model against the
+defaults: ``max`` normalizer, union, granularity 8, at least 16 filters; ``--normalizer L2`` for
+the other) and retrained for a fixed budget through ``tlt.stages.retrain`` (the real path: the
+trainer keeps the pruned graph) at a tenth of the training learning rate: fine-tuning. A fresh
+schedule at the full rate (detection: soft start to 5e-3) costs ~30 mAP points even on an
+unpruned detector in 6 epochs (bench/prune_defaults.py), which would hide what pruning costs.
+Each row gives the parameters kept, inference images/s of the retrained pruned model against the
 unpruned one, and accuracy (digits, val split) or mAP (voc mode, validation fold) after
 retraining against the unpruned model's.
 
@@ -19,9 +27,14 @@ Speed: every model predicts the same in-memory validation tensors with Keras on 
 every model of both tasks, the order rotating per round, so all see the same machine load; the
 best round is reported (and the median).
 
-    .venv/bin/python bench/prune.py [--quick] [--thresholds 0.1,0.2,...] [--rounds 5]
-        [--cls-epochs 3] [--cls-retrain-epochs 1] [--cls-l1 3e-4] [--det-frames 160]
-        [--det-epochs 16] [--det-retrain-epochs 3] [--det-l1 1e-5] [--work DIR]
+    .venv/bin/python bench/prune.py [--quick] [--plan-only] [--thresholds 0.1,0.2,...]
+        [--normalizer max|L2] [--rounds 5] [--cls-epochs 5] [--cls-retrain-epochs 1]
+        [--cls-l1 2e-3] [--cls-retrain-lr 2e-3] [--det-frames 160] [--det-epochs 14]
+        [--det-retrain-epochs 3] [--det-l1 1e-6] [--det-retrain-lr 5e-4] [--work DIR]
+
+Progress lines (elapsed seconds, load) go to stderr; ``--plan-only`` trains the two models and
+prints the parameters each threshold keeps (cheap: no retraining, no timing). A rerun on the same
+``--work`` reuses every training and retraining it finished.
 
 Target (issue 8): some threshold removes >= 50 % of the parameters with <= 1 pt loss after
 retraining and runs >= 1.5x faster. The last line printed is that threshold's speed ratio
@@ -52,6 +65,7 @@ import engine as engine_bench  # noqa: E402
 
 CORES = os.cpu_count() or 1
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+_STARTED = time.monotonic()
 
 
 def _parse_args(argv=None) -> argparse.Namespace:
@@ -61,17 +75,27 @@ def _parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--thresholds", default=None,
                         help="comma-separated pruning thresholds (default 0.1..0.7)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (5, quick 2)")
-    parser.add_argument("--cls-epochs", type=int, default=None, help="digits epochs (3, quick 1)")
+    parser.add_argument("--tasks", default="cls,det",
+                        help="comma-separated tasks to run: cls (digits), det (detection)")
+    parser.add_argument("--normalizer", default="max", choices=("max", "L2"),
+                        help="tlt-prune -n (default max, the guide's default)")
+    parser.add_argument("--plan-only", action="store_true",
+                        help="train, print the parameters each threshold keeps, stop (no retrain)")
+    parser.add_argument("--cls-epochs", type=int, default=None, help="digits epochs (5, quick 1)")
     parser.add_argument("--cls-retrain-epochs", type=int, default=None,
                         help="digits retrain epochs per threshold (1, quick 1)")
-    parser.add_argument("--cls-l1", type=float, default=3e-4, help="digits L1 weight")
+    parser.add_argument("--cls-l1", type=float, default=2e-3, help="digits L1 weight")
+    parser.add_argument("--cls-retrain-lr", type=float, default=2e-3,
+                        help="digits retrain SGD learning rate (training: 0.02)")
     parser.add_argument("--cls-batch", type=int, default=32)
     parser.add_argument("--det-frames", type=int, default=None,
                         help="synthetic detection frames, 20 %% validate (160, quick 40)")
-    parser.add_argument("--det-epochs", type=int, default=None, help="detection epochs (16, quick 1)")
+    parser.add_argument("--det-epochs", type=int, default=None, help="detection epochs (14, quick 1)")
     parser.add_argument("--det-retrain-epochs", type=int, default=None,
                         help="detection retrain epochs per threshold (3, quick 1)")
-    parser.add_argument("--det-l1", type=float, default=1e-5, help="detection L1 weight")
+    parser.add_argument("--det-l1", type=float, default=1e-6, help="detection L1 weight")
+    parser.add_argument("--det-retrain-lr", type=float, default=5e-4,
+                        help="detection retrain max learning rate (training: 5e-3)")
     parser.add_argument("--det-width", type=int, default=240)
     parser.add_argument("--det-height", type=int, default=128)
     parser.add_argument("--det-batch", type=int, default=8)
@@ -80,12 +104,13 @@ def _parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     quick = {"rounds": 2, "cls_epochs": 1, "cls_retrain_epochs": 1, "det_frames": 40,
              "det_epochs": 1, "det_retrain_epochs": 1, "thresholds": "0.1,0.7"}
-    full = {"rounds": 5, "cls_epochs": 3, "cls_retrain_epochs": 1, "det_frames": 160,
-            "det_epochs": 16, "det_retrain_epochs": 3,
+    full = {"rounds": 5, "cls_epochs": 5, "cls_retrain_epochs": 1, "det_frames": 160,
+            "det_epochs": 14, "det_retrain_epochs": 3,
             "thresholds": ",".join(str(t) for t in THRESHOLDS)}
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip() in ("cls", "det")]
     args.thresholds = [float(t) for t in str(args.thresholds).split(",") if t.strip()]
     return args
 
@@ -124,39 +149,83 @@ def _train(spec, task: str):
                                     progress=False).model_path
 
 
-def _retrain(spec, task: str, pruned: str, epochs: int):
+def _retrain_spec(spec, task: str, lr: float):
+    """The training spec with the retrain learning rate (fine-tuning, not a fresh schedule)."""
+    copy = _copy(spec)
+    if task == "classification":
+        copy.train_config.lr_config.learning_rate = lr
+    else:
+        schedule = copy.training_config.learning_rate.soft_start_annealing_schedule
+        schedule.max_learning_rate, schedule.min_learning_rate = lr, lr / 100
+    return copy
+
+
+def _retrain(spec, task: str, pruned: str, epochs: int, lr: float):
     from tlt.stages import retrain
 
-    return lambda folder: retrain.run(_copy(spec), folder / "results", pretrained_model=pruned,
-                                      task=task, epochs=epochs, progress=False).model_path
+    return lambda folder: retrain.run(_retrain_spec(spec, task, lr), folder / "results",
+                                      pretrained_model=pruned, task=task, epochs=epochs,
+                                      progress=False).model_path
 
 
-def _prune(model: Path, out: Path, threshold: float):
+def _progress(message: str) -> None:
+    """One progress line on stderr, with the wall time since the start and the load."""
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"[{time.monotonic() - _STARTED:6.0f} s, load {load}] {message}", file=sys.stderr,
+          flush=True)
+
+
+def _prune(model: Path, out: Path, threshold: float, normalizer: str):
     """``(pruned .tlt path, parameters before, after)``, reusing an earlier run's file."""
     from tlt.io.modelfile import read_model_metadata
     from tlt.pruning import PruneSettings
     from tlt.stages import prune
 
     if not out.is_file():
-        prune.run(str(model), str(out), settings=PruneSettings(pruning_threshold=threshold))
+        prune.run(str(model), str(out),
+                  settings=PruneSettings(pruning_threshold=threshold, normalizer=normalizer))
     pruning = read_model_metadata(str(out))["pruning"]
     return str(out), int(pruning["params_before"]), int(pruning["params_after"])
 
 
-def _task_models(work: Path, name: str, spec, task: str, retrain_epochs: int, thresholds):
-    """Train (once), then prune and retrain per threshold. Returns the rows and the base model."""
+def _train_base(work: Path, name: str, spec, task: str):
+    _progress(f"{name}: training the unpruned model (reused if trained before)")
     base, took = engine_bench._train_once(work, name, _train(spec, task))
-    rows = []
+    _progress(f"{name}: trained in {took}")
+    return base, took
+
+
+def _plan(base: Path, name: str, thresholds, normalizer: str) -> None:
+    """Print the parameters each threshold keeps (prune only, no file written)."""
+    from tlt.io.modelfile import load_keras_model
+    from tlt.pruning import PruneSettings, prune_model
+
+    model, _ = load_keras_model(str(base), compile=False)
     for threshold in thresholds:
-        folder = work / name / f"pth_{threshold:g}_retrain_e{retrain_epochs}"
+        result = prune_model(model, PruneSettings(pruning_threshold=threshold,
+                                                  normalizer=normalizer))
+        print(f"  {name}: {normalizer} pth {threshold:g} keeps {result.params_after:,d} of "
+              f"{result.params_before:,d} ({100 * result.ratio:.1f}%)", flush=True)
+
+
+def _task_models(work: Path, name: str, spec, task: str, args):
+    """Train (once), then prune and retrain per threshold. Returns the rows and the base model."""
+    base, took = _train_base(work, name, spec, task)
+    cls = task == "classification"
+    epochs = args.cls_retrain_epochs if cls else args.det_retrain_epochs
+    lr = args.cls_retrain_lr if cls else args.det_retrain_lr
+    rows = []
+    for threshold in args.thresholds:
+        folder = work / name / f"pth_{threshold:g}_{args.normalizer}_retrain_e{epochs}_lr{lr:g}"
         folder.mkdir(parents=True, exist_ok=True)
-        pruned, before, after = _prune(base, folder / "pruned.tlt", threshold)
+        pruned, before, after = _prune(base, folder / "pruned.tlt", threshold, args.normalizer)
+        _progress(f"{name}: {args.normalizer} pth {threshold:g} keeps {after:,d} of {before:,d} "
+                  f"({100 * after / before:.1f}%); retraining {epochs} epochs")
         model, retrain_took = engine_bench._train_once(
-            folder, "retrain", _retrain(spec, task, pruned, retrain_epochs))
+            folder, "retrain", _retrain(spec, task, pruned, epochs, lr))
         rows.append({"threshold": threshold, "model": model, "before": before, "after": after,
                      "retrain": retrain_took})
-        logging.warning("%s: threshold %g keeps %d of %d parameters; retrained in %s", name,
-                        threshold, after, before, retrain_took)
+        _progress(f"{name}: pth {threshold:g} retrained in {retrain_took}")
     return base, took, rows
 
 
@@ -240,42 +309,84 @@ def _ratio_text(value) -> str:
 # --------------------------------------------------------------------------- main
 
 
+def _classification(work: Path, args, spec, root: Path) -> dict:
+    """Train, prune, retrain and score the digits models."""
+    name = f"cls_e{args.cls_epochs}_l1_{args.cls_l1:g}"
+    base, took, rows = _task_models(work, name, spec, "classification", args)
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    x, y = cls_bench._load_split(root / "val", classes)
+    candidates = _candidates(base, rows, args.cls_batch)
+    return {"rows": rows, "took": took, "x": x, "candidates": candidates,
+            "quality": _digits_accuracy(candidates, x, np.argmax(y, axis=1))}
+
+
+def _detection(work: Path, args, spec) -> dict:
+    """Train, prune, retrain and score the detection models."""
+    from tlt.data.classification_input import PREPROCESSING
+    from tlt.data.detection_frames_numpy import iter_validation_frames_numpy
+
+    name = f"det_f{args.det_frames}_e{args.det_epochs}_l1_{args.det_l1:g}"
+    base, took, rows = _task_models(work, name, spec, "detection", args)
+    frames = list(iter_validation_frames_numpy(spec, batch_size=args.det_batch,
+                                               preprocessing=PREPROCESSING))
+    candidates = _candidates(base, rows, args.det_batch)
+    return {"rows": rows, "took": took, "x": np.concatenate([f.images for f in frames]),
+            "candidates": candidates,
+            "quality": _detection_quality(candidates, spec, frames, args.det_batch)}
+
+
+def _print_tables(args, done: dict, speeds: dict) -> None:
+    ratios = {}
+    if "cls" in done:
+        print(f"\nclassification: digits ResNet-18 1x32x32, {len(done['cls']['x'])} val images, "
+              f"batch {args.cls_batch}; accuracy %; {args.normalizer} normalizer")
+        ratios["classification"] = _report("cls", done["cls"]["rows"], speeds,
+                                           done["cls"]["quality"], "accuracy")
+    if "det" in done:
+        print(f"\ndetection: DetectNet_v2 ResNet-10 3x{args.det_height}x{args.det_width}, "
+              f"{len(done['det']['x'])} val frames, batch {args.det_batch}; mAP voc; "
+              f"{args.normalizer} normalizer")
+        ratios["detection"] = _report("det", done["det"]["rows"], speeds, done["det"]["quality"],
+                                      "mAP")
+    known = [r for r in ratios.values() if r is not None]
+    lower = "none" if len(known) < len(ratios) else f"{min(known):.2f}"
+    print(f"\nratio pruned/unpruned images/s at the target threshold: {lower} ("
+          + ", ".join(f"{task} {_ratio_text(r)}" for task, r in ratios.items())
+          + "; lower of the tasks run)")
+
+
 def main(argv=None) -> int:
     """Run the benchmark (see the module docstring); the last line is the speed ratio."""
     args = _parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
     tf_version = engine_bench._configure_tensorflow()
-    from tlt.data.classification_input import PREPROCESSING
-    from tlt.data.detection_frames_numpy import iter_validation_frames_numpy
-
     load_start, started = os.getloadavg(), time.monotonic()
     work = Path(args.work or tempfile.mkdtemp(prefix="tlt-bench-prune-"))
     work.mkdir(parents=True, exist_ok=True)
-
     cls_spec, root = _digits_spec(args)
-    det_spec, _ = _detection_spec(work, args)
-    # Folder names carry the budget: a rerun on the same --work reuses only identical trainings.
-    cls_base, cls_took, cls_rows = _task_models(
-        work, f"cls_e{args.cls_epochs}_l1_{args.cls_l1:g}", cls_spec, "classification",
-        args.cls_retrain_epochs, args.thresholds)
-    det_base, det_took, det_rows = _task_models(
-        work, f"det_e{args.det_epochs}_l1_{args.det_l1:g}", det_spec, "detection",
-        args.det_retrain_epochs, args.thresholds)
+    det_spec = _detection_spec(work, args)[0] if "det" in args.tasks else None
+    if args.plan_only:
+        # Folder names carry the budget: a rerun on the same --work reuses identical trainings.
+        for task, name, spec, kind in (
+                ("cls", f"cls_e{args.cls_epochs}_l1_{args.cls_l1:g}", cls_spec, "classification"),
+                ("det", f"det_f{args.det_frames}_e{args.det_epochs}_l1_{args.det_l1:g}", det_spec,
+                 "detection")):
+            if task in args.tasks:
+                _plan(_train_base(work, name, spec, kind)[0], name, args.thresholds,
+                      args.normalizer)
+        return 0
+    done = {}
+    if "cls" in args.tasks:
+        done["cls"] = _classification(work, args, cls_spec, root)
+    if "det" in args.tasks:
+        done["det"] = _detection(work, args, det_spec)
     prepared = time.monotonic()
-
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    x_cls, y_cls = cls_bench._load_split(root / "val", classes)
-    frames = list(iter_validation_frames_numpy(det_spec, batch_size=args.det_batch,
-                                               preprocessing=PREPROCESSING))
-    x_det = np.concatenate([f.images for f in frames])
-    cls_cands = _candidates(cls_base, cls_rows, args.cls_batch)
-    det_cands = _candidates(det_base, det_rows, args.det_batch)
-    accuracy = _digits_accuracy(cls_cands, x_cls, np.argmax(y_cls, axis=1))
-    maps = _detection_quality(det_cands, det_spec, frames, args.det_batch)
+    _progress("every model scored; timed rounds")
     load_timed = os.getloadavg()
-    speeds, _ = engine_bench._timed_rounds({"cls": (x_cls, cls_cands), "det": (x_det, det_cands)},
-                                           args.rounds, engine_bench._sgemm_operands(256))
+    speeds, _ = engine_bench._timed_rounds(
+        {task: (d["x"], d["candidates"]) for task, d in done.items()}, args.rounds,
+        engine_bench._sgemm_operands(256))
     load_end = os.getloadavg()
 
     print(f"machine: {CORES} cores, {engine_bench._cpu_summary()}; tensorflow {tf_version} "
@@ -283,21 +394,14 @@ def main(argv=None) -> int:
     print(f"load average (1/5/15 min): start {_load(load_start)}, timed part start "
           f"{_load(load_timed)}, end {_load(load_end)}")
     print(f"budget: digits ResNet-18 {args.cls_epochs} epochs (L1 {args.cls_l1:g}), retrain "
-          f"{args.cls_retrain_epochs}; detection ResNet-10 {args.det_frames} frames at "
-          f"{args.det_width}x{args.det_height}, {args.det_epochs} epochs (L1 {args.det_l1:g}), "
-          f"retrain {args.det_retrain_epochs}; {args.rounds} interleaved rounds; training "
-          f"{cls_took} + {det_took}; preparation {prepared - started:.0f} s, total "
-          f"{time.monotonic() - started:.0f} s")
-    print(f"\nclassification: digits ResNet-18 1x32x32, {len(x_cls)} val images, batch "
-          f"{args.cls_batch}; accuracy %")
-    cls_ratio = _report("cls", cls_rows, speeds, accuracy, "accuracy")
-    print(f"\ndetection: DetectNet_v2 ResNet-10 3x{args.det_height}x{args.det_width}, "
-          f"{len(x_det)} val frames, batch {args.det_batch}; mAP voc")
-    det_ratio = _report("det", det_rows, speeds, maps, "mAP")
-    known = [r for r in (cls_ratio, det_ratio) if r is not None]
-    lower = "none" if len(known) < 2 else f"{min(known):.2f}"
-    print(f"\nratio pruned/unpruned images/s at the target threshold: {lower} (classification "
-          f"{_ratio_text(cls_ratio)}, detection {_ratio_text(det_ratio)}; lower of the two)")
+          f"{args.cls_retrain_epochs} at lr {args.cls_retrain_lr:g}; detection ResNet-10 "
+          f"{args.det_frames} frames at {args.det_width}x{args.det_height}, {args.det_epochs} "
+          f"epochs (L1 {args.det_l1:g}), retrain {args.det_retrain_epochs} at max lr "
+          f"{args.det_retrain_lr:g}; {args.rounds} interleaved rounds; tasks "
+          f"{','.join(args.tasks)}; training "
+          + " + ".join(f"{task} {d['took']}" for task, d in done.items())
+          + f"; preparation {prepared - started:.0f} s, total {time.monotonic() - started:.0f} s")
+    _print_tables(args, done, speeds)
     return 0
 
 
