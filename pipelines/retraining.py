@@ -22,7 +22,8 @@ from kfp import dsl
 from kfp.dsl import HTML
 
 from tlt.orchestration.components import load_component
-from tlt.orchestration.pipelines import DEFAULT_CONVERT_SPEC, DEFAULT_DETECTION_SPEC
+from tlt.orchestration.pipelines import (DEFAULT_CONVERT_SPEC, DEFAULT_DETECTION_SPEC,
+                                         DEFAULT_FINETUNE_SPEC)
 from tlt.orchestration.task_settings import configure_task
 
 __all__ = ["retraining"]
@@ -54,7 +55,8 @@ def _promote(challenger, champ, dataset, gate, train_spec: str, registry_uri: st
 def retraining(new_data_uri: str = "data/sample-kitti", registry_uri: str = "data/registry",
                model_name: str = "detectnet", alias: str = "production",
                require_champion: bool = False, convert_spec: str = DEFAULT_CONVERT_SPEC,
-               train_spec: str = DEFAULT_DETECTION_SPEC, finetune_epochs: int = 5,
+               train_spec: str = DEFAULT_DETECTION_SPEC,
+               finetune_spec: str = DEFAULT_FINETUNE_SPEC, finetune_epochs: int = 5,
                margin: float = 1.0, max_malformed_rate: float = 0.05,
                max_balance_shift: float = 0.2, allow_missing_classes: bool = False,
                allow_new_classes: bool = False, gpus: int = 1) -> Outputs:
@@ -72,7 +74,10 @@ def retraining(new_data_uri: str = "data/sample-kitti", registry_uri: str = "dat
         convert_spec: dataset export spec, TLT prototxt text; its root is replaced by new_data_uri.
             Fold 0 is the held-out set both models are scored on.
         train_spec: DetectNet_v2 experiment spec; its data sources become the new TFRecords. A first
-            run trains it as it is; later runs fine-tune the champion with it.
+            run trains it as it is; both models are scored with its evaluation settings.
+        finetune_spec: the experiment that fine-tunes the champion (same model, its weights the
+            starting point): by default train_spec's defaults at a tenth of the learning rate,
+            since the full rate throws a trained detector back.
         finetune_epochs: epochs of fine-tuning the champion (0: the spec's num_epochs).
         margin: mAP points the challenger must gain over the champion to be promoted (a tie never
             promotes).
@@ -97,8 +102,9 @@ def retraining(new_data_uri: str = "data/sample-kitti", registry_uri: str = "dat
     dataset = convert_task.outputs["dataset"]
     registry = dict(registry_uri=registry_uri, model_name=model_name, alias=alias, margin=margin)
     with dsl.If(champ.outputs["has_champion"] == True, name="champion-exists"):  # noqa: E712
-        finetune = configure_task(retrain(task="detection", spec=train_spec, epochs=finetune_epochs,
-                                          gpus=gpus, pretrained_model=champ.outputs["champion"],
+        finetune = configure_task(retrain(task="detection", spec=finetune_spec,
+                                          epochs=finetune_epochs, gpus=gpus,
+                                          pretrained_model=champ.outputs["champion"],
                                           dataset=dataset))
         _promote(finetune.outputs["model"], champ, dataset, gate, train_spec, **registry)
     with dsl.Else(name="first-run"):

@@ -12,7 +12,8 @@ from google.protobuf import json_format
 from tlt.errors import PipelineError
 from tlt.io import registry_aliases
 from tlt.io.registry import Registry
-from tlt.orchestration.pipelines import PIPELINES, load_pipeline
+from tlt.orchestration.pipelines import (DEFAULT_FINETUNE_SPEC, PIPELINES, finetune_spec,
+                                         load_pipeline)
 
 KEY = "retraining-pipeline-key"
 MODEL = "detectnet-test"
@@ -27,6 +28,15 @@ def compiled():
 
 def test_catalogue_lists_it():
     assert PIPELINES["retraining"].function == "retraining"
+
+
+def test_fine_tuning_spec_scales_the_learning_rates():
+    text = "lr { soft_start_annealing_schedule { min_learning_rate: 5e-5 max_learning_rate: 0.004 } }"
+    assert finetune_spec(text) == ("lr { soft_start_annealing_schedule { min_learning_rate: 5e-06 "
+                                   "max_learning_rate: 0.0004 } }")
+    assert "max_learning_rate: 0.0005 " in DEFAULT_FINETUNE_SPEC
+    with pytest.raises(PipelineError, match="sets no min_learning_rate or max_learning_rate"):
+        finetune_spec("training_config { num_epochs: 3 }")
 
 
 def test_first_run_or_fine_tune_is_chosen_on_has_champion(compiled):
@@ -48,6 +58,8 @@ def test_first_run_or_fine_tune_is_chosen_on_has_champion(compiled):
         assert challenger == {"producerTask": trainer, "outputArtifactKey": "model"}
     retrain_from = fine_tune["retrain"]["inputs"]["artifacts"]["pretrained_model"]
     assert retrain_from["componentInputArtifact"] == "pipelinechannel--champion-champion"
+    spec = fine_tune["retrain"]["inputs"]["parameters"]["spec"]["componentInputParameter"]
+    assert spec == "pipelinechannel--finetune_spec"
 
 
 def test_registry_stages_are_never_cached_and_read_the_key_from_the_secret(compiled):

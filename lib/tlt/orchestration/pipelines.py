@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from tlt.orchestration.components import using_components
 from tlt.orchestration.paths import repo_root
 
 __all__ = ["PipelineInfo", "PIPELINES", "DEFAULT_CONVERT_SPEC", "DEFAULT_CLASSIFICATION_SPEC",
-           "DEFAULT_DETECTION_SPEC", "get_pipeline", "load_pipeline"]
+           "DEFAULT_DETECTION_SPEC", "DEFAULT_FINETUNE_SPEC", "finetune_spec", "get_pipeline",
+           "load_pipeline"]
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,32 @@ dataset_config {
   validation_fold: 0
 }
 """
+
+
+_LEARNING_RATE = re.compile(r"\b(min_learning_rate|max_learning_rate)(\s*:\s*)([0-9.]+(?:[eE][-+]?\d+)?)")
+
+
+def finetune_spec(spec_text: str, factor: float = 0.1) -> str:
+    """A DetectNet_v2 spec for fine-tuning a trained model: its learning rates times ``factor``.
+
+    Fine-tuning with the rates that train from scratch throws a trained detector back: on the
+    retraining demo's data (`tlt.orchestration.retraining_demo`), 6 epochs at the full rate took
+    the champion from 36.2 to 0.3 mAP, at a tenth of it to 38.9.
+
+    Raises:
+        PipelineError: the spec sets no ``min_learning_rate`` / ``max_learning_rate``.
+    """
+    scaled, count = _LEARNING_RATE.subn(
+        lambda m: f"{m.group(1)}{m.group(2)}{float(m.group(3)) * factor:g}", spec_text)
+    if count == 0:
+        raise PipelineError("fine-tuning spec: the spec sets no min_learning_rate or "
+                            "max_learning_rate to scale (expected a soft_start_annealing_schedule)")
+    return scaled
+
+
+#: Fine-tuning experiment of the retraining pipeline: `DEFAULT_DETECTION_SPEC` at a tenth of its
+#: learning rates (see `finetune_spec`).
+DEFAULT_FINETUNE_SPEC = finetune_spec(DEFAULT_DETECTION_SPEC)
 
 
 def get_pipeline(name: str) -> PipelineInfo:

@@ -126,6 +126,7 @@ def run_demo(work: str | Path, *, progress: TextIO | None = None) -> Iterator[st
     from tlt.io.registry import Registry
     from tlt.io.registry_aliases import current, history
     from tlt.orchestration.local_run import format_seconds, run_local
+    from tlt.orchestration.pipelines import finetune_spec
 
     work = Path(work).resolve()
     first, second, registry = _prepare(work)
@@ -134,7 +135,8 @@ def run_demo(work: str | Path, *, progress: TextIO | None = None) -> Iterator[st
         if progress is not None:
             progress.write(f"retraining run {len(runs) + 1} on {batch} ...\n")
         params = {"new_data_uri": str(batch), "registry_uri": str(registry), "model_name": _MODEL,
-                  "train_spec": demo_spec(), "finetune_epochs": _FINETUNE_EPOCHS}
+                  "train_spec": demo_spec(), "finetune_spec": finetune_spec(demo_spec()),
+                  "finetune_epochs": _FINETUNE_EPOCHS}
         result = run_local("retraining", params, pipeline_root=work / "runs", progress=progress)
         runs.append(_decision(result, batch, registry))
         yield (f"run {len(runs)} ({batch.name}, {format_seconds(result.seconds)}): "
