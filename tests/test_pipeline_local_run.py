@@ -228,3 +228,33 @@ def test_list_shows_pipelines_and_stages(capsys):
     out = capsys.readouterr().out
     assert "  detection " in out
     assert "  convert        tlt-dataset-convert" in out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # two retrainings in the sweep
+def test_classification_prune_sweep_keeps_the_smallest_model_within_tolerance(tmp_path):
+    """ParallelFor over two thresholds, fan-in with Collected: the pick is the smaller model when its
+    accuracy is within the tolerance (100 points: any), and the summary names both iterations."""
+    from tlt.data.synthetic import make_classification_dataset
+    from tlt.orchestration.pipelines import DEFAULT_CLASSIFICATION_SPEC
+
+    data = tmp_path / "data"
+    make_classification_dataset(data, images_per_class=(16, 8, 8), size=32, seed=11)
+    spec = DEFAULT_CLASSIFICATION_SPEC.replace("n_epochs: 3", "n_epochs: 1")
+    result = run_local("classification", {
+        "train_dataset": str(data / "train"), "val_dataset": str(data / "val"),
+        "eval_dataset": str(data / "test"), "spec": spec, "retrain_epochs": 1,
+        "pruning_thresholds": [0.05, 0.3], "sweep_tolerance": 100.0, "quality_threshold": 101.0},
+        pipeline_root=tmp_path / "runs")
+    names = [s.name for s in result.steps]
+    assert sorted(n for n in names if n.startswith("prune")) == ["prune", "prune #2"]
+    assert sorted(n for n in names if n.startswith("retrain")) == ["retrain", "retrain #2"]
+    assert [s.name for s in result.steps if s.status == "skipped"] == GATED
+    kept = result.outputs["retrained_model"].metadata
+    candidates = kept["sweep"]["candidates"]
+    assert sorted(c["threshold"] for c in candidates) == [0.05, 0.3]
+    assert kept["params"] == min(c["params"] for c in candidates)
+    assert kept["pruning_threshold"] == 0.3 and kept["settings"]["pruning_threshold"] == 0.3
+    summary = render_summary(result)
+    assert "prune sweep: threshold 0.3 kept: " in summary
+    assert re.search(r"quality gate stopped the pipeline: accuracy [0-9.]+ < threshold 101.00", summary)

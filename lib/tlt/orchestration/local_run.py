@@ -211,9 +211,12 @@ class _RunWatcher(io.TextIOBase):
         error = None
         if status == "failed":  # the stage's own line wins over the traceback printed after it
             error = self._stage_errors.get(name) or self._traceback_errors.get(name)
-        self.steps.append(StepResult(name, status, seconds, error))
+        # A loop's task runs once per item: the later iterations are named "<task> #2", "#3" ...
+        runs = sum(1 for s in self.steps if _base_name(s.name) == name)
+        shown = f"{name} #{runs + 1}" if runs else name
+        self.steps.append(StepResult(shown, status, seconds, error))
         self._current = None
-        self._say(f"[{len(self.steps)}/{self._total}] {name} {status} in {format_seconds(seconds)}")
+        self._say(f"[{len(self.steps)}/{self._total}] {shown} {status} in {format_seconds(seconds)}")
 
     def _say(self, text: str) -> None:
         if self._progress is not None:
@@ -253,24 +256,47 @@ def _load(name: str, root: str | Path | None, retries: bool, compiled: bool) -> 
 def _stage_tasks(func: Any) -> dict[str, bool]:
     """Every task that runs a component, in all of the pipeline's DAGs (inside conditions, loops
     and the exit handler too) -> whether it sits inside a condition (``dsl.If``)."""
-    spec = func.pipeline_spec
-    found: dict[str, bool] = {}
+    return {name: gated for name, (gated, _) in _walk_tasks(func).items()}
 
-    def walk(dag: Any, conditional: bool) -> None:
+
+def _walk_tasks(func: Any) -> dict[str, tuple[bool, str | None]]:
+    """Task -> (inside a condition, the pipeline parameter its enclosing loop iterates or None)."""
+    spec = func.pipeline_spec
+    found: dict[str, tuple[bool, str | None]] = {}
+
+    def walk(dag: Any, conditional: bool, loop: str | None) -> None:
         for name, task in dag.tasks.items():
             comp = spec.components[task.component_ref.name]
             gated = conditional or bool(task.trigger_policy.condition)
+            items = task.parameter_iterator.items.input_parameter if task.HasField("parameter_iterator") else ""
+            inner = items.removeprefix("pipelinechannel--") if items else loop
             if comp.WhichOneof("implementation") == "dag":
-                walk(comp.dag, gated)
+                walk(comp.dag, gated, inner)
             else:
-                found[name] = gated
+                found[name] = (gated, loop)
 
-    walk(spec.root.dag, False)
+    walk(spec.root.dag, False, None)
     return found
 
 
+def _planned_steps(func: Any, args: Mapping[str, Any]) -> int:
+    """How many steps a run executes at most: a loop's tasks once per item of its list."""
+    inputs = func.component_spec.inputs or {}
+
+    def items(param: str) -> int:
+        value = args.get(param, getattr(inputs.get(param), "default", None))
+        return len(value) if isinstance(value, (list, tuple)) else 1
+
+    return sum(items(loop) if loop else 1 for _, loop in _walk_tasks(func).values())
+
+
+def _base_name(step: str) -> str:
+    """The task name of a step (``prune #2`` -> ``prune``)."""
+    return step.split(" #")[0]
+
+
 def _with_unrun_steps(steps: list[StepResult], func: Any, failed: bool) -> list[StepResult]:
-    ran = {s.name for s in steps}
+    ran = {_base_name(s.name) for s in steps}
     tasks = _stage_tasks(func)
     return steps + [StepResult(name, "skipped" if gated and not failed else "not run")
                     for name, gated in sorted(tasks.items()) if name not in ran]
@@ -441,7 +467,7 @@ def _execute(func: Any, args: Mapping[str, Any], proot: Path, log_path: Path, ec
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         # Requests and limits only matter on a cluster; kfp.local says so for every task.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-        watcher = _RunWatcher(log, echo, progress, total=len(_stage_tasks(func)))
+        watcher = _RunWatcher(log, echo, progress, total=_planned_steps(func, args))
         with contextlib.redirect_stdout(watcher), _root_logging_to(watcher), sigterm_stops_tasks():
             try:
                 return func(**args), watcher
