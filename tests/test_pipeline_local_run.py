@@ -201,10 +201,10 @@ def test_bad_pipeline_and_params_are_one_line(capsys):
     assert capsys.readouterr().err == "tlt-pipeline: error: unknown pipeline 'segmentation': expected one of detection, classification, retraining\n"
     assert cli.main(["run", "detection", "--local", "--param", "fold=1"]) == 1
     assert capsys.readouterr().err == ("tlt-pipeline: error: --param fold: unknown parameter; expected one of "
-                                       "calibration_batch_size, calibration_batches, convert_spec, dataset_root, "
-                                       "engine_precision, evaluation_mode, gpus, pruning_normalizer, "
-                                       "pruning_thresholds, quality_threshold, retrain_epochs, sweep_tolerance, "
-                                       "train_spec, validation_fold\n")
+                                       "calibration_batch_size, calibration_batches, checkpoint_root, convert_spec, "
+                                       "dataset_root, engine_precision, evaluation_mode, gpu_node_selector, gpus, "
+                                       "pruning_normalizer, pruning_thresholds, quality_threshold, retrain_epochs, "
+                                       "sweep_tolerance, train_spec, validation_fold\n")
     assert cli.main(["run", "detection", "--local", "--param", "pruning_thresholds=0.1"]) == 1
     assert capsys.readouterr().err == ("tlt-pipeline: error: --param pruning_thresholds='0.1': expected a list "
                                        "value\n")
