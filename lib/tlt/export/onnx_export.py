@@ -1,7 +1,10 @@
 """Keras model -> ONNX graph with TLT's tensor names (tf2onnx).
 
 tf2onnx converts the project's models exactly (ONNX Runtime vs Keras within 1e-6): the graphs
-come out channels-first throughout, batch norm folded into the convolutions. Its outputs carry
+come out channels-first throughout. Batch norm is folded into convolutions without a bias; after a
+biased one (DetectNet_v2's, the digits model's) it stays a per-channel ``Mul`` and ``Add``, which
+ONNX Runtime fuses at load and the int8 builder folds before quantizing
+(`tlt.engines.onnx_folding`). Its outputs carry
 the Keras output names; TLT's engines (and the DeepStream / Triton configs written for TLT
 models) name them after the TensorFlow op that produced them, so they are renamed here, and the
 dynamic batch dimension gets the name ``N``. Inner tensors get positional names, so exporting a
