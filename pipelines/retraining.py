@@ -75,9 +75,11 @@ def retraining(new_data_uri: str = "data/sample-kitti", registry_uri: str = "dat
             Fold 0 is the held-out set both models are scored on.
         train_spec: DetectNet_v2 experiment spec; its data sources become the new TFRecords. A first
             run trains it as it is; both models are scored with its evaluation settings.
-        finetune_spec: the experiment that fine-tunes the champion (same model, its weights the
-            starting point): by default train_spec's defaults at a tenth of the learning rate,
-            since the full rate throws a trained detector back.
+        finetune_spec: the experiment that fine-tunes the champion (its weights the starting
+            point): the same model, classes and input size as train_spec, at a lower learning rate
+            (the default is the default train_spec at a tenth of its rates, since the full rate
+            throws a trained detector back; `tlt.orchestration.pipelines.finetune_spec` makes one
+            from any spec).
         finetune_epochs: epochs of fine-tuning the champion (0: the spec's num_epochs).
         margin: mAP points the challenger must gain over the champion to be promoted (a tie never
             promotes).

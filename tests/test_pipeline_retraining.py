@@ -98,7 +98,8 @@ def two_runs(tmp_path_factory):
         batch = root / f"batch-{i}"
         make_detection_dataset(batch, num_frames=16, width=128, height=64, seed=seed)
         params = {"new_data_uri": str(batch), "registry_uri": str(out["registry"]),
-                  "model_name": MODEL, "train_spec": _tiny_spec(), "finetune_epochs": 1,
+                  "model_name": MODEL, "train_spec": _tiny_spec(),
+                  "finetune_spec": finetune_spec(_tiny_spec()), "finetune_epochs": 1,
                   "margin": 1.0}
         out["runs"].append(run_local("retraining", params, pipeline_root=root / "runs"))
     yield out
