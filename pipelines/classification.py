@@ -138,6 +138,8 @@ def classification(train_dataset: str, val_dataset: str, eval_dataset: str,
             pruned_models=dsl.Collected(prune_task.outputs["pruned_model"])))
         gate = configure_task(quality_gate(task="classification", threshold=quality_threshold,
                                            model=pick.outputs["model"]))
-        with dsl.If(gate.outputs["passed"] == True, name="quality-gate-passed"):  # noqa: E712
+        # The gate's one result is its plain output ("Output"): kfp.local evaluates a dsl.If on a
+        # task's output only under that name (see registry_gates.SINGLE_OUTPUT_STAGES).
+        with dsl.If(gate.outputs["Output"] == True, name="quality-gate-passed"):  # noqa: E712
             _deploy(pick.outputs["model"], train_dataset, eval_dataset, engine_precision,
                     calibration_batches, calibration_batch_size)

@@ -143,6 +143,8 @@ def detection(dataset_root: str = "", convert_spec: str = DEFAULT_CONVERT_SPEC,
             pruned_models=dsl.Collected(prune_task.outputs["pruned_model"])))
         gate = configure_task(quality_gate(task="detection", threshold=quality_threshold,
                                            model=pick.outputs["model"]))
-        with dsl.If(gate.outputs["passed"] == True, name="quality-gate-passed"):  # noqa: E712
+        # The gate's one result is its plain output ("Output"): kfp.local evaluates a dsl.If on a
+        # task's output only under that name (see registry_gates.SINGLE_OUTPUT_STAGES).
+        with dsl.If(gate.outputs["Output"] == True, name="quality-gate-passed"):  # noqa: E712
             _deploy(pick.outputs["model"], dataset, evaluation_mode, train_spec, engine_precision,
                     calibration_batches, calibration_batch_size)

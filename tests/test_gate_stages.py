@@ -37,7 +37,7 @@ def test_quality_gate_fails_below_threshold_with_the_reason_in_report_and_result
     out = run_stage("quality_gate", {"task": "detection", "threshold": 101.0},
                     {"model": model}, {"report": str(tmp_path / "report.md")})
     reason = "mAP 21.70 < threshold 101.00: export and engine build skipped"
-    assert out[RESULTS_KEY] == {"passed": False, "value": 21.7, "reason": reason}
+    assert out[RESULTS_KEY] == {"passed": False}
     assert out["report"] == {"metric": "mAP", "value": 21.7, "threshold": 101.0, "passed": False,
                              "reason": reason}
     page = (tmp_path / "report.md").read_text()
@@ -50,14 +50,10 @@ def test_quality_gate_passes_classification_accuracy_and_argo_writes_result_file
     results = tmp_path / "results"
     run_stage_argv("quality_gate", ["--task=classification", "--threshold=80", f"--input-model={model}",
                                     f"--output-report={tmp_path / 'r.md'}",
-                                    f"--result-passed={results / 'passed'}",
-                                    f"--result-value={results / 'value'}",
-                                    f"--result-reason={results / 'reason'}"])
-    # What Argo's output parameters read and its `when` compares: true/false, numbers as text.
+                                    f"--result-passed={results / 'passed'}"])
+    # What Argo's output parameter reads and its `when` compares.
     assert (results / "passed").read_text() == "true"
-    assert (results / "value").read_text() == "87.5"
-    assert (results / "reason").read_text() == ("accuracy 87.50 >= threshold 80.00: export and "
-                                                "engine build run")
+    assert (tmp_path / "r.md").read_text().count("| accuracy | 87.50 | 80.00 | pass |") == 1
 
 
 def test_quality_gate_on_a_model_without_the_metric_is_one_line(tmp_path):
@@ -155,20 +151,22 @@ def test_results_are_checked_against_the_registry(tmp_path, monkeypatch):
     from tlt.orchestration import adapter_table
 
     monkeypatch.setitem(adapter_table.ADAPTERS, "quality_gate",
-                        lambda p, i, o: {"report": {}, RESULTS_KEY: {"passed": "yes", "value": 1.0, "reason": ""}})
+                        lambda p, i, o: {"report": {}, RESULTS_KEY: {"passed": "yes"}})
     model = _scored(tmp_path / "scored", value=1.0, params=1)
     with pytest.raises(PipelineError, match="result passed is 'yes', expected true or false"):
         run_stage("quality_gate", {"task": "detection"}, {"model": model}, {"report": str(tmp_path / "r")})
     monkeypatch.setitem(adapter_table.ADAPTERS, "quality_gate", lambda p, i, o: {"report": {}})
-    with pytest.raises(PipelineError, match=r"results \[\] returned, expected \['passed', 'reason', 'value'\]"):
+    with pytest.raises(PipelineError, match=r"results \[\] returned, expected \['passed'\]"):
         run_stage("quality_gate", {"task": "detection"}, {"model": model}, {"report": str(tmp_path / "r")})
 
 
 def test_component_sources_return_results_take_collected_lists_and_final_status():
+    # The gate's one result is the plain return (KFP's "Output", what kfp.local's dsl.If reads).
     gate = render_component_source(get_stage("quality_gate"))
-    assert ') -> NamedTuple("Results", [("passed", bool), ("value", float), ("reason", str)]):' in gate
+    assert "\n) -> bool:\n" in gate and "NamedTuple" not in gate
     assert "    return run_component(" in gate
     pick = render_component_source(get_stage("pick_pruned"))
+    assert ') -> NamedTuple("Results", [("threshold", float), ("metric", float)]):' in pick
     assert "    candidates: Input[List[Model]]," in pick and "from typing import List, NamedTuple" in pick
     summary = render_component_source(get_stage("run_summary"))
     assert "    final_status: dsl.PipelineTaskFinalStatus," in summary

@@ -247,9 +247,9 @@ def test_full_dag_prunes_in_a_sweep_gates_exports_and_summarises(compiled, pipel
     # dsl.If on the gate's result: export, both engines and their evaluation only when it passed.
     (cond,) = [n for n, (t, _, _) in groups.items() if "condition" in t.get("triggerPolicy", {})]
     assert groups[cond][0]["triggerPolicy"]["condition"] == (
-        "inputs.parameter_values['pipelinechannel--quality-gate-passed'] == true")
-    assert groups[cond][0]["inputs"]["parameters"]["pipelinechannel--quality-gate-passed"] == {
-        "taskOutputParameter": {"outputParameterKey": "passed", "producerTask": "quality-gate"}}
+        "inputs.parameter_values['pipelinechannel--quality-gate-Output'] == true")
+    assert groups[cond][0]["inputs"]["parameters"]["pipelinechannel--quality-gate-Output"] == {
+        "taskOutputParameter": {"outputParameterKey": "Output", "producerTask": "quality-gate"}}
     assert {n for n, (_, g) in flat.items() if g == cond} == {"export", "build-engine", "build-engine-2",
                                                               "evaluate-3"}
     assert _sources(ir, "export")["model"] == ("pick-pruned", "model")
@@ -261,7 +261,7 @@ def test_full_dag_prunes_in_a_sweep_gates_exports_and_summarises(compiled, pipel
     assert _constants(flat["build-engine"][0])["precision"] == "fp32"
     assert _constants(flat["evaluate-3"][0])["framework"] == "engine"
     gate_outputs = ir["components"]["comp-quality-gate"]["outputDefinitions"]["parameters"]
-    assert gate_outputs["passed"]["parameterType"] == "BOOLEAN"
+    assert gate_outputs == {"Output": {"parameterType": "BOOLEAN"}}
 
 
 @pytest.mark.parametrize("pipeline", ["classification", "detection"])

@@ -24,8 +24,7 @@ def quality_gate(params: Mapping[str, Any], inputs: Mapping[str, Any],
     """Gate the evaluated ``model`` on its accuracy / mAP; the Markdown ``report`` says why.
 
     Returns:
-        ``{"report": {metric, value, threshold, passed, reason}, RESULTS_KEY: {passed, value,
-        reason}}``.
+        ``{"report": {metric, value, threshold, passed, reason}, RESULTS_KEY: {passed}}``.
     """
     from tlt.stages import quality_gate as stage
 
@@ -34,7 +33,7 @@ def quality_gate(params: Mapping[str, Any], inputs: Mapping[str, Any],
     reason = report.checks[0].reason
     details = {k: report.details[k] for k in ("metric", "value", "threshold", "passed")}
     return {"report": {**details, "reason": reason},
-            RESULTS_KEY: {"passed": report.passed, "value": float(details["value"]), "reason": reason}}
+            RESULTS_KEY: {"passed": report.passed}}
 
 
 def pick_pruned(params: Mapping[str, Any], inputs: Mapping[str, Any],

@@ -74,6 +74,7 @@ class _Translator:
         self.ir = ir
         self.templates: dict[str, dict[str, Any]] = {}
         self.exit_task: tuple[str, Mapping[str, Any]] | None = None
+        self.tasks_by_name = _all_tasks(ir)
 
     # -- what a task runs ---------------------------------------------------------------------
     def component(self, task: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -103,7 +104,8 @@ class _Translator:
             return argo_value(constant)
         if "taskOutputParameter" in spec:
             out = spec["taskOutputParameter"]
-            return f"{{{{tasks.{out['producerTask']}.outputs.parameters.{_clean(out['outputParameterKey'])}}}}}"
+            return (f"{{{{tasks.{out['producerTask']}.outputs.parameters."
+                    f"{self.output_name(out['producerTask'], out['outputParameterKey'])}}}}}")
         raise PipelineError(f"{where}: a parameter input of kind {sorted(spec)} has no Argo translation")
 
     def artifact(self, name: str, spec: Mapping[str, Any], dag: Mapping[str, Any],
@@ -125,6 +127,16 @@ class _Translator:
     def loop_output(self, loop_task: Mapping[str, Any], key: str) -> Mapping[str, Any]:
         outputs = self.component(loop_task)["dag"].get("outputs", {}).get("artifacts", {})
         return outputs[key]["artifactSelectors"][0]
+
+    def output_name(self, producer: str, key: str) -> str:
+        """The Argo output parameter of a task's IR output: a single-output stage's ``Output`` is
+        its one result (the name its template writes)."""
+        task = self.tasks_by_name.get(producer)
+        if key == "Output" and task is not None and "dag" not in self.component(task):
+            stage = self.stage(task, producer)
+            if len(stage.results) == 1:
+                return stage.results[0].name
+        return _clean(key)
 
     def arguments(self, task: Mapping[str, Any], dag: Mapping[str, Any], root: bool,
                   where: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -311,6 +323,14 @@ def _dag_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:
             params.append({"name": _clean(key), "valueFrom": {
                 "expression": _one_of("parameters", sels, "outputParameterKey")}})
     return {**({"artifacts": arts} if arts else {}), **({"parameters": params} if params else {})}
+
+
+def _all_tasks(ir: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Every task of every DAG of the IR by name (KFP names tasks uniquely across a pipeline)."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for dag in [ir["root"]["dag"]] + [c["dag"] for c in ir["components"].values() if "dag" in c]:
+        found.update(dag.get("tasks", {}))
+    return found
 
 
 def _workflow_parameters(root: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 from tlt.errors import PipelineError
 from tlt.orchestration.paths import repo_root, stage_image
 from tlt.orchestration.registry import Param, Stage, get_stage
-from tlt.orchestration.registry_gates import FINAL_STATUS_PARAMS
+from tlt.orchestration.registry_gates import FINAL_STATUS_PARAMS, SINGLE_OUTPUT_STAGES
 
 __all__ = [
     "GENERATED_MARK",
@@ -68,6 +68,9 @@ def _return_annotation(stage: Stage) -> str:
     """``-> NamedTuple(...)`` of the stage's scalar results (KFP output parameters), or nothing."""
     if not stage.results:
         return ""
+    if stage.name in SINGLE_OUTPUT_STAGES:  # one result, KFP's single output ``Output``
+        (result,) = stage.results
+        return f" -> {result.type.__name__}"
     fields = ", ".join(f'("{r.name}", {r.type.__name__})' for r in stage.results)
     return f' -> NamedTuple("Results", [{fields}])'
 
@@ -106,7 +109,7 @@ def render_component_source(stage: Stage, image: str | None = None) -> str:
     wrappers = sorted({"Input"} if stage.inputs else set()) + (["Output"] if stage.outputs else [])
     imports = ", ".join(kinds + wrappers)
     typing_names = (["List"] if any(getattr(a, "collected", False) for a in stage.inputs) else []) \
-        + (["NamedTuple"] if stage.results else [])
+        + (["NamedTuple"] if stage.results and stage.name not in SINGLE_OUTPUT_STAGES else [])
     params = _params_expression(stage)
     ins = ", ".join(f'"{a.name}": {a.name}' for a in stage.inputs)
     outs = ", ".join(f'"{a.name}": {a.name}' for a in stage.outputs)

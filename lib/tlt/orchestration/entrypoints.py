@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 from tlt.errors import PipelineError, TLTError
 from tlt.orchestration.adapter_table import get_adapter
 from tlt.orchestration.registry import Stage, get_stage
+from tlt.orchestration.registry_gates import SINGLE_OUTPUT_STAGES
 from tlt.orchestration.results import RESULTS_KEY, split_results, write_result_files
 from tlt.signals import sigterm_raises
 
@@ -92,7 +93,8 @@ def run_component(stage_name: str, params: Mapping[str, Any], inputs: Mapping[st
             adapter's metadata so the Kubeflow UI shows it.
 
     Returns:
-        The stage's results in registry order (the component's NamedTuple), or None when it
+        The stage's results in registry order (the component's NamedTuple), the one result itself
+        for a stage of `tlt.orchestration.registry_gates.SINGLE_OUTPUT_STAGES`, or None when it
         declares none.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
@@ -102,7 +104,10 @@ def run_component(stage_name: str, params: Mapping[str, Any], inputs: Mapping[st
         artifact.metadata.update(meta.get(name, {}))
     results = meta.get(RESULTS_KEY)
     stage = get_stage(stage_name)
-    return tuple(results[r.name] for r in stage.results) if stage.results else None
+    if not stage.results:
+        return None
+    values = tuple(results[r.name] for r in stage.results)
+    return values[0] if stage.name in SINGLE_OUTPUT_STAGES else values
 
 
 def _local_paths(artifact: Any) -> Any:

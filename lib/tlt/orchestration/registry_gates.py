@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tlt.orchestration.stage_types import Artifact, Param, Resources, RetryPolicy, Stage
 
-__all__ = ["CollectedArtifact", "FINAL_STATUS_PARAMS", "GATE_STAGES"]
+__all__ = ["CollectedArtifact", "FINAL_STATUS_PARAMS", "GATE_STAGES", "SINGLE_OUTPUT_STAGES"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,12 @@ class CollectedArtifact(Artifact):
 FINAL_STATUS_PARAMS: dict[str, dict[str, str]] = {
     "run_summary": {"state": "state", "error": "error_message", "run_id": "pipeline_job_resource_name"},
 }
+
+#: Stages whose one result is the KFP component's plain return value (the IR names it ``Output``):
+#: kfp.local resolves a ``dsl.If`` on a task's output parameter only when it is named ``Output``
+#: (kfp 2.17 `ConditionEvaluator`; any other name is looked up as a pipeline input and the
+#: condition is false). The Argo translation maps ``Output`` back to the result's name.
+SINGLE_OUTPUT_STAGES = frozenset({"quality_gate"})
 
 # Gates read metadata files and write reports: small containers, quick retries.
 _SMALL = Resources(cpu_request="250m", cpu_limit="1", memory_request="512Mi", memory_limit="1Gi")
@@ -51,11 +57,8 @@ GATE_STAGES: tuple[Stage, ...] = (
                          "pick_pruned's model (its metadata.json holds the metric in %)."),),
         outputs=(Artifact("report", "Markdown", "The verdict: metric, value, threshold and what "
                           "the pipeline does next."),),
-        results=(
-            Param("passed", bool, "True when the metric reaches the threshold."),
-            Param("value", float, "The model's metric in %."),
-            Param("reason", str, "One line: metric, value, threshold and the verdict."),
-        ),
+        # The value and the reason are in the report's metadata.
+        results=(Param("passed", bool, "True when the metric reaches the threshold."),),
         resources=_SMALL,
         retry=_QUICK_RETRY,
     ),
