@@ -267,3 +267,15 @@ def test_data_gate_on_a_prefix_without_frames_is_one_line(tmp_path):
         _gate(tmp_path, tmp_path / "empty", None, task="detection")
     assert str(err.value).startswith(f"new data {tmp_path / 'empty'} holds no frames: no .png "
                                      f"image in")
+
+
+def test_argo_door_writes_has_champion_for_the_workflow_condition(tmp_path):
+    from tlt.orchestration.entrypoints import run_stage_argv
+
+    result = tmp_path / "results" / "has_champion"
+    meta = run_stage_argv("champion", [f"--registry_uri={tmp_path / 'registry'}",
+                                       f"--model_name={NAME}",
+                                       f"--output-champion={tmp_path / 'champion'}",
+                                       f"--result-has_champion={result}"])
+    assert result.read_text() == "false"  # what the Argo `when` compares with true
+    assert meta["champion"]["has_champion"] is False
