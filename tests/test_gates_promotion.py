@@ -60,3 +60,16 @@ def test_decision_renders():
     data = json.loads(decision.to_json())
     assert data["action"] == "promote" and data["champion"] == 0.5 and data["margin"] == 0.05
     assert "<strong>Promotion: promote.</strong> challenger mAP 0.62 beats" in decision.to_html()
+
+
+def test_promotion_report_page_shows_the_decision_and_facts_escaped():
+    from tlt.gates.promotion import promotion_report_html
+
+    decision = decide_promotion({"mAP": 61.5}, {"mAP": 61.0}, margin=1.0)
+    page = promotion_report_html(decision, {"model": "a<b", "champion mAP": 61.0,
+                                            "previous version": None})
+    assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>\n")
+    assert "<strong>Promotion: keep.</strong> challenger mAP 61.50 beats champion 61.00 by only " \
+           "+0.50 &lt; margin 1.00: champion kept" in page
+    assert "<th>model</th><td>a&lt;b</td>" in page and "<th>champion mAP</th><td>61.00</td>" in page
+    assert "<th>previous version</th><td>none</td>" in page
