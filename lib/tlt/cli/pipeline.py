@@ -67,7 +67,8 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-retraining", formatter_class=HelpFormatter,
                           help="run the retraining pipeline twice on sample data against a local registry")
     demo.add_argument("--work", default=".tlt-demo-retraining",
-                      help="folder for the sample data, the registry and the runs (emptied first)")
+                      help="folder for the sample data, the registry and the runs (the demo's own "
+                           "sub-folders in it are replaced)")
     stage = sub.add_parser("stage", add_help=False, help="run one stage as an Argo container does")
     stage.add_argument("stage", help="stage name")
     stage.add_argument("stage_args", nargs=argparse.REMAINDER, help="the stage's flags")
