@@ -59,7 +59,9 @@ def retraining(new_data_uri: str = "data/sample-kitti", registry_uri: str = "dat
                finetune_spec: str = DEFAULT_FINETUNE_SPEC, finetune_epochs: int = 5,
                margin: float = 1.0, max_malformed_rate: float = 0.05,
                max_balance_shift: float = 0.2, allow_missing_classes: bool = False,
-               allow_new_classes: bool = False, gpus: int = 1) -> Outputs:
+               allow_new_classes: bool = False, gpus: int = 1,
+               gpu_node_selector: dict = {},  # noqa: B006 (KFP needs the literal default)
+               checkpoint_root: str = "") -> Outputs:
     """Check new data, fine-tune the champion on it, and promote the challenger if it is better.
 
     Args:
@@ -89,6 +91,10 @@ def retraining(new_data_uri: str = "data/sample-kitti", registry_uri: str = "dat
         allow_missing_classes: data gate: pass although a champion class has no object.
         allow_new_classes: data gate: pass although there are classes the champion never saw.
         gpus: replicas to train on.
+        gpu_node_selector: node selector of the GPU tasks (fine-tune, first training) as a JSON
+            object, e.g. {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}; {} selects none.
+        checkpoint_root: folder (s3://, gs://, local) under which training mirrors its checkpoints
+            so a retried pod resumes; "" turns the mirror off.
     """
     champ = configure_task(champion(registry_uri=registry_uri, model_name=model_name, alias=alias,
                                     require_champion=require_champion))
@@ -101,15 +107,23 @@ def retraining(new_data_uri: str = "data/sample-kitti", registry_uri: str = "dat
     convert_task = configure_task(convert(spec=convert_spec, dataset_root=new_data_uri,
                                           validation_fold=0))
     convert_task.after(gate)  # never convert (or train on) data the gate refused
+    # New frames arrive under the same prefix, so a cache hit on the parameters would reuse the
+    # first run's TFRecords: convert every run.
+    convert_task.set_caching_options(False)
     dataset = convert_task.outputs["dataset"]
     registry = dict(registry_uri=registry_uri, model_name=model_name, alias=alias, margin=margin)
     with dsl.If(champ.outputs["has_champion"] == True, name="champion-exists"):  # noqa: E712
         finetune = configure_task(retrain(task="detection", spec=finetune_spec,
                                           epochs=finetune_epochs, gpus=gpus,
                                           pretrained_model=champ.outputs["champion"],
-                                          dataset=dataset))
+                                          dataset=dataset, checkpoint_root=checkpoint_root,
+                                          run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                                  node_selector=gpu_node_selector)
         _promote(finetune.outputs["model"], champ, dataset, gate, train_spec, **registry)
     with dsl.Else(name="first-run"):
-        first = configure_task(train(task="detection", spec=train_spec, gpus=gpus, dataset=dataset))
+        first = configure_task(train(task="detection", spec=train_spec, gpus=gpus, dataset=dataset,
+                                     checkpoint_root=checkpoint_root,
+                                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                               node_selector=gpu_node_selector)
         _promote(first.outputs["model"], champ, dataset, gate, train_spec, **registry)
     return Outputs(data_report=gate.outputs["report"])

@@ -67,7 +67,8 @@ def test_registry_stages_are_never_cached_and_read_the_key_from_the_secret(compi
     tasks = {**ir["root"]["dag"]["tasks"], **ir["components"]["comp-condition-2"]["dag"]["tasks"]}
     for name in ("champion", "data-gate", "promote"):
         assert tasks[name]["cachingOptions"] == {}, name  # enableCache false
-    assert tasks["convert"]["cachingOptions"] == {"enableCache": True}
+    # New frames arrive under the same prefix: a cache hit would reuse the last run's TFRecords.
+    assert tasks["convert"]["cachingOptions"] == {}
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     secrets = {name: [s["secretName"] for s in e.get("secretAsEnv", [])]
                for name, e in executors.items()}

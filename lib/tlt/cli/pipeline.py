@@ -2,7 +2,7 @@
 
     tlt-pipeline list
     tlt-pipeline compile [--check] [--image IMAGE]
-    tlt-pipeline run detection --local [--param k=v ...] [--pipeline-root DIR] [-v]
+    tlt-pipeline run detection --local [--param k=v ...] [--pipeline-root DIR] [--resume RUN_DIR] [-v]
     tlt-pipeline schedule retraining --cron "0 3 * * *" --host URL [--experiment E] [--param k=v ...]
     tlt-pipeline demo-retraining [--work DIR]
     tlt-pipeline stage convert --spec=... --output-dataset=DIR     (what Argo templates run)
@@ -48,6 +48,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--compiled", action="store_true",
                      help="run the compiled pipelines/<name>.yaml (what Kubeflow runs) instead of the DSL")
     run.add_argument("--pipeline-root", default=DEFAULT_PIPELINE_ROOT, help="folder for the run's artifacts")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="go on with a killed or failed local run in its folder (pass the same --param "
+                          "values): finished steps are reused, train and retrain resume from their "
+                          "checkpoints")
     run.add_argument("--retries", action="store_true",
                      help="retry failed tasks as on a cluster (waits out the backoff)")
     # SUPPRESS: without -v here, the top-level -v (tlt-pipeline -v run ...) keeps its value.
@@ -123,7 +127,7 @@ def _run(args: argparse.Namespace) -> None:
     result = run_local(info.name, args.param, pipeline_root=args.pipeline_root,
                        echo=sys.stdout if args.verbose else None,
                        progress=None if args.verbose else sys.stderr,
-                       retries=args.retries, compiled=args.compiled)
+                       retries=args.retries, compiled=args.compiled, resume=args.resume)
     print(render_summary(result))
 
 
