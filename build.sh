@@ -4,7 +4,8 @@
 #   setup     create .venv and install the pinned dependencies and the package (idempotent)
 #   test      setup if needed, then run the test suite (extra args go to pytest; --all, or CI=true,
 #             adds the slow tests)
-#   demo      setup if needed, make the bundled sample data and run the detection pipeline locally
+#   demo      setup if needed, make the bundled sample data and run the detection pipeline locally;
+#             'demo retraining' runs the scheduled retraining pipeline twice against a local registry
 #   compile   regenerate KFP components, compiled pipelines and Argo manifests
 #   protos    regenerate lib/tlt/proto/*_pb2.py from the .proto files
 #   images    build the container images with docker or podman: images [cpu|gpu|all] (default all)
@@ -69,6 +70,13 @@ cmd_demo() {
   cmd_setup
   local out="${TLT_DEMO_DIR:-$ROOT/demo-output}"
   mkdir -p "$out"
+  if [ "${1:-}" = "retraining" ]; then
+    shift
+    log "retraining demo: two synthetic batches of new data, two local runs of the retraining" \
+        "pipeline against the registry $out/retraining/registry"
+    "$VENV/bin/tlt-pipeline" demo-retraining --work "$out/retraining" "$@"
+    return
+  fi
   # The sample data the pipeline's default spec (tlt.orchestration.pipelines.DEFAULT_DETECTION_SPEC)
   # is sized for: 240 frames at its input size 240x128, 20 % of them for validation.
   log "making the bundled sample data set in $out/sample-data"
@@ -127,7 +135,7 @@ main() {
     compile) cmd_compile "$@" ;;
     protos) cmd_protos "$@" ;;
     images) cmd_images "$@" ;;
-    -h|--help|help|"") sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h|--help|help|"") sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (try ./build.sh help)" ;;
   esac
 }
