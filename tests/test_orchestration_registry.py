@@ -43,7 +43,7 @@ def test_registry_entries_are_checked_when_declared():
 
 @pytest.mark.parametrize("name", list(registry.STAGES))
 def test_generated_component_matches_registry(name):
-    from tlt.orchestration.registry_gates import FINAL_STATUS_PARAMS
+    from tlt.orchestration.registry_gates import FINAL_STATUS_PARAMS, SINGLE_OUTPUT_STAGES
 
     stage = get_stage(name)
     comp = load_component(name)
@@ -68,10 +68,11 @@ def test_generated_component_matches_registry(name):
     for a in stage.inputs:
         assert spec.inputs[a.name].type == f"system.{a.kind}@0.0.1"
         assert spec.inputs[a.name].is_artifact_list is getattr(a, "collected", False)  # dsl.Collected
-    # Artifacts, then the scalar results (KFP output parameters) a gate's dsl.If reads.
+    # Artifacts, then the scalar results (KFP output parameters) a gate's dsl.If reads; a stage in
+    # SINGLE_OUTPUT_STAGES returns its one result as KFP's plain ``Output``.
+    results = {("Output" if name in SINGLE_OUTPUT_STAGES else r.name): _KFP_TYPES[r.type] for r in stage.results}
     assert {k: v.type for k, v in spec.outputs.items()} == \
-        {**{a.name: f"system.{a.kind}@0.0.1" for a in stage.outputs},
-         **{r.name: _KFP_TYPES[r.type] for r in stage.results}}
+        {**{a.name: f"system.{a.kind}@0.0.1" for a in stage.outputs}, **results}
     # The function is thin: everything it does is one call into the library.
     source = inspect.getsource(comp.python_func)
     assert "from tlt.orchestration.entrypoints import run_component" in source
