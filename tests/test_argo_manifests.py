@@ -249,3 +249,24 @@ def test_gpu_stage_with_inputs_makes_a_valid_template(schema_definitions):
     assert tmpl["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert tmpl["inputs"]["artifacts"] == [{"name": "dataset", "path": "/tmp/tlt/inputs/dataset"}]
     assert "--input-dataset=/tmp/tlt/inputs/dataset" in tmpl["container"]["args"]
+
+
+def test_one_of_outputs_of_branches_become_argo_expressions():
+    """A dsl.OneOf over If/Else branches: the branch group's output picks the branch that ran."""
+    outputs = {"artifacts": {"pipelinechannel--condition-branches-1-oneof-1": {"artifactSelectors": [
+        {"producerSubtask": "condition-2", "outputArtifactKey": "pipelinechannel--retrain-model"},
+        {"producerSubtask": "condition-3", "outputArtifactKey": "pipelinechannel--train-model"}]}},
+        "parameters": {"pipelinechannel--condition-branches-1-oneof-2": {"valueFromOneof": {"parameterSelectors": [
+            {"producerSubtask": "condition-2", "outputParameterKey": "pipelinechannel--a-Output"},
+            {"producerSubtask": "condition-3", "outputParameterKey": "pipelinechannel--b-Output"}]}}}}
+    translated = argo_workflow._dag_outputs(outputs)
+    assert translated["artifacts"] == [{
+        "name": "condition-branches-1-oneof-1",
+        "fromExpression": "tasks['condition-2'].status == 'Succeeded' ? "
+                          "tasks['condition-2'].outputs.artifacts['retrain-model'] : "
+                          "tasks['condition-3'].outputs.artifacts['train-model']"}]
+    assert translated["parameters"] == [{
+        "name": "condition-branches-1-oneof-2",
+        "valueFrom": {"expression": "tasks['condition-2'].status == 'Succeeded' ? "
+                                    "tasks['condition-2'].outputs.parameters['a-Output'] : "
+                                    "tasks['condition-3'].outputs.parameters['b-Output']"}}]
