@@ -83,7 +83,8 @@ cmd_demo() {
   "$VENV/bin/tlt-sample-data" detection "$out/sample-data" --frames 240 --width 240 --height 128 \
     --seed 7 --overwrite
   log "running the detection pipeline locally (kfp.local, no cluster): convert, train, evaluate," \
-      "prune, retrain, evaluate, export, fp32 and int8 engines, evaluate the engine"
+      "prune, retrain, evaluate, quality gate, export, fp32 and int8 engines, evaluate the engine," \
+      "run summary"
   "$VENV/bin/tlt-pipeline" run detection --local --pipeline-root "$out/pipeline-root" \
     --param "dataset_root=$out/sample-data" "$@"
 }

@@ -43,12 +43,14 @@ PIPELINES: dict[str, PipelineInfo] = {
     for p in (
         PipelineInfo("detection", "detection",
                      "KITTI detection data set -> TFRecords (convert) -> DetectNet_v2 (train) -> AP "
-                     "(evaluate) -> prune -> retrain -> AP before vs after (evaluate) -> export -> "
-                     "fp32 and int8 engines (build_engine) -> AP of the engine (evaluate)."),
+                     "(evaluate) -> prune -> retrain -> AP before vs after (evaluate; a sweep over "
+                     "thresholds keeps the smallest model) -> quality gate -> export -> fp32 and int8 "
+                     "engines (build_engine) -> AP of the engine (evaluate); a run summary on exit."),
         PipelineInfo("classification", "classification",
                      "Folder-per-class images -> trained classifier (train) -> metrics and confusion "
-                     "matrix (evaluate) -> prune -> retrain -> evaluate before vs after -> export -> "
-                     "fp32 and int8 engines (build_engine) -> evaluate the engine."),
+                     "matrix (evaluate) -> prune -> retrain -> evaluate before vs after (a sweep over "
+                     "thresholds keeps the smallest model) -> quality gate -> export -> fp32 and int8 "
+                     "engines (build_engine) -> evaluate the engine; a run summary on exit."),
         PipelineInfo("retraining", "retraining",
                      "Scheduled retraining (detection): new data -> data gate -> TFRecords -> "
                      "fine-tune the registry's production model -> champion vs challenger on the "
