@@ -194,3 +194,14 @@ def test_verbose_start_up_keeps_tensorflows_native_log(tmp_path):
     if os.path.exists("/dev/nvidia0"):
         pytest.skip("a GPU machine prints no 'missing CUDA' lines")
     assert "cudart_stub" in done.stderr or "cuInit" in done.stderr, done.stderr
+
+
+def test_closed_output_pipe_stops_quietly():
+    """`tlt-pipeline list | head -1`: the reader closes the pipe; no traceback, no error line."""
+    script = ("import sys\nfrom tlt.cli import _common\n"
+              "def main(argv):\n    for i in range(200000):\n        print('line', i)\n"
+              "sys.exit(_common.run_main('prog', main, []))\n")
+    proc = subprocess.run(f"'{sys.executable}' -c \"{script}\" | head -1", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout == "line 0\n"
+    assert proc.stderr == ""

@@ -108,7 +108,7 @@ def run_main(prog: str, main: Callable[[Sequence[str] | None], int | None],
     A `TLTError` prints its message and returns its exit code (SIGTERM raises
     `tlt.errors.Interrupted`: 143). Ctrl-C returns 130. Any other exception returns 1 with
     ``prog: error: unexpected <type>: <message> (rerun with -v for the traceback)``, and with
-    ``-v`` the traceback above it. argparse's own exits (``-h``, usage errors) pass through.
+    ``-v`` the traceback above it. A closed output pipe returns 141 silently. argparse's own exits (``-h``, usage errors) pass through.
     Returns the process exit code (0 on success) instead of exiting, so tests can call it.
     """
     from tlt.signals import sigterm_raises
@@ -126,6 +126,11 @@ def run_main(prog: str, main: Callable[[Sequence[str] | None], int | None],
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`tlt-pipeline list | head`): stop quietly, as Unix tools do. Point
+        # stdout at devnull so the interpreter's final flush does not raise a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # noqa: BLE001 - the last resort: one line instead of a traceback
         message = _one_line(exc)
         what = f"unexpected {type(exc).__name__}" + (f": {message}" if message else "")
