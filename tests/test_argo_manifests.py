@@ -1,12 +1,11 @@
 """Argo manifests: valid against Argo's JSON schema (unknown keys rejected), references resolve."""
 
-import copy
-import json
 import re
 
 import pytest
 import yaml
 
+from argo_schema import schema_errors, strict_definitions
 from tlt.errors import PipelineError
 from tlt.orchestration import argo, argo_workflow
 from tlt.orchestration.compile import compile_tree
@@ -14,39 +13,9 @@ from tlt.orchestration.paths import DEFAULT_IMAGE
 from tlt.orchestration.pipelines import PIPELINES
 from tlt.orchestration.registry import STAGES, get_stage
 
-_PREFIX = "io.argoproj.workflow.v1alpha1."
-
-
 @pytest.fixture(scope="module")
 def schema_definitions(repo_root):
-    path = repo_root.parent / "shared" / "schemas" / "argo-workflows-v3.6.schema.json"
-    if not path.is_file():
-        pytest.skip("../shared/schemas/argo-workflows-v3.6.schema.json is not present")
-    defs = json.loads(path.read_text())["definitions"]
-    return _strict(defs)
-
-
-def _strict(node):
-    """Copy of the schema with additionalProperties: false on every object that lists properties."""
-    node = copy.deepcopy(node)
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if "properties" in item and "additionalProperties" not in item:
-                item["additionalProperties"] = False
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return node
-
-
-def _validate(defs, kind, doc):
-    import jsonschema
-
-    schema = {"$ref": f"#/definitions/{_PREFIX}{kind}", "definitions": defs}
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc), key=lambda e: list(e.path))
-    return [f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors]
+    return strict_definitions(repo_root)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +35,7 @@ def manifests(repo_root):
 def test_strict_schema_rejects_unknown_keys(schema_definitions):
     doc = argo.build_workflow_template(get_stage("convert"))
     doc["spec"]["templates"][0]["retryStrategy"]["limmit"] = "2"
-    errors = _validate(schema_definitions, "WorkflowTemplate", doc)
+    errors = schema_errors(schema_definitions, "WorkflowTemplate", doc)
     assert errors == ["spec/templates/0/retryStrategy: Additional properties are not allowed ('limmit' was unexpected)"]
 
 
@@ -75,7 +44,7 @@ def test_every_generated_argo_document_is_valid(schema_definitions, manifests):
     for rel, doc in manifests.items():
         if "#" not in rel or not isinstance(doc, dict) or doc.get("apiVersion") != argo.API_VERSION:
             continue
-        assert _validate(schema_definitions, doc["kind"], doc) == [], rel
+        assert schema_errors(schema_definitions, doc["kind"], doc) == [], rel
         names.add((doc["kind"], rel.split("#")[0]))
     # A template per stage, a workflow per pipeline (kustomize may add more documents).
     assert {("WorkflowTemplate", f"manifests/templates/{s}.yaml") for s in STAGES} <= names
@@ -88,7 +57,7 @@ def test_artifact_repository_is_valid(schema_definitions, manifests):
     assert configmaps
     for configmap in configmaps:
         repo = yaml.safe_load(configmap["data"][argo.ARTIFACT_REPOSITORY_KEY])
-        assert _validate(schema_definitions, "ArtifactRepository", repo) == []
+        assert schema_errors(schema_definitions, "ArtifactRepository", repo) == []
 
 
 def test_templates_mirror_the_registry(manifests):
@@ -243,7 +212,7 @@ def test_gpu_stage_with_inputs_makes_a_valid_template(schema_definitions):
                   inputs=(Artifact("dataset", "Dataset", "TFRecords"),),
                   outputs=(Artifact("model", "Model", "the model"),), resources=Resources(gpus=2))
     doc = argo.build_workflow_template(stage)
-    assert _validate(schema_definitions, "WorkflowTemplate", doc) == []
+    assert schema_errors(schema_definitions, "WorkflowTemplate", doc) == []
     (tmpl,) = doc["spec"]["templates"]
     assert tmpl["container"]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert tmpl["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]

@@ -2,7 +2,6 @@
 Argo's schema with unknown keys rejected, every template reference resolves, the gpu overlay adds
 the GPU settings, secrets stay templates."""
 
-import copy
 import json
 import re
 import shutil
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from argo_schema import schema_errors, strict_definitions
 from tlt.orchestration import argo
 from tlt.orchestration.compile import compile_tree
 from tlt.orchestration.kustomize import CRON_SCHEDULE, NAMESPACE, SECRET_PLACEHOLDER
@@ -21,7 +21,6 @@ from tlt.orchestration.registry import STAGES
 from tlt.orchestration.stage_types import GPU_NODE_SELECTOR_PARAM, GPU_RESOURCE
 
 OVERLAYS = ("minio", "s3", "gcs", "gpu")
-_PREFIX = "io.argoproj.workflow.v1alpha1."
 
 
 @pytest.fixture(scope="module")
@@ -61,28 +60,7 @@ def submitted(manifests_dir):
 
 @pytest.fixture(scope="module")
 def schema_definitions(repo_root):
-    path = repo_root.parent / "shared" / "schemas" / "argo-workflows-v3.6.schema.json"
-    if not path.is_file():
-        pytest.skip("../shared/schemas/argo-workflows-v3.6.schema.json is not present")
-    defs = copy.deepcopy(json.loads(path.read_text())["definitions"])
-    stack = [defs]
-    while stack:  # reject unknown keys: additionalProperties false wherever properties are listed
-        item = stack.pop()
-        if isinstance(item, dict):
-            if "properties" in item and "additionalProperties" not in item:
-                item["additionalProperties"] = False
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return defs
-
-
-def _errors(defs, kind, doc):
-    import jsonschema
-
-    schema = {"$ref": f"#/definitions/{_PREFIX}{kind}", "definitions": defs}
-    return [f"{'/'.join(map(str, e.path))}: {e.message}"
-            for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)]
+    return strict_definitions(repo_root)
 
 
 def _by_kind(docs, kind):
@@ -103,13 +81,13 @@ def test_every_rendered_argo_document_is_valid(rendered, submitted, schema_defin
     for name, docs in rendered.items():
         for doc in docs:
             if doc["apiVersion"] == argo.API_VERSION:
-                assert _errors(schema_definitions, doc["kind"], doc) == [], f"{name}: {doc['metadata']['name']}"
+                assert schema_errors(schema_definitions, doc["kind"], doc) == [], f"{name}: {doc['metadata']['name']}"
                 checked += 1
         (configmap,) = _by_kind(docs, "ConfigMap").values()
         repository = yaml.safe_load(configmap["data"][argo.ARTIFACT_REPOSITORY_KEY])
-        assert _errors(schema_definitions, "ArtifactRepository", repository) == [], name
+        assert schema_errors(schema_definitions, "ArtifactRepository", repository) == [], name
     for rel, doc in submitted.items():
-        assert _errors(schema_definitions, doc["kind"], doc) == [], rel
+        assert schema_errors(schema_definitions, doc["kind"], doc) == [], rel
     assert checked == len(OVERLAYS) * len(STAGES)
     assert {rel.split("/")[0] for rel in submitted} == ({"workflows", "cron"} if "retraining" in PIPELINES
                                                         else {"workflows"})
