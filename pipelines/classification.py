@@ -38,6 +38,7 @@ LOCAL_OUTPUTS = {
     "model": ("train", "model"), "metrics": ("evaluate", "metrics"),
     "confusion": ("evaluate", "confusion"), "report": ("evaluate", "report"),
     "pruned_model": ("prune", "pruned_model"), "pruning_report": ("evaluate-2", "report"),
+    "retrained_metrics": ("evaluate-2", "metrics"),
     "retrained_model": ("pick-pruned", "model"), "sweep_report": ("pick-pruned", "report"),
     "quality_report": ("quality-gate", "report"), "export": ("export", "export"),
     "engine": ("evaluate-3", "scored_model"), "engine_metrics": ("evaluate-3", "metrics"),

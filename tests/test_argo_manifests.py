@@ -147,7 +147,7 @@ def test_detection_workflow_translates_gate_sweep_fan_in_and_exit_handler(manife
     assert args == {"pipeline": "detection", "state": "{{workflow.status}}", "run_id": "{{workflow.name}}",
                     "failures": "{{workflow.failures}}"}
     params = {p["name"]: p.get("value") for p in spec["arguments"]["parameters"]}
-    assert params["pruning_thresholds"] == "[0.05]" and params["quality_threshold"] == "10"
+    assert params["pruning_thresholds"] == "[0.8]" and params["quality_threshold"] == "10"
     body = {t["name"]: t for t in templates["exit-handler-1"]["dag"]["tasks"]}
     loop = next(t for name, t in body.items() if name.startswith("for-loop"))
     assert loop["withParam"] == "{{inputs.parameters.pruning_thresholds}}"

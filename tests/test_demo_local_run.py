@@ -133,7 +133,7 @@ def test_summary_lists_steps_ap_table_and_locations(tmp_path):
           train     succeeded  5 min 31 s
           evaluate  succeeded  28 s
 
-        metrics:
+        trained model (metrics):
         AP in % (voc, 48 validation frames, validation cost 0.004563)
           class          AP
           car         90.64
@@ -151,7 +151,7 @@ def test_summary_of_a_run_without_detection_metrics_lists_its_scalars(tmp_path):
     (result.outputs["metrics"].path / "evaluation.json").write_text('{"accuracy": 0.9}')
     result.outputs["metrics"].metadata = {"accuracy": 0.91666, "num_images": 12, "note": "text"}
     text = render_summary(result)
-    assert "metrics:\n  accuracy                 0.9167\n  num_images               12\n" in text
+    assert "trained model (metrics):\n  accuracy                 0.9167\n  num_images               12\n" in text
     assert "note" not in text
 
 
@@ -240,11 +240,20 @@ def test_summary_shows_every_evaluation_and_the_pruning_ratio(tmp_path):
     evaluation["runtime"] = "int8 onnxruntime engine"
     (engine / "evaluation.json").write_text(json.dumps(evaluation))
     result.outputs["engine_metrics"] = LocalArtifact("engine_metrics", "Metrics", engine)
+    retrained = result.run_dir / "evaluate-2" / "metrics"
+    retrained.mkdir(parents=True)
+    evaluation["mean_ap"]["combined"] = 40.25
+    evaluation.pop("runtime")
+    (retrained / "evaluation.json").write_text(json.dumps(evaluation))
+    result.outputs["retrained_metrics"] = LocalArtifact("retrained_metrics", "Metrics", retrained)
     result.outputs["pruned_model"] = LocalArtifact(
         "pruned_model", "Model", result.run_dir / "prune",
         {"params_before": 4923978, "params_after": 1284826, "pruning_ratio": 0.2609})
     text = render_summary(result)
-    assert text.index("metrics:\nAP in % (voc") < text.index(
-        "engine_metrics:\nAP in % (voc, 48 validation frames, int8 onnxruntime engine")
-    assert "  mAP         90.64" in text and "  mAP         12.50" in text
+    # Trained, then pruned and retrained, then the engine: whatever order the outputs come in.
+    trained = text.index("trained model (metrics):\nAP in % (voc")
+    pruned = text.index("pruned and retrained model (retrained_metrics):\nAP in % (voc")
+    deployed = text.index("engine (engine_metrics):\nAP in % (voc, 48 validation frames, int8 onnxruntime engine")
+    assert trained < pruned < deployed
+    assert "  mAP         90.64" in text and "  mAP         40.25" in text and "  mAP         12.50" in text
     assert "pruning: 1,284,826 of 4,923,978 parameters kept (pruning ratio 0.2609)" in text

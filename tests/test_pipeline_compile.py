@@ -41,9 +41,9 @@ def test_detection_ir_has_tasks_params_images_resources_and_retry(compiled):
             "quality_threshold", "retrain_epochs", "sweep_tolerance", "train_spec",
             "validation_fold"} <= set(params)
     assert params["pruning_thresholds"]["parameterType"] == "LIST"
-    assert params["pruning_thresholds"]["defaultValue"] == [0.05]  # one retraining by default
+    assert params["pruning_thresholds"]["defaultValue"] == [0.8]  # one retraining by default
     assert params["quality_threshold"]["defaultValue"] == 10.0
-    assert params["retrain_epochs"]["defaultValue"] == 6
+    assert params["retrain_epochs"]["defaultValue"] == 20
     assert params["convert_spec"]["defaultValue"] == DEFAULT_CONVERT_SPEC
     assert params["validation_fold"]["parameterType"] == "NUMBER_INTEGER"
     assert params["validation_fold"]["defaultValue"] == 0

@@ -47,7 +47,9 @@ TASKS = ["convert", "train", "evaluate", "prune", "retrain", "evaluate-2", "pick
 GATED = ["build-engine", "build-engine-2", "evaluate-3", "export"]
 #: Tiny-run parameters: one retraining epoch, 8 calibration frames of the 12; a one-epoch detector
 #: on 12 synthetic frames may score 0 mAP, so the gate lets anything through.
-TINY = ["retrain_epochs=1", "calibration_batches=1", "calibration_batch_size=8", "quality_threshold=0"]
+# The pipeline prunes with -n max 0.8 (sized for the demo); a one-epoch model prunes surely with L2.
+TINY = ["retrain_epochs=1", "calibration_batches=1", "calibration_batch_size=8", "quality_threshold=0",
+        "pruning_thresholds=[0.05]", "pruning_normalizer=L2"]
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ def _engine_run(tmp_path: Path) -> LocalRunResult:
     (pruned / "model.tlt").write_bytes(b"x")
     return LocalRunResult(
         pipeline="detection", run_dir=run, log_file=run / "run.log",
-        outputs={"engine": LocalArtifact("engine", "Model", engine),
+        outputs={"engine": LocalArtifact("engine", "Model", engine, {"size_bytes": 2_412_345}),
                  "engine_metrics": LocalArtifact("engine_metrics", "Metrics", metrics, {"mAP": 81.25}),
                  "pruned_model": LocalArtifact("pruned_model", "Model", pruned),
                  "pruning_report": LocalArtifact("pruning_report", "HTML", run / "x",
@@ -38,6 +38,6 @@ def test_summary_shows_the_engine_ap_without_a_cost_and_names_each_output(tmp_pa
     run = result.run_dir
     assert "AP in % (voc, 48 validation frames, int8 onnxruntime engine)\n" in text
     assert "\n  mAP    81.25\n" in text
-    assert f"\nengine:  {run}/evaluate-3/scored_model/model.engine\n" in text
+    assert f"\nengine:  {run}/evaluate-3/scored_model/model.engine (2.4 MB)\n" in text
     assert f"\npruned_model: {run}/prune/pruned_model/model.tlt\n" in text
     assert f"\npruning_report: {run}/pruning_report.html\n" in text

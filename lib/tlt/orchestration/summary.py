@@ -25,14 +25,24 @@ def render_summary(result: LocalRunResult) -> str:
     """
     lines = [f"pipeline {result.pipeline} finished in {format_seconds(result.seconds)}", ""]
     lines += _steps(result)
-    # Every evaluation the pipeline returns (the trained model, then the deployed engine), so a
-    # reader sees what pruning and quantization cost next to what training reached.
-    for metrics in (a for a in result.outputs.values() if a.kind == "Metrics"):
+    # Every evaluation the pipeline returns (the trained model, the pruned and retrained one, the
+    # deployed engine), so a reader sees what pruning and quantization cost next to training.
+    for metrics in _in_pipeline_order(a for a in result.outputs.values() if a.kind == "Metrics"):
         lines += ["", *_metrics(metrics)]
     lines += _pruning(result)
     lines += _verdicts(result)
     lines += ["", *_locations(result)]
     return "\n".join(lines)
+
+
+#: Headline of each evaluation output of the pipelines, in the order a model goes through them.
+_EVALUATIONS = {"metrics": "trained model", "retrained_metrics": "pruned and retrained model",
+                "engine_metrics": "engine"}
+
+
+def _in_pipeline_order(metrics) -> list[LocalArtifact]:
+    order = list(_EVALUATIONS)
+    return sorted(metrics, key=lambda a: (order.index(a.name) if a.name in order else len(order), a.name))
 
 
 def _steps(result: LocalRunResult) -> list[str]:
@@ -75,10 +85,15 @@ def _pruning(result: LocalRunResult) -> list[str]:
 def _metrics(metrics: LocalArtifact) -> list[str]:
     evaluation = _read_json(metrics.path / "evaluation.json")
     try:
-        return [f"{metrics.name}:", *_ap_table(evaluation)]
+        return [_headline(metrics), *_ap_table(evaluation)]
     except (KeyError, TypeError, ValueError):  # not a detection evaluation: its scalars
-        return [f"{metrics.name}:", *[f"  {key:<24} {_number(value)}" for key, value in sorted(metrics.metadata.items())
+        return [_headline(metrics), *[f"  {key:<24} {_number(value)}" for key, value in sorted(metrics.metadata.items())
                               if isinstance(value, (int, float))]]
+
+
+def _headline(metrics: LocalArtifact) -> str:
+    what = _EVALUATIONS.get(metrics.name)
+    return f"{what} ({metrics.name}):" if what else f"{metrics.name}:"
 
 
 def _ap_table(evaluation: dict[str, Any]) -> list[str]:
@@ -108,12 +123,18 @@ def _locations(result: LocalRunResult) -> list[str]:
     lines = []
     for art in result.outputs.values():
         if art.kind == "Model":
-            lines.append(f"{art.name + ':':<8} {_model_file(art.path)}")
+            lines.append(f"{art.name + ':':<8} {_model_file(art.path)}{_size(art)}")
         elif art.kind in ("HTML", "Markdown"):
             lines.append(f"{art.name + ':':<8} {art.page or art.path}")
     lines.append(f"log:     {result.log_file}")
     lines.append(f"run:     {result.run_dir}")
     return lines
+
+
+def _size(art: LocalArtifact) -> str:
+    """`` (2.4 MB)`` for an engine, whose size on disk is what a deployment cares about."""
+    size = art.metadata.get("size_bytes") if art.name == "engine" else None
+    return f" ({size / 1e6:.1f} MB)" if isinstance(size, (int, float)) else ""
 
 
 def _model_file(folder: Path) -> Path:
