@@ -54,7 +54,6 @@ def infer_classification(model_uri: str, *, image: str | None = None, image_dir:
             does not fit the model.
     """
     from tlt.evaluation.classification import load_any_classifier
-    from tlt.io.atomic import atomic_write_text
 
     if bool(image) == bool(image_dir):
         raise DataError("give exactly one of an image (-i) or an image folder (-d)")
@@ -67,6 +66,27 @@ def infer_classification(model_uri: str, *, image: str | None = None, image_dir:
     if len(classes) != len(metadata["classes"]):
         raise DataError(f"class map has {len(classes)} classes, the model predicts "
                         f"{len(metadata['classes'])}")
+    readable = _readable_images(image, image_dir)
+    split = ImageFolderSplit(root=Path(image_dir or Path(image).parent), class_names=classes,
+                             files=readable, labels=[0] * len(readable))
+    probabilities = predict(split, batch_size)
+    predictions = [
+        Prediction(path=path, class_index=int(p.argmax()), class_name=classes[int(p.argmax())],
+                   confidence=float(p.max()))
+        for path, p in zip(readable, probabilities)
+    ]
+    if image:
+        pred = predictions[0]
+        _log.info("Class label = %d", pred.class_index)
+        _log.info("Class name = %s", pred.class_name)
+        _log.info("Confidence = %.4f", pred.confidence)
+        return predictions, None
+    return predictions, _write_result_csv(predictions, Path(image_dir) / "result.csv")
+
+
+def _readable_images(image: str | None, image_dir: str | None) -> list[str]:
+    """The image, or the images under the folder (recursively, sorted) that can be read; an
+    unreadable one is skipped with a warning in folder mode and raises in single-image mode."""
     if image:
         if not Path(image).is_file():
             raise DataError(f"{image}: image file does not exist")
@@ -87,25 +107,17 @@ def infer_classification(model_uri: str, *, image: str | None = None, image_dir:
             if image:
                 raise
             _log.warning("skipping %s", err)
-    split = ImageFolderSplit(root=Path(image_dir or Path(image).parent), class_names=classes,
-                             files=readable, labels=[0] * len(readable))
-    probabilities = predict(split, batch_size)
-    predictions = [
-        Prediction(path=path, class_index=int(p.argmax()), class_name=classes[int(p.argmax())],
-                   confidence=float(p.max()))
-        for path, p in zip(readable, probabilities)
-    ]
-    if image:
-        pred = predictions[0]
-        _log.info("Class label = %d", pred.class_index)
-        _log.info("Class name = %s", pred.class_name)
-        _log.info("Confidence = %.4f", pred.confidence)
-        return predictions, None
+    return readable
+
+
+def _write_result_csv(predictions: list[Prediction], path: Path) -> str:
+    """The guide's result.csv (class index, file, class name, confidence), written atomically."""
+    from tlt.io.atomic import atomic_write_text
+
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     for pred in predictions:
         writer.writerow([pred.class_index, pred.path, pred.class_name, f"{pred.confidence:.6f}"])
-    result_csv = str(Path(image_dir) / "result.csv")
-    atomic_write_text(result_csv, buffer.getvalue())
-    _log.info("wrote %d predictions to %s", len(predictions), result_csv)
-    return predictions, result_csv
+    atomic_write_text(str(path), buffer.getvalue())
+    _log.info("wrote %d predictions to %s", len(predictions), path)
+    return str(path)
