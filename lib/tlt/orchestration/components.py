@@ -42,7 +42,7 @@ def component_function_name(stage: Stage) -> str:
 
 def _input_type(a: Any) -> str:
     # A collected input receives the artifact of every loop iteration (dsl.Collected).
-    return f"Input[List[{a.kind}]]" if getattr(a, "collected", False) else f"Input[{a.kind}]"
+    return f"Input[List[{a.kind}]]" if a.collected else f"Input[{a.kind}]"
 
 
 def _signature_params(stage: Stage) -> list[Param]:
@@ -108,7 +108,7 @@ def render_component_source(stage: Stage, image: str | None = None) -> str:
     kinds = sorted({a.kind for a in stage.inputs + stage.outputs})
     wrappers = sorted({"Input"} if stage.inputs else set()) + (["Output"] if stage.outputs else [])
     imports = ", ".join(kinds + wrappers)
-    typing_names = (["List"] if any(getattr(a, "collected", False) for a in stage.inputs) else []) \
+    typing_names = (["List"] if any(a.collected for a in stage.inputs) else []) \
         + (["NamedTuple"] if stage.results and stage.name not in SINGLE_OUTPUT_STAGES else [])
     params = _params_expression(stage)
     ins = ", ".join(f'"{a.name}": {a.name}' for a in stage.inputs)

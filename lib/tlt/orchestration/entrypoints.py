@@ -174,7 +174,7 @@ def run_stage_argv(stage_name: str, argv: Sequence[str], prog: str | None = None
 
 
 def _is_collected(stage: Stage, name: str) -> bool:
-    return any(a.name == name and getattr(a, "collected", False) for a in stage.inputs)
+    return any(a.name == name and a.collected for a in stage.inputs)
 
 
 def _collected_folders(stage: Stage, name: str, folder: str) -> list[str]:

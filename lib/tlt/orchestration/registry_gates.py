@@ -3,23 +3,9 @@ the run summary (their logic lives in `tlt.gates`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tlt.orchestration.stage_types import Artifact, Param, Resources, RetryPolicy, Stage
 
-__all__ = ["CollectedArtifact", "FINAL_STATUS_PARAMS", "GATE_STAGES", "SINGLE_OUTPUT_STAGES"]
-
-
-@dataclass(frozen=True)
-class CollectedArtifact(Artifact):
-    """An input that receives one artifact per iteration of a ``dsl.ParallelFor`` (``dsl.Collected``).
-
-    The KFP component takes ``Input[List[<kind>]]``; the adapter gets the list of their folders
-    (an Argo container gets one folder holding them, see
-    `tlt.orchestration.entrypoints.run_stage_argv`).
-    """
-
-    collected: bool = True
+__all__ = ["FINAL_STATUS_PARAMS", "GATE_STAGES", "SINGLE_OUTPUT_STAGES"]
 
 
 #: Exit-task stages -> {parameter: field of ``dsl.PipelineTaskFinalStatus``}: in KFP these
@@ -73,10 +59,10 @@ GATE_STAGES: tuple[Stage, ...] = (
                   "points of %.", 1.0),
         ),
         inputs=(
-            CollectedArtifact("candidates", "Model", "Every iteration's evaluated retrained model "
-                              "(evaluate's scored_model: model file, params, size, metric)."),
-            CollectedArtifact("pruned_models", "Model", "Every iteration's prune output, in the "
-                              "same order (threshold and parameters before and after pruning)."),
+            Artifact("candidates", "Model", "Every iteration's evaluated retrained model "
+                     "(evaluate's scored_model: model file, params, size, metric).", collected=True),
+            Artifact("pruned_models", "Model", "Every iteration's prune output, in the same order "
+                     "(threshold and parameters before and after pruning).", collected=True),
         ),
         outputs=(
             Artifact("model", "Model", "The chosen retrained model: its model file and "

@@ -42,7 +42,10 @@ ARTIFACT_KINDS = ("Artifact", "Dataset", "Model", "Metrics", "ClassificationMetr
 
 
 #: A stage adapter: ``adapter(params, inputs, outputs) -> {output name: metadata}`` (see
-#: `tlt.orchestration.adapters`).
+#: `tlt.orchestration.adapters`). ``inputs`` maps an input to its folder, or to the list of folders
+#: of a collected input (`Artifact.collected`); a stage with ``results`` also returns
+#: ``{tlt.orchestration.results.RESULTS_KEY: {name: value}}`` (checked and typed by
+#: `tlt.orchestration.results.split_results`).
 Adapter = Callable[[Mapping[str, Any], Mapping[str, str], Mapping[str, str]], dict[str, dict[str, Any]]]
 
 
@@ -99,12 +102,17 @@ class Artifact:
         kind: the KFP artifact class, one of `ARTIFACT_KINDS`.
         help: one sentence for the README and the UI.
         optional: an input a task may leave unconnected (e.g. the TFRecords only detection reads).
+        collected: an input receiving one artifact per iteration of a ``dsl.ParallelFor``
+            (``dsl.Collected``): ``Input[List[<kind>]]`` in KFP, the list of their folders for the
+            adapter (an Argo container gets one folder holding them, see
+            `tlt.orchestration.entrypoints.run_stage_argv`).
     """
 
     name: str
     kind: str
     help: str
     optional: bool = False
+    collected: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ARTIFACT_KINDS:
