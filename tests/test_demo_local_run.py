@@ -14,7 +14,7 @@ import pytest
 
 from cli_processes import subprocess_env
 from tlt.cli import pipeline as cli
-from tlt.orchestration.local_run import LocalArtifact, LocalRunResult, StepResult, format_seconds
+from tlt.orchestration.local_results import LocalArtifact, LocalRunResult, StepResult, format_seconds
 from tlt.orchestration.summary import render_summary
 
 _SAMPLE_HINT = "make sample data with `tlt-sample-data detection DIR`"

@@ -16,8 +16,10 @@ def images(tmp_path_factory):
 
 
 @pytest.mark.parametrize("param, message", [
-    ("pruning_threshold=1.5", "--param pruning_threshold=1.5: must be in (0, 1]"),
-    ("pruning_threshold=0", "--param pruning_threshold=0: must be in (0, 1]"),
+    ("pruning_thresholds=[0.1, 1.5]", "--param pruning_thresholds: 1.5 must be in (0, 1]"),
+    ("pruning_thresholds=[0]", "--param pruning_thresholds: 0 must be in (0, 1]"),
+    ("pruning_thresholds=[]", "--param pruning_thresholds=[]: give at least one threshold"),
+    ("sweep_tolerance=-1", "--param sweep_tolerance=-1.0: must be >= 0"),
     ("pruning_normalizer=L1", "--param pruning_normalizer=L1: expected one of max, L2"),
     ("retrain_epochs=-2", "--param retrain_epochs=-2: must be >= 0 (0 keeps the spec's epoch count)"),
     ("engine_precision=int4", "--param engine_precision=int4: expected fp32, fp16 or int8"),

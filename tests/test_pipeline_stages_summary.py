@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from tlt.orchestration.local_run import LocalArtifact, LocalRunResult, StepResult
+from tlt.orchestration.local_results import LocalArtifact, LocalRunResult, StepResult
 from tlt.orchestration.summary import render_summary
 
 

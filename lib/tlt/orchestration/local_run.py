@@ -6,34 +6,32 @@ root (``<root>/<pipeline>-<timestamp>/<task>/<output>``) and the run's log besid
 
 Everything the tasks print (executor input dumps, TensorFlow's start-up lines, tracebacks) goes to
 the run's log; a caller that wants a quiet terminal passes a ``progress`` stream, which receives one
-line per task, and shows `tlt.orchestration.summary.render_summary` of the result.
+line per task (`tlt.orchestration.local_progress`), and shows
+`tlt.orchestration.summary.render_summary` of the result (`tlt.orchestration.local_results`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import sys
-import re
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, TextIO
 
 from tlt.errors import Interrupted, PipelineError
-from tlt.orchestration.entrypoints import STAGE_FAILED_MARK
-from tlt.orchestration.local_resume import CACHE_HIT, check_resume_dir, run_folder
+from tlt.orchestration.local_progress import RunWatcher, base_name, failure_line
+from tlt.orchestration.local_resume import check_resume_dir, run_folder
+from tlt.orchestration.local_results import LocalArtifact, LocalRunResult, StepResult
 from tlt.orchestration.local_stop import sigterm_stops_tasks
 from tlt.orchestration.paths import repo_root
 from tlt.orchestration.pipelines import get_pipeline, load_pipeline
 from tlt.orchestration.preflight import check_local_run
 
-__all__ = ["DEFAULT_PIPELINE_ROOT", "LOG_FILE", "LocalArtifact", "LocalRunResult", "StepResult",
-           "format_seconds", "parse_params", "run_local"]
+__all__ = ["DEFAULT_PIPELINE_ROOT", "LOG_FILE", "parse_params", "run_local"]
 
 #: Where local runs keep their artifacts unless told otherwise (relative to the working directory).
 DEFAULT_PIPELINE_ROOT = ".tlt-local-runs"
@@ -56,68 +54,6 @@ def _json_of(text: str, kind: type) -> Any:
     if not isinstance(value, kind):
         raise ValueError(text)
     return value
-
-
-@dataclass
-class LocalArtifact:
-    """One output artifact of a local run: its folder and the metadata KFP recorded for it.
-
-    Attributes:
-        page: for an HTML output, a copy named ``<run>/<name>.html`` that a browser opens.
-    """
-
-    name: str
-    kind: str
-    path: Path
-    metadata: dict[str, Any] = field(default_factory=dict)
-    page: Path | None = None
-
-
-@dataclass
-class StepResult:
-    """One task of a local run as the terminal summary shows it.
-
-    Attributes:
-        name: the task (= stage) name.
-        status: ``succeeded``, ``cached`` (reused from an earlier run), ``failed``, ``skipped`` (inside a ``dsl.If`` whose condition was
-            false, e.g. export after a failed quality gate) or ``not run`` (after a failure).
-        seconds: wall time, None when it did not run.
-        error: a failed task's one-line error (the full traceback is in the run's log).
-    """
-
-    name: str
-    status: str
-    seconds: float | None = None
-    error: str | None = None
-
-
-@dataclass
-class LocalRunResult:
-    """What a local run produced.
-
-    Attributes:
-        pipeline: catalogue name.
-        run_dir: the run's folder under the pipeline root (one subfolder per task).
-        log_file: every task's output (what kfp.local printed, without colour codes).
-        outputs: the pipeline's output artifacts by name.
-        steps: every task in the order it ran, then those that did not run.
-        seconds: wall time of the whole run.
-    """
-
-    pipeline: str
-    run_dir: Path
-    log_file: Path
-    outputs: dict[str, LocalArtifact]
-    steps: list[StepResult] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def format_seconds(seconds: float) -> str:
-    """``4 s``, ``6 min 05 s``: a duration as a person reads it."""
-    whole = int(round(seconds))
-    if whole < 60:
-        return f"{whole} s"
-    return f"{whole // 60} min {whole % 60:02d} s"
 
 
 def parse_params(items: Iterable[str], pipeline_func: Any) -> dict[str, Any]:
@@ -143,85 +79,6 @@ def parse_params(items: Iterable[str], pipeline_func: Any) -> dict[str, Any]:
             article = "an" if kind[0] in "AEIOU" else "a"
             raise PipelineError(f"--param {name}={text!r}: expected {article} {kind.lower()} value") from None
     return params
-
-
-# kfp.local's own lines about a task (after colour codes are removed), and the line
-# `run_component` logs when a stage fails: the one line a user needs, not the executor's traceback.
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_TASK_STARTED = re.compile(r"Executing task '([^']+)'")
-_TASK_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
-_STAGE_FAILED = re.compile(re.escape(STAGE_FAILED_MARK) + r" (\S+): (.*)$")
-# Last resort for a failure before `run_component` runs (e.g. an import error): the final line of
-# a Python traceback, "package.module.SomeError: message".
-_EXCEPTION_LINE = re.compile(r"^\s*((?:\w+\.)*\w*(?:Error|Exception|Interrupted)\b.*)$")
-
-
-class _RunWatcher(io.TextIOBase):
-    """Receives kfp.local's output: keeps all of it in the log, times each task, finds its error.
-
-    Args:
-        log: the run's log file (receives everything, without colour codes).
-        echo: a stream that also receives everything (``tlt-pipeline run -v``), or None.
-        progress: a stream that receives a line when a task starts and when it ends, or None.
-        total: number of tasks in the pipeline (for the ``[i/n]`` counter).
-    """
-
-    def __init__(self, log: TextIO, echo: TextIO | None, progress: TextIO | None, total: int):
-        self._log, self._echo, self._progress, self._total = log, echo, progress, total
-        self._pending = ""
-        self._current: str | None = None
-        self._started = 0.0
-        # Task -> the stage's own error line; task -> the last traceback line (a fallback).
-        self._stage_errors: dict[str, str] = {}
-        self._traceback_errors: dict[str, str] = {}
-        self.steps: list[StepResult] = []
-
-    def write(self, text: str) -> int:
-        clean = _ANSI.sub("", text)
-        self._log.write(clean)
-        self._log.flush()
-        if self._echo is not None:
-            self._echo.write(text)
-        *lines, self._pending = (self._pending + clean).split("\n")
-        for line in lines:
-            self._observe(line)
-        return len(text)
-
-    def flush(self) -> None:
-        self._log.flush()
-        if self._echo is not None:
-            self._echo.flush()
-
-    def _observe(self, line: str) -> None:
-        if match := _TASK_STARTED.search(line):
-            self._current, self._started = match.group(1), time.monotonic()
-            self._say(f"[{len(self.steps) + 1}/{self._total}] {self._current} running ...")
-        elif match := CACHE_HIT.search(line):  # kfp.local reused an earlier run's outputs
-            self.steps.append(StepResult(match.group(1), "cached", 0.0))
-            self._say(f"[{len(self.steps)}/{self._total}] {match.group(1)} reused from an earlier run")
-        elif match := _TASK_FINISHED.search(line):
-            self._finish(match.group(1), "succeeded" if match.group(2) == "SUCCESS" else "failed")
-        elif self._current is not None and (match := _STAGE_FAILED.search(line)):
-            self._stage_errors[self._current] = match.group(2).strip()
-        elif self._current is not None and (match := _EXCEPTION_LINE.match(line)):
-            self._traceback_errors[self._current] = match.group(1).strip()
-
-    def _finish(self, name: str, status: str) -> None:
-        seconds = time.monotonic() - self._started
-        error = None
-        if status == "failed":  # the stage's own line wins over the traceback printed after it
-            error = self._stage_errors.get(name) or self._traceback_errors.get(name)
-        # A loop's task runs once per item: the later iterations are named "<task> #2", "#3" ...
-        runs = sum(1 for s in self.steps if _base_name(s.name) == name)
-        shown = f"{name} #{runs + 1}" if runs else name
-        self.steps.append(StepResult(shown, status, seconds, error))
-        self._current = None
-        self._say(f"[{len(self.steps)}/{self._total}] {shown} {status} in {format_seconds(seconds)}")
-
-    def _say(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.write(text + "\n")
-            self._progress.flush()
 
 
 def _ints(value: Any) -> Any:
@@ -290,13 +147,8 @@ def _planned_steps(func: Any, args: Mapping[str, Any]) -> int:
     return sum(items(loop) if loop else 1 for _, loop in _walk_tasks(func).values())
 
 
-def _base_name(step: str) -> str:
-    """The task name of a step (``prune #2`` -> ``prune``)."""
-    return step.split(" #")[0]
-
-
 def _with_unrun_steps(steps: list[StepResult], func: Any, failed: bool) -> list[StepResult]:
-    ran = {_base_name(s.name) for s in steps}
+    ran = {base_name(s.name) for s in steps}
     tasks = _stage_tasks(func)
     return steps + [StepResult(name, "skipped" if gated and not failed else "not run")
                     for name, gated in sorted(tasks.items()) if name not in ran]
@@ -386,7 +238,7 @@ def run_local(name: str, params: Mapping[str, Any] | Iterable[str] = (), *,
     log_file = run_dir / LOG_FILE
     _keep_log(pending_log, log_file)
     if task is None:
-        raise PipelineError(_failure_line(info.name, watcher.steps, log_file))
+        raise PipelineError(failure_line(info.name, watcher.steps, log_file))
     outputs = {key: _artifact(key, value) for key, value in sorted((task.outputs or {}).items())}
     if not outputs:  # a DAG inside an ExitHandler returns nothing: read its tasks' outputs
         outputs = _task_outputs(run_dir, _output_map(func, info.name, root), _output_kinds(func))
@@ -454,7 +306,7 @@ def _keep_log(pending: Path, log_file: Path) -> None:
 
 
 def _execute(func: Any, args: Mapping[str, Any], proot: Path, log_path: Path, echo: TextIO | None,
-             progress: TextIO | None) -> tuple[Any, _RunWatcher]:
+             progress: TextIO | None) -> tuple[Any, RunWatcher]:
     """Run the pipeline in kfp.local with its output in ``log_path``; the task is None on failure."""
     from kfp import local
 
@@ -467,7 +319,7 @@ def _execute(func: Any, args: Mapping[str, Any], proot: Path, log_path: Path, ec
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         # Requests and limits only matter on a cluster; kfp.local says so for every task.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-        watcher = _RunWatcher(log, echo, progress, total=_planned_steps(func, args))
+        watcher = RunWatcher(log, echo, progress, total=_planned_steps(func, args))
         with contextlib.redirect_stdout(watcher), _root_logging_to(watcher), sigterm_stops_tasks():
             try:
                 return func(**args), watcher
@@ -486,11 +338,3 @@ def _root_logging_to(stream: TextIO) -> Iterator[None]:
         yield
     finally:
         root.handlers[:] = saved
-
-
-def _failure_line(pipeline: str, steps: list[StepResult], log_file: Path) -> str:
-    step = next((s for s in steps if s.status == "failed"), None)
-    if step is None:
-        return f"local run of pipeline {pipeline} failed (log: {log_file})"
-    reason = step.error or "see the log for the traceback"
-    return f"pipeline {pipeline}: step {step.name} failed: {reason} (log: {log_file})"

@@ -45,9 +45,14 @@ def _check_deployment(values: Mapping[str, Any]) -> None:
     from tlt.engines.builder import default_backend
     from tlt.pruning import NORMALIZERS
 
-    threshold = float(values.get("pruning_threshold", 0.1))
-    if not 0.0 < threshold <= 1.0:
-        raise PipelineError(f"--param pruning_threshold={threshold:g}: must be in (0, 1]")
+    thresholds = values.get("pruning_thresholds", [0.1])
+    if not thresholds:
+        raise PipelineError("--param pruning_thresholds=[]: give at least one threshold")
+    for threshold in thresholds:
+        if not 0.0 < float(threshold) <= 1.0:
+            raise PipelineError(f"--param pruning_thresholds: {float(threshold):g} must be in (0, 1]")
+    if float(values.get("sweep_tolerance", 1.0)) < 0:
+        raise PipelineError(f"--param sweep_tolerance={values['sweep_tolerance']}: must be >= 0")
     normalizer = values.get("pruning_normalizer", "max")
     if normalizer not in NORMALIZERS:
         raise PipelineError(f"--param pruning_normalizer={normalizer}: expected one of "

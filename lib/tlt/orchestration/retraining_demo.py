@@ -125,7 +125,8 @@ def run_demo(work: str | Path, *, progress: TextIO | None = None) -> Iterator[st
     """
     from tlt.io.registry import Registry
     from tlt.io.registry_aliases import current, history
-    from tlt.orchestration.local_run import format_seconds, run_local
+    from tlt.orchestration.local_results import format_seconds
+    from tlt.orchestration.local_run import run_local
     from tlt.orchestration.pipelines import finetune_spec
 
     work = Path(work).resolve()

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tlt.orchestration.local_run import LocalArtifact, LocalRunResult, format_seconds
+from tlt.orchestration.local_results import LocalArtifact, LocalRunResult, format_seconds
 
 __all__ = ["render_summary"]
 
