@@ -52,3 +52,12 @@ def test_task_default_metric():
     assert default_metric("detection") == "mAP"
     with pytest.raises(PipelineError, match="unknown task 'segmentation'"):
         default_metric("segmentation")
+
+
+def test_passed_summary_counts_its_checks_in_words():
+    from tlt.gates.report import Check, GateReport
+
+    one = GateReport("quality", [Check("mAP", 85.5, 10.0, True, "mAP 85.5 >= 10")])
+    assert one.summary() == "quality gate passed (1 check)"
+    two = GateReport("data", [Check("a", 0, 1, True, "ok"), Check("b", 0, 1, True, "ok")])
+    assert two.summary() == "data gate passed (2 checks)"

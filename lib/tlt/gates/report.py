@@ -83,7 +83,8 @@ class GateReport:
     def summary(self) -> str:
         """One line: ``data gate passed`` or ``data gate failed: <reason>; <reason>``."""
         if self.passed:
-            return f"{self.gate} gate passed ({len(self.checks)} checks)"
+            count = len(self.checks)
+            return f"{self.gate} gate passed ({count} check{'' if count == 1 else 's'})"
         return f"{self.gate} gate failed: " + "; ".join(c.reason for c in self.failed)
 
     def to_dict(self) -> dict[str, Any]:
