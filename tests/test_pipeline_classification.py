@@ -45,7 +45,7 @@ def test_compiled_classification_pipeline_trains_prunes_and_deploys(images, tmp_
     assert all(s.status == "succeeded" for s in result.steps)
     assert sorted(result.outputs) == ["confusion", "engine", "engine_metrics", "engine_report", "export",
                                       "metrics", "model", "pruned_model", "pruning_report",
-                                      "quality_report", "report", "retrained_model", "run_summary",
+                                      "quality_report", "report", "retrained_metrics", "retrained_model", "run_summary",
                                       "sweep_report"]
     _check_first_evaluation(result)
     _check_pruning(result)

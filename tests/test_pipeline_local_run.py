@@ -64,7 +64,7 @@ def test_local_run_converts_trains_evaluates_prunes_and_deploys(kitti, tmp_path,
     assert result.run_dir.name.startswith("tlt-detection-")
     assert sorted(result.outputs) == ["dataset", "engine", "engine_metrics", "engine_report", "export",
                                       "metrics", "model", "pruned_model", "pruning_report",
-                                      "quality_report", "report", "retrained_model", "run_summary",
+                                      "quality_report", "report", "retrained_metrics", "retrained_model", "run_summary",
                                       "sweep_report"]
     _check_pruning_and_engine(result)
     model = result.outputs["model"]
