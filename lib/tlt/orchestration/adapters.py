@@ -20,7 +20,7 @@ from tlt.orchestration.model_cards import model_file
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["convert", "train", "retrain", "prune", "export", "build_engine",
+__all__ = ["use_convert_output", "convert", "train", "retrain", "prune", "export", "build_engine",
            "evaluate", "detection_scalars"]
 
 
@@ -65,8 +65,9 @@ def convert(params: Mapping[str, Any], inputs: Mapping[str, str],
     }}
 
 
-def _use_convert_output(spec, dataset_dir: str) -> None:
-    """Point a detection spec's data sources at the convert stage's TFRecords folder."""
+def use_convert_output(spec, dataset_dir: str) -> None:
+    """Point a detection spec's data sources at the convert stage's TFRecords folder (fold 0
+    validates when the spec validates on a fold)."""
     del spec.dataset_config.data_sources[:]
     source = spec.dataset_config.data_sources.add()
     source.tfrecords_path = f"{dataset_dir}/tfrecords-fold-*"
@@ -144,7 +145,7 @@ def _training_spec(params: Mapping[str, Any], inputs: Mapping[str, str]):
         if params.get("val_dataset"):
             spec.train_config.val_dataset_path = params["val_dataset"]
     elif "dataset" in inputs:
-        _use_convert_output(spec, inputs["dataset"])
+        use_convert_output(spec, inputs["dataset"])
     return spec
 
 
@@ -467,7 +468,7 @@ def _detection_spec(params, inputs, stored_spec: str | None):
         raise PipelineError("evaluate: detection needs the spec parameter (the model stores none)")
     spec = tlt_spec.loads(spec_text, "detection")
     if "dataset" in inputs:
-        _use_convert_output(spec, inputs["dataset"])
+        use_convert_output(spec, inputs["dataset"])
     return spec
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tlt.errors import PipelineError
+from tlt.orchestration.adapters import use_convert_output
 from tlt.orchestration.model_cards import model_file
 from tlt.orchestration.results import RESULTS_KEY
 from tlt.orchestration.stage_types import Adapter
@@ -80,14 +81,6 @@ def data_gate(params: Mapping[str, Any], inputs: Mapping[str, str],
     return {"gate": scalars, "report": {"stage": "data_gate", "summary": report.summary()}}
 
 
-def _use_validation_fold(spec, dataset_dir: str) -> None:
-    """Point a detection spec at the convert stage's TFRecords; fold 0 is the held-out set."""
-    del spec.dataset_config.data_sources[:]
-    spec.dataset_config.data_sources.add().tfrecords_path = f"{dataset_dir}/tfrecords-fold-*"
-    if spec.dataset_config.WhichOneof("dataset_split_type") == "validation_data_source":
-        spec.dataset_config.validation_fold = 0
-
-
 def _held_out(params: Mapping[str, Any], inputs: Mapping[str, str]) -> tuple[Any, str]:
     """(the detection spec or None, a name of the held-out set both models are scored on)."""
     from tlt import spec as tlt_spec
@@ -102,7 +95,7 @@ def _held_out(params: Mapping[str, Any], inputs: Mapping[str, str]) -> tuple[Any
         raise PipelineError("promote: detection needs the spec parameter and the dataset input "
                             "(the convert stage's TFRecords)")
     spec = tlt_spec.loads(params["spec"], "detection")
-    _use_validation_fold(spec, inputs["dataset"])
+    use_convert_output(spec, inputs["dataset"])  # fold 0 is the held-out set
     meta = read_metadata(inputs["dataset"])
     source = (meta.get("parents") or [{}])[0].get("uri", inputs["dataset"])
     fold = meta.get("validation_fold", spec.dataset_config.validation_fold)
