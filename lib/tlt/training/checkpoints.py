@@ -19,7 +19,7 @@ import keras
 
 from tlt.io.atomic import atomic_write_text
 
-__all__ = ["EpochCheckpoint", "find_latest_checkpoint", "checkpoint_path"]
+__all__ = ["EpochCheckpoint", "PeriodicCheckpoint", "find_latest_checkpoint", "checkpoint_path"]
 
 _log = logging.getLogger(__name__)
 _NAME = re.compile(r"^epoch_(\d{3,})\.keras$")
@@ -66,8 +66,13 @@ def find_latest_checkpoint(ckpt_dir: str | Path) -> tuple[int, Path] | None:
     return find_latest(ckpt_dir, _NAME, lambda p: zip_has_member(p, "config.json"))
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Save a checkpoint every ``interval`` epochs and after the last one.
+class PeriodicCheckpoint(keras.callbacks.Callback):
+    """Base of the per-epoch checkpoint callbacks: when to save, ``latest.json`` and pruning.
+
+    A subclass sets ``pattern`` (its file names, epoch in group 1) and implements `_write`, which
+    saves the checkpoint of one epoch atomically and returns its path. The checkpoint is taken
+    every ``interval`` epochs and after the last one; ``latest.json`` is rewritten after the file
+    is in place, then all but the ``keep`` newest files are deleted.
 
     Args:
         ckpt_dir: folder of the checkpoints.
@@ -78,6 +83,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             any collective op but write nothing.
     """
 
+    pattern: re.Pattern
+
     def __init__(self, ckpt_dir: str | Path, interval: int, total_epochs: int, *, keep: int = 3,
                  enabled: bool = True):
         super().__init__()
@@ -87,10 +94,31 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.keep = max(1, int(keep))
         self.enabled = enabled
 
+    def _write(self, done: int, logs: dict | None) -> Path:
+        """Save the checkpoint of epoch ``done`` (1-based); return its path."""
+        raise NotImplementedError
+
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
         if not self.enabled or (done % self.interval and done != self.total_epochs):
             return
+        path = self._write(done, logs)
+        atomic_write_text(self.ckpt_dir / "latest.json",
+                          json.dumps({"epoch": done, "file": path.name}) + "\n")
+        # Logged under the subclass's module, as each callback logged before they shared this.
+        logging.getLogger(type(self).__module__).info("saved checkpoint %s", path)
+        prune_old(self.ckpt_dir, self.pattern, self.keep)
+
+
+class EpochCheckpoint(PeriodicCheckpoint):
+    """Save a complete ``.keras`` checkpoint every ``interval`` epochs and after the last one.
+
+    Args: those of `PeriodicCheckpoint`.
+    """
+
+    pattern = _NAME
+
+    def _write(self, done: int, logs: dict | None) -> Path:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         final = checkpoint_path(self.ckpt_dir, done)
         tmp = self.ckpt_dir / f".partial-{os.getpid()}-{final.name}"
@@ -101,7 +129,4 @@ class EpochCheckpoint(keras.callbacks.Callback):
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
-        atomic_write_text(self.ckpt_dir / "latest.json",
-                          json.dumps({"epoch": done, "file": final.name}) + "\n")
-        _log.info("saved checkpoint %s", final)
-        prune_old(self.ckpt_dir, _NAME, self.keep)
+        return final

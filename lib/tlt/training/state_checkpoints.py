@@ -9,21 +9,18 @@ so ``kill -9`` at any moment leaves the previous complete checkpoint.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
 from tlt.errors import ModelFileError
-from tlt.io.atomic import atomic_path, atomic_write_text
-from tlt.training.checkpoints import find_latest, prune_old, zip_has_member
+from tlt.io.atomic import atomic_path
+from tlt.training.checkpoints import PeriodicCheckpoint, find_latest, zip_has_member
 
 __all__ = ["StateCheckpoint", "save_state", "load_state", "find_latest_state"]
 
-_log = logging.getLogger(__name__)
 _NAME = re.compile(r"^epoch_(\d{3,})\.npz$")
 
 
@@ -73,41 +70,28 @@ def find_latest_state(ckpt_dir: str | Path) -> tuple[int, Path] | None:
     return find_latest(ckpt_dir, _NAME, lambda p: zip_has_member(p, "extra.npy"))
 
 
-class StateCheckpoint(keras.callbacks.Callback):
+class StateCheckpoint(PeriodicCheckpoint):
     """Save ``epoch_NNN.npz`` every ``interval`` epochs and after the last one.
 
     Args:
-        ckpt_dir: folder of the checkpoints.
-        interval: epochs between checkpoints.
-        total_epochs: the run's epoch count.
+        ckpt_dir, interval, total_epochs, keep, enabled: those of `PeriodicCheckpoint`.
         extra_state: called at save time; returns JSON-serialisable state to store (e.g. the
             autoweighting objective weights). The extra state always holds ``epoch`` and the
             epoch's ``logs`` as well.
-        keep: recent checkpoints kept.
-        enabled: False on non-chief workers.
     """
+
+    pattern = _NAME
 
     def __init__(self, ckpt_dir: str | Path, interval: int, total_epochs: int, extra_state=None, *,
                  keep: int = 3, enabled: bool = True):
-        super().__init__()
-        self.ckpt_dir = Path(ckpt_dir)
-        self.interval = max(1, int(interval))
-        self.total_epochs = int(total_epochs)
+        super().__init__(ckpt_dir, interval, total_epochs, keep=keep, enabled=enabled)
         self.extra_state = extra_state or (lambda: {})
-        self.keep = max(1, int(keep))
-        self.enabled = enabled
 
-    def on_epoch_end(self, epoch, logs=None):
-        done = epoch + 1
-        if not self.enabled or (done % self.interval and done != self.total_epochs):
-            return
+    def _write(self, done: int, logs: dict | None) -> Path:
         path = self.ckpt_dir / f"epoch_{done:03d}.npz"
         # The epoch's logs travel with it: a run killed before its CSV row was written can
         # write that row on resume (see tlt.training.detection).
         epoch_logs = {k: float(v) for k, v in (logs or {}).items()}
         save_state(path, self.model, self.model.optimizer,
                    {"epoch": done, "logs": epoch_logs, **self.extra_state()})
-        atomic_write_text(self.ckpt_dir / "latest.json",
-                          json.dumps({"epoch": done, "file": path.name}) + "\n")
-        _log.info("saved checkpoint %s", path)
-        prune_old(self.ckpt_dir, _NAME, self.keep)
+        return path
