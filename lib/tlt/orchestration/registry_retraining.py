@@ -24,11 +24,18 @@ RETRAINING_STAGES: tuple[Stage, ...] = (
         name="champion",
         cli="tlt-pull",
         description="Fetch the registry's production model (the champion) with its metrics and the "
-                    "class counts of its training data; on a first run (no champion) only says so.",
+                    "class counts of its training data; on a first run (no champion) only says so. "
+                    "Refuses a finetune_spec whose model is not the champion's or train_spec's.",
         params=(
             _REGISTRY_URI, _MODEL_NAME, _ALIAS,
             Param("require_champion", bool, "Fail when the registry has no model under the alias "
                   "(instead of training the first one from the spec).", False),
+            _TASK,
+            Param("finetune_spec", str, "The spec that will fine-tune the champion: its model "
+                  "(architecture, depth, input size) must be the champion's and train_spec's, "
+                  "checked here before any data is converted; \"\" skips the check.", ""),
+            Param("train_spec", str, "The spec a first run trains (compared with "
+                  "finetune_spec); \"\" skips that comparison.", ""),
         ),
         outputs=(Artifact("champion", "Model", "The champion's model file and metadata.json "
                           "(has_champion, version, metrics, class_counts)."),),
