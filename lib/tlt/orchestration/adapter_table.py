@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from tlt.errors import PipelineError
 from tlt.orchestration.adapters_convert import convert
 from tlt.orchestration.adapters_engine import build_engine
 from tlt.orchestration.adapters_evaluate import evaluate
@@ -11,6 +10,7 @@ from tlt.orchestration.adapters_gates import GATE_ADAPTERS
 from tlt.orchestration.adapters_prune import prune
 from tlt.orchestration.adapters_retraining import RETRAINING_ADAPTERS
 from tlt.orchestration.adapters_training import retrain, train
+from tlt.orchestration.catalogue import lookup
 from tlt.orchestration.stage_types import Adapter
 
 __all__ = ["ADAPTERS", "get_adapter"]
@@ -35,7 +35,4 @@ def get_adapter(stage: str) -> Adapter:
     Raises:
         PipelineError: when the stage has no adapter.
     """
-    try:
-        return ADAPTERS[stage]
-    except KeyError:
-        raise PipelineError(f"stage {stage!r} has no adapter: expected one of {', '.join(ADAPTERS)}") from None
+    return lookup(ADAPTERS, stage, f"stage {stage!r} has no adapter")

@@ -11,16 +11,15 @@ and apply the registry's resources, retry policy and secrets with
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 from tlt.errors import PipelineError
+from tlt.orchestration.module_files import import_file
 from tlt.orchestration.paths import repo_root, stage_image
-from tlt.orchestration.registry import Param, Stage, get_stage
+from tlt.orchestration.registry import get_stage
 from tlt.orchestration.registry_gates import FINAL_STATUS_PARAMS, SINGLE_OUTPUT_STAGES
+from tlt.orchestration.stage_types import Param, Stage
 
 __all__ = [
     "GENERATED_MARK",
@@ -245,10 +244,5 @@ def load_component(stage_name: str, root: str | Path | None = None) -> Any:
     path = Path(root) / "components" / stage.name / "component.py"
     if not path.is_file():
         raise PipelineError(f"component file {path} is missing: run `tlt-pipeline compile`")
-    module_name = f"tlt_components_{stage.name}_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    # Registered so inspect.getsource (used by KFP) and pickling find the module again.
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    module = import_file(path, f"tlt_components_{stage.name}")
     return getattr(module, component_function_name(stage))

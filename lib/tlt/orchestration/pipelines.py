@@ -6,16 +6,15 @@ IR is ``pipelines/<name>.yaml`` and its Argo Workflow ``manifests/workflows/<nam
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tlt.errors import PipelineError
+from tlt.orchestration.catalogue import lookup
 from tlt.orchestration.components import using_components
+from tlt.orchestration.module_files import import_file
 from tlt.orchestration.paths import repo_root
 
 __all__ = ["PipelineInfo", "PIPELINES", "DEFAULT_CONVERT_SPEC", "DEFAULT_CLASSIFICATION_SPEC",
@@ -202,10 +201,7 @@ def get_pipeline(name: str) -> PipelineInfo:
     Raises:
         PipelineError: naming the known pipelines when ``name`` is not one.
     """
-    try:
-        return PIPELINES[name]
-    except KeyError:
-        raise PipelineError(f"unknown pipeline {name!r}: expected one of {', '.join(PIPELINES)}") from None
+    return lookup(PIPELINES, name, f"unknown pipeline {name!r}")
 
 
 def load_pipeline(name: str, root: str | Path | None = None,
@@ -227,12 +223,8 @@ def load_pipeline(name: str, root: str | Path | None = None,
     path = root / "pipelines" / f"{info.name}.py"
     if not path.is_file():
         raise PipelineError(f"pipeline file {path} is missing")
-    module_name = f"tlt_pipelines_{info.name}_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
     with using_components(components_root if components_root is not None else root, retries=retries):
-        spec.loader.exec_module(module)
+        module = import_file(path, f"tlt_pipelines_{info.name}")
     func = getattr(module, info.function, None)
     if func is None:
         raise PipelineError(f"{path} defines no pipeline function {info.function}()")

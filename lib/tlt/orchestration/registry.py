@@ -20,31 +20,53 @@ to object storage (`CHECKPOINT_PARAMS`) and are never cached (``caching=False``)
 
 from __future__ import annotations
 
-from tlt.errors import PipelineError
+from tlt.orchestration.catalogue import lookup
 from tlt.orchestration.registry_gates import GATE_STAGES
 from tlt.orchestration.registry_retraining import RETRAINING_STAGES
-from tlt.orchestration.stage_types import (ARTIFACT_KINDS, CHECKPOINT_PARAMS, MODEL_KEY_SECRET, REQUIRED,
-                                           STORAGE_SECRET, Artifact, Param, Resources, RetryPolicy,
-                                           SecretEnv, Stage, input_path, output_path, result_path)
+from tlt.orchestration.stage_types import CHECKPOINT_PARAMS, Artifact, Param, Resources, RetryPolicy, Stage
+# Re-exported for the modules that still take the stage types from the registry (argo.py and the
+# tests); `tlt.orchestration.stage_types` is their home.
+from tlt.orchestration.stage_types import (ARTIFACT_KINDS, MODEL_KEY_SECRET, REQUIRED,  # noqa: F401
+                                           STORAGE_SECRET, SecretEnv, input_path, output_path,
+                                           result_path)
 
-__all__ = [
-    "ARTIFACT_KINDS",
-    "MODEL_KEY_SECRET",
-    "REQUIRED",
-    "STORAGE_SECRET",
-    "Artifact",
-    "Param",
-    "Resources",
-    "RetryPolicy",
-    "SecretEnv",
-    "Stage",
-    "STAGES",
-    "get_stage",
-    "input_path",
-    "output_path",
-    "result_path",
-    "stage_names",
-]
+__all__ = ["STAGES", "get_stage", "stage_names"]
+
+# Stages that decode images get a memory-backed /dev/shm; the others run on the default
+# `Resources` (1-2 CPUs, 2-4 GiB).
+_IMAGE_STAGE = Resources(shm_size="512Mi")
+
+_TASK = Param("task", str, "classification or detection.", "classification")
+
+
+def _training_stage(name: str, description: str, *, params: tuple[Param, ...],
+                    inputs: tuple[Artifact, ...], model_help: str) -> Stage:
+    """A GPU training stage (train, retrain): ``task``, then ``params``, then the data sets, the
+    replicas and `CHECKPOINT_PARAMS`; one ``model`` output; never cached, since a rerun must resume
+    from the mirrored checkpoints rather than reuse an earlier run's model."""
+    return Stage(
+        name=name,
+        cli="tlt-train",
+        description=description,
+        params=(
+            _TASK,
+            *params,
+            Param("train_dataset", str, "Classification: URI of the training images; overrides "
+                  "train_config.train_dataset_path when not empty.", ""),
+            Param("val_dataset", str, "Classification: URI of the validation images; overrides "
+                  "train_config.val_dataset_path when not empty.", ""),
+            Param("gpus", int, "Replicas to train on (MirroredStrategy).", 1),
+            *CHECKPOINT_PARAMS,
+        ),
+        inputs=inputs,
+        outputs=(Artifact("model", "Model", model_help),),
+        resources=Resources(cpu_request="2", cpu_limit="4", memory_request="4Gi", memory_limit="8Gi",
+                            gpus=1, shm_size="1Gi"),
+        retry=RetryPolicy(num_retries=3),
+        model_key=True,
+        caching=False,
+    )
+
 
 STAGES: dict[str, Stage] = {
     stage.name: stage
@@ -61,41 +83,24 @@ STAGES: dict[str, Stage] = {
             ),
             outputs=(Artifact("dataset", "Dataset", "Folder of TFRecord shards with metadata.json "
                               "(class counts per fold and in total)."),),
-            resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi",
-                                shm_size="512Mi"),
-            retry=RetryPolicy(num_retries=2, backoff_seconds=30, backoff_factor=2, backoff_max_seconds=600),
+            resources=_IMAGE_STAGE,
         ),
-        Stage(
-            name="train",
-            cli="tlt-train",
-            description="Train a model from an experiment spec; a rerun on the same results folder resumes from its last checkpoint.",
-            params=(
-                Param("task", str, "classification or detection.", "classification"),
-                Param("spec", str, "Experiment spec (TLT prototxt text, as tlt-train -e reads)."),
-                Param("train_dataset", str, "Classification: URI of the training images; overrides "
-                      "train_config.train_dataset_path when not empty.", ""),
-                Param("val_dataset", str, "Classification: URI of the validation images; overrides "
-                      "train_config.val_dataset_path when not empty.", ""),
-                Param("gpus", int, "Replicas to train on (MirroredStrategy).", 1),
-                *CHECKPOINT_PARAMS,
-            ),
+        _training_stage(
+            "train",
+            "Train a model from an experiment spec; a rerun on the same results folder resumes from its last checkpoint.",
+            params=(Param("spec", str, "Experiment spec (TLT prototxt text, as tlt-train -e reads)."),),
             inputs=(Artifact("dataset", "Dataset", "Detection: TFRecords from the convert stage; they "
                              "replace dataset_config.data_sources (validation_fold is kept).",
                              optional=True),),
-            outputs=(Artifact("model", "Model", "Results folder: model.tlt, checkpoints, training log, "
-                              "status.json and metadata.json."),),
-            resources=Resources(cpu_request="2", cpu_limit="4", memory_request="4Gi", memory_limit="8Gi",
-                                gpus=1, shm_size="1Gi"),
-            retry=RetryPolicy(num_retries=3, backoff_seconds=30, backoff_factor=2, backoff_max_seconds=600),
-            model_key=True,
-            caching=False,
+            model_help="Results folder: model.tlt, checkpoints, training log, status.json and "
+                       "metadata.json.",
         ),
         Stage(
             name="evaluate",
             cli="tlt-evaluate",
             description="Evaluate a trained model, export or engine (optionally against others); metrics, the confusion matrix and a report go to the Kubeflow UI.",
             params=(
-                Param("task", str, "classification or detection.", "classification"),
+                _TASK,
                 Param("data_dir", str, "Classification: URI of the evaluation images (one sub-folder "
                       "per class).", ""),
                 Param("spec", str, "Detection: experiment spec text; empty uses the spec stored in "
@@ -132,8 +137,7 @@ STAGES: dict[str, Stage] = {
                          "sidecar) whose metadata carries format, precision, input dims, output "
                          "names, size and the accuracy / mAP measured here."),
             ),
-            resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi",
-                                shm_size="512Mi"),
+            resources=_IMAGE_STAGE,
             model_key=True,
         ),
         Stage(
@@ -154,24 +158,15 @@ STAGES: dict[str, Stage] = {
             inputs=(Artifact("model", "Model", "Output of the train stage (its model.tlt is pruned)."),),
             outputs=(Artifact("pruned_model", "Model", "model.tlt of the pruned model and metadata.json "
                               "(parameters before and after, pruning ratio, settings)."),),
-            resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi"),
             model_key=True,
         ),
-        Stage(
-            name="retrain",
-            cli="tlt-train",
-            description="Retrain a pruned model (its pruned graph and weights) from an experiment spec to recover accuracy; a rerun resumes from its last checkpoint.",
+        _training_stage(
+            "retrain",
+            "Retrain a pruned model (its pruned graph and weights) from an experiment spec to recover accuracy; a rerun resumes from its last checkpoint.",
             params=(
-                Param("task", str, "classification or detection.", "classification"),
                 Param("spec", str, "Experiment spec (TLT prototxt text); its pretrained model "
                       "becomes the pruned model."),
                 Param("epochs", int, "Epochs to retrain; replaces the spec's epoch count when > 0.", 0),
-                Param("train_dataset", str, "Classification: URI of the training images; overrides "
-                      "train_config.train_dataset_path when not empty.", ""),
-                Param("val_dataset", str, "Classification: URI of the validation images; overrides "
-                      "train_config.val_dataset_path when not empty.", ""),
-                Param("gpus", int, "Replicas to train on (MirroredStrategy).", 1),
-                *CHECKPOINT_PARAMS,
             ),
             inputs=(
                 Artifact("pretrained_model", "Model", "Output of the prune stage: the pruned model.tlt "
@@ -179,13 +174,8 @@ STAGES: dict[str, Stage] = {
                 Artifact("dataset", "Dataset", "Detection: TFRecords from the convert stage.",
                          optional=True),
             ),
-            outputs=(Artifact("model", "Model", "Results folder of the retrained model: model.tlt, "
-                              "checkpoints, training log, status.json and metadata.json."),),
-            resources=Resources(cpu_request="2", cpu_limit="4", memory_request="4Gi", memory_limit="8Gi",
-                                gpus=1, shm_size="1Gi"),
-            retry=RetryPolicy(num_retries=3, backoff_seconds=30, backoff_factor=2, backoff_max_seconds=600),
-            model_key=True,
-            caching=False,
+            model_help="Results folder of the retrained model: model.tlt, checkpoints, training log, "
+                       "status.json and metadata.json.",
         ),
         Stage(
             name="export",
@@ -208,8 +198,7 @@ STAGES: dict[str, Stage] = {
             outputs=(Artifact("export", "Model", "model.etlt (model.onnx without a key), cal.bin, "
                               "the DeepStream nvinfer config with labels.txt, a Triton model "
                               "repository and metadata.json."),),
-            resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi",
-                                shm_size="512Mi"),
+            resources=_IMAGE_STAGE,
             model_key=True,
         ),
         Stage(
@@ -226,7 +215,6 @@ STAGES: dict[str, Stage] = {
             inputs=(Artifact("export", "Model", "Output of the export stage (its model and cal.bin)."),),
             outputs=(Artifact("engine", "Model", "model.engine with its model.engine.json sidecar and "
                               "metadata.json (format, precision, input dims, output names, size)."),),
-            resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi"),
             model_key=True,
         ),
         *GATE_STAGES,
@@ -246,7 +234,4 @@ def get_stage(name: str) -> Stage:
     Raises:
         PipelineError: naming the known stages when ``name`` is not one.
     """
-    try:
-        return STAGES[name]
-    except KeyError:
-        raise PipelineError(f"unknown stage {name!r}: expected one of {', '.join(STAGES)}") from None
+    return lookup(STAGES, name, f"unknown stage {name!r}")

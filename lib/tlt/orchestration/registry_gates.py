@@ -3,7 +3,7 @@ the run summary (their logic lives in `tlt.gates`)."""
 
 from __future__ import annotations
 
-from tlt.orchestration.stage_types import Artifact, Param, Resources, RetryPolicy, Stage
+from tlt.orchestration.stage_types import QUICK_RETRY, Artifact, Param, Resources, Stage
 
 __all__ = ["FINAL_STATUS_PARAMS", "GATE_STAGES", "SINGLE_OUTPUT_STAGES"]
 
@@ -20,9 +20,8 @@ FINAL_STATUS_PARAMS: dict[str, dict[str, str]] = {
 #: condition is false). The Argo translation maps ``Output`` back to the result's name.
 SINGLE_OUTPUT_STAGES = frozenset({"quality_gate"})
 
-# Gates read metadata files and write reports: small containers, quick retries.
+# Gates read metadata files and write reports: small containers, quick retries (`QUICK_RETRY`).
 _SMALL = Resources(cpu_request="250m", cpu_limit="1", memory_request="512Mi", memory_limit="1Gi")
-_QUICK_RETRY = RetryPolicy(num_retries=2, backoff_seconds=10, backoff_factor=2, backoff_max_seconds=120)
 _TASK = Param("task", str, "classification or detection (names the metric: accuracy or mAP).",
               "detection")
 
@@ -46,7 +45,7 @@ GATE_STAGES: tuple[Stage, ...] = (
         # The value and the reason are in the report's metadata.
         results=(Param("passed", bool, "True when the metric reaches the threshold."),),
         resources=_SMALL,
-        retry=_QUICK_RETRY,
+        retry=QUICK_RETRY,
     ),
     Stage(
         name="pick_pruned",
@@ -75,7 +74,7 @@ GATE_STAGES: tuple[Stage, ...] = (
             Param("metric", float, "The chosen model's accuracy / mAP in %."),
         ),
         resources=_SMALL,
-        retry=_QUICK_RETRY,
+        retry=QUICK_RETRY,
         model_key=True,
     ),
     Stage(
@@ -98,7 +97,7 @@ GATE_STAGES: tuple[Stage, ...] = (
             Artifact("details", "Artifact", "summary.json, summary.md and summary.html."),
         ),
         resources=_SMALL,
-        retry=_QUICK_RETRY,
+        retry=QUICK_RETRY,
         # Every run writes its own summary: a cached one would report an earlier run's state.
         caching=False,
     ),

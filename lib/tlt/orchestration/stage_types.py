@@ -22,6 +22,7 @@ __all__ = [
     "GPU_RESOURCE",
     "GPU_TOLERATION",
     "MODEL_KEY_SECRET",
+    "QUICK_RETRY",
     "SHM_MOUNT_PATH",
     "SHM_VOLUME",
     "REQUIRED",
@@ -271,6 +272,10 @@ class Stage:
         args += [f"--result-{r.name}={result_path(r.name)}" for r in self.results]
         return args
 
+
+#: Retries of the small stages that read metadata and talk to object storage (gates, registry
+#: reads and writes): a store hiccup passes within seconds, so retry soon and give up in minutes.
+QUICK_RETRY = RetryPolicy(num_retries=2, backoff_seconds=10, backoff_factor=2, backoff_max_seconds=120)
 
 #: Parameters of a stage that resumes from its checkpoints when its pod is retried: the adapter
 #: mirrors its results folder to ``<checkpoint_root>/<run_id>/<stage>-<digest of its inputs>``
