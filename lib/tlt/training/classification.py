@@ -30,6 +30,7 @@ from tlt.status import StatusWriter
 from tlt.training.callbacks import final_metrics, trim_training_log
 from tlt.training.outputs import FINAL_MODEL_NAME, TrainResult, shippable_model
 from tlt.training.results_dir import open_results_dir
+from tlt.training.run import RunBase, claim_results_dir, fit_epochs, log_model_summary
 
 __all__ = ["TrainResult", "train_classification", "build_or_load_model", "build_augment_config",
            "FINAL_MODEL_NAME"]
@@ -38,25 +39,12 @@ _log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Run:
-    """What the steps of one training run share (decided once, up front)."""
+class _Run(RunBase):
+    """A classification run: `RunBase` with the backbone and the data splits."""
 
-    spec: Any
-    results: Path
-    chief: bool
-    status: StatusWriter | None
     backbone: Any  # BackboneSpec
     train: Any  # ImageFolderSplit
     val: Any  # ImageFolderSplit | None
-    strategy: Any
-    multi_worker: bool
-    global_batch: int
-    steps: int
-    drop_remainder: bool
-
-    @property
-    def ckpt_dir(self) -> Path:
-        return self.results / "checkpoints"
 
     @property
     def epochs(self) -> int:
@@ -207,22 +195,13 @@ def _check_folder(run: _Run, key: str | None) -> None:
     """Refuse checkpoints of another spec before writing anything; sweep a killed run's
     temporary files; record this run's identity and class map."""
     from tlt.training.checkpoints import find_latest_checkpoint
-    from tlt.training.results_dir import remove_leftovers
-    from tlt.training.run_identity import (check_identity, classification_identity,
-                                           record_identity)
+    from tlt.training.run_identity import classification_identity
     from tlt.training.transfer import pretrained_pruned_params
 
     pruned = pretrained_pruned_params(run.spec.train_config.pretrained_model_path, key)
     identity = classification_identity(run.backbone, run.train.class_names, pruned)
-    resuming = find_latest_checkpoint(run.ckpt_dir) is not None
-    if resuming:
-        check_identity(run.ckpt_dir, identity)
+    claim_results_dir(run, identity, resuming=find_latest_checkpoint(run.ckpt_dir) is not None)
     if run.chief:
-        remove_leftovers(run.results)
-        if not resuming:
-            # A resumed run's identity is on file already (or, for a folder written before
-            # identities were recorded, unknown: better none than a guess).
-            record_identity(run.ckpt_dir, identity)
         write_class_map(run.results / "classmap.json", run.train.class_names)
 
 
@@ -250,9 +229,7 @@ def build_or_load_model(run: _Run, key: str | None):
         else:
             model = _build_new_model(run, key)
             _compile(model, run.spec, run.steps, run.train.num_classes)
-    summary: list[str] = []
-    model.summary(print_fn=lambda line, *args, **kwargs: summary.append(line), line_length=110)
-    _log.info("model summary:\n%s", "\n".join(summary))
+    log_model_summary(model)
     return model, initial_epoch
 
 
@@ -288,19 +265,8 @@ def _run_epochs(run: _Run, model, initial_epoch: int, progress: bool) -> dict[st
     if run.chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.results / "events"),
                                                      write_graph=False))
-    verbose = 1 if progress else 2
-    if run.multi_worker:
-        from tlt.training.distributed_loop import fit_distributed
-
-        # Keras' fit cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
-        fit = fit_distributed(model, train_ds, epochs=run.epochs, initial_epoch=initial_epoch,
-                              steps_per_epoch=run.steps, validation_data=val_ds,
-                              callbacks=callbacks, strategy=run.strategy, verbose=verbose)
-    else:
-        fit = model.fit(train_ds, epochs=run.epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=run.steps, validation_data=val_ds, callbacks=callbacks,
-                        shuffle=False, verbose=verbose)
-    return {k: [float(x) for x in v] for k, v in fit.history.items()}
+    return fit_epochs(run, model, train_ds, initial_epoch=initial_epoch, callbacks=callbacks,
+                      progress=progress, validation_data=val_ds)
 
 
 def _finish(run: _Run, model, initial_epoch: int, history: dict[str, list[float]],

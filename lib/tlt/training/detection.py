@@ -21,7 +21,6 @@ so ``training_log.csv`` holds every epoch once and ``validation/`` every schedul
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from tlt.training.callbacks import final_metrics, trim_training_log
 from tlt.training.detection_callbacks import TrainingLogCSV, ValidationCallback, logged_epochs
 from tlt.training.outputs import FINAL_MODEL_NAME, TrainResult, shippable_model
 from tlt.training.results_dir import open_results_dir
+from tlt.training.run import RunBase, claim_results_dir, fit_epochs, log_model_summary
 
 __all__ = ["train_detection", "build_or_load_model", "build_detection_optimizer",
            "ValidationCallback", "DetectionModel"]
@@ -44,26 +44,13 @@ _log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Run:
-    """What the steps of one training run share (decided once, up front)."""
+class _Run(RunBase):
+    """A DetectNet_v2 run: `RunBase` with the classes, the data and the precision plan."""
 
-    spec: Any
-    results: Path
-    chief: bool
-    status: StatusWriter | None
     classes: list[str]
-    strategy: Any
-    multi_worker: bool
-    global_batch: int
-    steps: int
-    drop_remainder: bool
     data_description: str
     precision: Any  # tlt.training.precision.PrecisionPlan
     pruned_params: int | None = None  # set when the pretrained model is a pruned one
-
-    @property
-    def ckpt_dir(self) -> Path:
-        return self.results / "checkpoints"
 
     @property
     def log_path(self) -> Path:
@@ -196,22 +183,13 @@ def _floatx(spec) -> str:
 
 def _check_folder(run: _Run, key: str | None) -> None:
     """Refuse checkpoints of another spec, then sweep a killed run's temporary files."""
-    from tlt.training.results_dir import remove_leftovers
-    from tlt.training.run_identity import check_identity, detection_identity, record_identity
+    from tlt.training.run_identity import detection_identity
     from tlt.training.state_checkpoints import find_latest_state
     from tlt.training.transfer import pretrained_pruned_params
 
     run.pruned_params = pretrained_pruned_params(run.spec.model_config.pretrained_model_file, key)
     identity = detection_identity(run.spec, run.classes, run.precision.policy, run.pruned_params)
-    resuming = find_latest_state(run.ckpt_dir) is not None
-    if resuming:
-        check_identity(run.ckpt_dir, identity)
-    if run.chief:
-        remove_leftovers(run.results)
-        if not resuming:
-            # A resumed run's identity is on file already (or, for a folder written before
-            # identities were recorded, unknown: better none than a guess).
-            record_identity(run.ckpt_dir, identity)
+    claim_results_dir(run, identity, resuming=find_latest_state(run.ckpt_dir) is not None)
 
 
 def build_or_load_model(run: _Run, key: str | None) -> DetectionModel:
@@ -244,9 +222,7 @@ def build_or_load_model(run: _Run, key: str | None) -> DetectionModel:
             state.extra = load_state(path, model, optimizer)
             if state.extra.get("objective_weights"):
                 loss.set_objective_weights(state.extra["objective_weights"])
-    summary: list[str] = []
-    model.summary(print_fn=lambda line, *a, **k: summary.append(line), line_length=110)
-    _log.info("model summary:\n%s", "\n".join(summary))
+    log_model_summary(model)
     return state
 
 
@@ -342,21 +318,10 @@ def _run_epochs(run: _Run, state: DetectionModel, validation: ValidationCallback
         callbacks += [TrainingLogCSV(str(run.log_path)),
                       keras.callbacks.TensorBoard(log_dir=str(run.results / "events"),
                                                   write_graph=False)]
-    verbose = 1 if progress else 2
-    if run.multi_worker:
-        from tlt.training.distributed_loop import fit_distributed
-
-        # Keras' fit cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
-        # Validation predicts on the chief alone, so it gets a model outside the strategy.
-        fit = fit_distributed(state.model, train_ds, epochs=run.epochs,
-                              initial_epoch=state.initial_epoch, steps_per_epoch=run.steps,
-                              callbacks=callbacks, strategy=run.strategy,
-                              local_callbacks=[validation], verbose=verbose)
-    else:
-        fit = state.model.fit(train_ds, epochs=run.epochs, initial_epoch=state.initial_epoch,
-                              steps_per_epoch=run.steps, callbacks=callbacks, shuffle=False,
-                              verbose=verbose)
-    return {k: [float(x) for x in v] for k, v in fit.history.items()}
+    # Validation predicts on the chief alone: a multi-worker run gives it a model outside the
+    # strategy.
+    return fit_epochs(run, state.model, train_ds, initial_epoch=state.initial_epoch,
+                      callbacks=callbacks, progress=progress, local_callbacks=[validation])
 
 
 def _finish(run: _Run, state: DetectionModel, validation: ValidationCallback,
