@@ -16,52 +16,34 @@ and after pruning; the engine's report compares the Keras model, the fp32 and th
 
 from kfp import dsl
 
-from tlt.orchestration.components import load_component
-from tlt.orchestration.task_settings import configure_task
+from tlt.orchestration.pipeline_parts import (MODEL_DAG_STAGES, load_components,
+                                              model_dag_local_outputs)
 from tlt.orchestration.pipelines import DEFAULT_CONVERT_SPEC, DEFAULT_DETECTION_SPEC
+from tlt.orchestration.task_settings import configure_task
 
 __all__ = ["detection", "LOCAL_OUTPUTS"]
 
-convert = load_component("convert")
-train = load_component("train")
-evaluate = load_component("evaluate")
-prune = load_component("prune")
-retrain = load_component("retrain")
-pick_pruned = load_component("pick_pruned")
-quality_gate = load_component("quality_gate")
-export = load_component("export")
-build_engine = load_component("build_engine")
-run_summary = load_component("run_summary")
+#: The KFP components of the DAG's stages, by registry key.
+ops = load_components("convert", *MODEL_DAG_STAGES)
 
-#: What a local run reports as the pipeline's outputs: name -> (task, output). The DAG runs inside
-#: an ExitHandler, and KFP returns no pipeline outputs from inside one, so a local run reads these
-#: tasks' artifacts (a test checks each exists in the compiled DAG). Loop tasks name their first
-#: iteration.
-LOCAL_OUTPUTS = {
-    "dataset": ("convert", "dataset"), "model": ("train", "model"),
-    "metrics": ("evaluate", "metrics"), "report": ("evaluate", "report"),
-    "pruned_model": ("prune", "pruned_model"), "pruning_report": ("evaluate-2", "report"),
-    "retrained_metrics": ("evaluate-2", "metrics"),
-    "retrained_model": ("pick-pruned", "model"), "sweep_report": ("pick-pruned", "report"),
-    "quality_report": ("quality-gate", "report"), "export": ("export", "export"),
-    "engine": ("evaluate-3", "scored_model"), "engine_metrics": ("evaluate-3", "metrics"),
-    "engine_report": ("evaluate-3", "report"), "run_summary": ("run-summary", "summary"),
-}
-
+#: What a local run reports as the pipeline's outputs (see `model_dag_local_outputs`).
+LOCAL_OUTPUTS = model_dag_local_outputs(dataset=("convert", "dataset"))
 
 
 def _deploy(model, dataset, evaluation_mode, train_spec, engine_precision, calibration_batches,
             calibration_batch_size) -> None:
     """Export the gated model, build the fp32 and final engines and evaluate the final one."""
-    export_task = configure_task(export(data_type="int8", batches=calibration_batches,
-                                        cal_batch_size=calibration_batch_size, model=model,
-                                        dataset=dataset))
-    fp32_engine = configure_task(build_engine(precision="fp32", export=export_task.outputs["export"]))
-    engine_task = configure_task(build_engine(precision=engine_precision,
-                                              export=export_task.outputs["export"]))
-    configure_task(evaluate(task="detection", mode=evaluation_mode, spec=train_spec,
-                            framework="engine", dataset=dataset, model=engine_task.outputs["engine"],
-                            compare_a=model, compare_b=fp32_engine.outputs["engine"]))
+    export_task = configure_task(ops.export(data_type="int8", batches=calibration_batches,
+                                            cal_batch_size=calibration_batch_size, model=model,
+                                            dataset=dataset))
+    fp32_engine = configure_task(ops.build_engine(precision="fp32",
+                                                  export=export_task.outputs["export"]))
+    engine_task = configure_task(ops.build_engine(precision=engine_precision,
+                                                  export=export_task.outputs["export"]))
+    configure_task(ops.evaluate(task="detection", mode=evaluation_mode, spec=train_spec,
+                                framework="engine", dataset=dataset,
+                                model=engine_task.outputs["engine"],
+                                compare_a=model, compare_b=fp32_engine.outputs["engine"]))
 
 
 @dsl.pipeline(name="tlt-detection",
@@ -118,36 +100,38 @@ def detection(dataset_root: str = "", convert_spec: str = DEFAULT_CONVERT_SPEC,
         calibration_batches: int8 calibration batches of the export.
         calibration_batch_size: frames per calibration batch.
     """
-    summary = configure_task(run_summary(pipeline="detection"))
+    summary = configure_task(ops.run_summary(pipeline="detection"))
     with dsl.ExitHandler(summary, name="detection-run"):
-        dataset = configure_task(convert(spec=convert_spec, dataset_root=dataset_root,
-                                         validation_fold=validation_fold)).outputs["dataset"]
-        train_task = configure_task(train(task="detection", spec=train_spec, gpus=gpus,
-                                          dataset=dataset, checkpoint_root=checkpoint_root,
-                                          run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+        dataset = configure_task(ops.convert(spec=convert_spec, dataset_root=dataset_root,
+                                             validation_fold=validation_fold)).outputs["dataset"]
+        train_task = configure_task(ops.train(task="detection", spec=train_spec, gpus=gpus,
+                                              dataset=dataset, checkpoint_root=checkpoint_root,
+                                              run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
                                     node_selector=gpu_node_selector)
-        evaluate_task = configure_task(evaluate(task="detection", mode=evaluation_mode,
-                                                model=train_task.outputs["model"], dataset=dataset))
+        evaluate_task = configure_task(ops.evaluate(task="detection", mode=evaluation_mode,
+                                                    model=train_task.outputs["model"],
+                                                    dataset=dataset))
         with dsl.ParallelFor(pruning_thresholds, name="prune-sweep") as threshold:
-            prune_task = configure_task(prune(pruning_threshold=threshold,
-                                              normalizer=pruning_normalizer,
-                                              model=train_task.outputs["model"]))
+            prune_task = configure_task(ops.prune(pruning_threshold=threshold,
+                                                  normalizer=pruning_normalizer,
+                                                  model=train_task.outputs["model"]))
             prune_task.after(evaluate_task)
-            retrain_task = configure_task(retrain(
+            retrain_task = configure_task(ops.retrain(
                 task="detection", spec=train_spec, epochs=retrain_epochs, gpus=gpus,
                 pretrained_model=prune_task.outputs["pruned_model"], dataset=dataset,
                 checkpoint_root=checkpoint_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
                 node_selector=gpu_node_selector)
-            pruning_eval = configure_task(evaluate(task="detection", mode=evaluation_mode,
-                                                   dataset=dataset, model=retrain_task.outputs["model"],
-                                                   compare_a=train_task.outputs["model"],
-                                                   labels="unpruned,pruned + retrained"))
-        pick = configure_task(pick_pruned(
+            pruning_eval = configure_task(ops.evaluate(task="detection", mode=evaluation_mode,
+                                                       dataset=dataset,
+                                                       model=retrain_task.outputs["model"],
+                                                       compare_a=train_task.outputs["model"],
+                                                       labels="unpruned,pruned + retrained"))
+        pick = configure_task(ops.pick_pruned(
             task="detection", tolerance=sweep_tolerance,
             candidates=dsl.Collected(pruning_eval.outputs["scored_model"]),
             pruned_models=dsl.Collected(prune_task.outputs["pruned_model"])))
-        gate = configure_task(quality_gate(task="detection", threshold=quality_threshold,
-                                           model=pick.outputs["model"]))
+        gate = configure_task(ops.quality_gate(task="detection", threshold=quality_threshold,
+                                               model=pick.outputs["model"]))
         # The gate's one result is its plain output ("Output"): kfp.local evaluates a dsl.If on a
         # task's output only under that name (see registry_gates.SINGLE_OUTPUT_STAGES).
         with dsl.If(gate.outputs["Output"] == True, name="quality-gate-passed"):  # noqa: E712

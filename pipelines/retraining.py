@@ -21,19 +21,15 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML
 
-from tlt.orchestration.components import load_component
+from tlt.orchestration.pipeline_parts import load_components
 from tlt.orchestration.pipelines import (DEFAULT_CONVERT_SPEC, DEFAULT_DETECTION_SPEC,
                                          DEFAULT_FINETUNE_SPEC)
 from tlt.orchestration.task_settings import configure_task
 
 __all__ = ["retraining"]
 
-champion = load_component("champion")
-data_gate = load_component("data_gate")
-convert = load_component("convert")
-train = load_component("train")
-retrain = load_component("retrain")
-promote = load_component("promote")
+#: The KFP components of the DAG's stages, by registry key.
+ops = load_components("champion", "data_gate", "convert", "train", "retrain", "promote")
 
 Outputs = NamedTuple("Outputs", [("data_report", HTML)])
 
@@ -42,10 +38,10 @@ def _promote(challenger, champ, dataset, gate, train_spec: str, registry_uri: st
              model_name: str, alias: str, margin: float):
     """The promote task of one branch. Each branch has its own: kfp.local resolves a ``dsl.OneOf``
     of parameters but not of artifacts, and the challenger is an artifact."""
-    return configure_task(promote(task="detection", spec=train_spec, registry_uri=registry_uri,
-                                  model_name=model_name, alias=alias, margin=margin,
-                                  challenger=challenger, champion=champ.outputs["champion"],
-                                  dataset=dataset, data_report=gate.outputs["gate"]))
+    return configure_task(ops.promote(task="detection", spec=train_spec, registry_uri=registry_uri,
+                                      model_name=model_name, alias=alias, margin=margin,
+                                      challenger=challenger, champion=champ.outputs["champion"],
+                                      dataset=dataset, data_report=gate.outputs["gate"]))
 
 
 @dsl.pipeline(name="tlt-retraining",
@@ -96,16 +92,16 @@ def retraining(new_data_uri: str = "data/sample-kitti", registry_uri: str = "dat
         checkpoint_root: folder (s3://, gs://, local) under which training mirrors its checkpoints
             so a retried pod resumes; "" turns the mirror off.
     """
-    champ = configure_task(champion(registry_uri=registry_uri, model_name=model_name, alias=alias,
-                                    require_champion=require_champion))
-    gate = configure_task(data_gate(task="detection", new_data_uri=new_data_uri,
-                                    max_malformed_rate=max_malformed_rate,
-                                    max_balance_shift=max_balance_shift,
-                                    allow_missing_classes=allow_missing_classes,
-                                    allow_new_classes=allow_new_classes,
-                                    champion=champ.outputs["champion"]))
-    convert_task = configure_task(convert(spec=convert_spec, dataset_root=new_data_uri,
-                                          validation_fold=0))
+    champ = configure_task(ops.champion(registry_uri=registry_uri, model_name=model_name,
+                                        alias=alias, require_champion=require_champion))
+    gate = configure_task(ops.data_gate(task="detection", new_data_uri=new_data_uri,
+                                        max_malformed_rate=max_malformed_rate,
+                                        max_balance_shift=max_balance_shift,
+                                        allow_missing_classes=allow_missing_classes,
+                                        allow_new_classes=allow_new_classes,
+                                        champion=champ.outputs["champion"]))
+    convert_task = configure_task(ops.convert(spec=convert_spec, dataset_root=new_data_uri,
+                                              validation_fold=0))
     convert_task.after(gate)  # never convert (or train on) data the gate refused
     # New frames arrive under the same prefix, so a cache hit on the parameters would reuse the
     # first run's TFRecords: convert every run.
@@ -113,17 +109,17 @@ def retraining(new_data_uri: str = "data/sample-kitti", registry_uri: str = "dat
     dataset = convert_task.outputs["dataset"]
     registry = dict(registry_uri=registry_uri, model_name=model_name, alias=alias, margin=margin)
     with dsl.If(champ.outputs["has_champion"] == True, name="champion-exists"):  # noqa: E712
-        finetune = configure_task(retrain(task="detection", spec=finetune_spec,
-                                          epochs=finetune_epochs, gpus=gpus,
-                                          pretrained_model=champ.outputs["champion"],
-                                          dataset=dataset, checkpoint_root=checkpoint_root,
-                                          run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+        finetune = configure_task(ops.retrain(task="detection", spec=finetune_spec,
+                                              epochs=finetune_epochs, gpus=gpus,
+                                              pretrained_model=champ.outputs["champion"],
+                                              dataset=dataset, checkpoint_root=checkpoint_root,
+                                              run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
                                   node_selector=gpu_node_selector)
         _promote(finetune.outputs["model"], champ, dataset, gate, train_spec, **registry)
     with dsl.Else(name="first-run"):
-        first = configure_task(train(task="detection", spec=train_spec, gpus=gpus, dataset=dataset,
-                                     checkpoint_root=checkpoint_root,
-                                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+        first = configure_task(ops.train(task="detection", spec=train_spec, gpus=gpus,
+                                         dataset=dataset, checkpoint_root=checkpoint_root,
+                                         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
                                node_selector=gpu_node_selector)
         _promote(first.outputs["model"], champ, dataset, gate, train_spec, **registry)
     return Outputs(data_report=gate.outputs["report"])
