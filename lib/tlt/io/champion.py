@@ -18,6 +18,7 @@ from typing import Any
 from tlt.errors import RegistryError
 from tlt.io.registry import Registry, VersionInfo
 from tlt.io.registry_aliases import DEFAULT_ALIAS, current, resolve
+from tlt.io.registry_files import collect_files, sha256_file
 
 __all__ = ["Champion", "fetch_champion", "next_version", "publish_challenger"]
 
@@ -95,13 +96,11 @@ def next_version(registry: Registry, name: str) -> str:
 
 def _published_already(registry: Registry, name: str, files) -> VersionInfo | None:
     """The version of ``name`` whose files have exactly these names and SHA-256 sums, if any."""
-    from tlt.io.registry import _collect, _sha256_file
-
     try:
         versions = registry.list_versions(name)
     except RegistryError:
         return None
-    wanted = {(rel, _sha256_file(path)) for path, rel in _collect(files)}
+    wanted = {(rel, sha256_file(path)) for path, rel in collect_files(files)}
     return next((v for v in versions if {(f.path, f.sha256) for f in v.files} == wanted), None)
 
 
