@@ -51,6 +51,15 @@ def test_spec_and_metadata_shapes_read_the_same_fields():
     assert shape_of_metadata({"arch": "resnet", "n_layers": 10}) is None  # older file: unknown
 
 
+def test_classification_specs_read_as_training_records_them():
+    from tlt import spec as tlt_spec
+
+    text = 'model_config { arch: "googlenet" n_layers: 18 input_image_size: "3,64,48" }'
+    # Training records depth 0 for a fixed-depth family whatever n_layers says: so must the check.
+    assert shape_of_spec(tlt_spec.loads(text, "classification"), "classification") == \
+        ModelShape("googlenet", 0, (3, 64, 48))
+
+
 def test_finetune_spec_against_champion_and_train_spec_is_one_line():
     finetune = ModelShape("resnet", 18, (3, 128, 240))
     with pytest.raises(SpecError) as err:

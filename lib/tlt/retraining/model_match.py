@@ -40,7 +40,7 @@ def shape_of_spec(spec, task: str) -> ModelShape:
     """The model a loaded experiment spec trains (classification or detection).
 
     Raises:
-        SpecError: an unknown task or a malformed classification ``input_image_size``.
+        SpecError: an unknown task or a malformed classification model_config.
     """
     if task == "detection":
         m, pre = spec.model_config, spec.augmentation_config.preprocessing
@@ -48,19 +48,16 @@ def shape_of_spec(spec, task: str) -> ModelShape:
                           (int(pre.output_image_channel), int(pre.output_image_height),
                            int(pre.output_image_width)))
     if task == "classification":
-        from tlt.spec.rules import parse_image_size
+        from tlt.models.backbones import parse_model_config
 
-        m = spec.model_config
-        dims = parse_image_size(m.input_image_size)
-        if dims is None:
-            raise SpecError(f"model_config.input_image_size must be 'C,H,W', got "
-                            f"{m.input_image_size!r}", field="model_config.input_image_size")
-        return ModelShape(m.arch, int(m.n_layers), dims)
+        # The same reading training records (arch lower-cased; depth 0 for fixed-depth families).
+        b = parse_model_config(spec.model_config)
+        return ModelShape(b.arch, b.n_layers, (b.channels, b.height, b.width))
     raise SpecError(f"unknown task {task!r}; expected classification or detection")
 
 
 def shape_of_metadata(metadata: Mapping[str, Any]) -> ModelShape | None:
-    """The shape a model file's metadata (or a registry version's ``model`` record) gives, or
+    """The shape a model file's metadata (or a registry version's ``model_config`` record) gives, or
     None when it does not record all of arch, n_layers and input_dims (older files)."""
     dims = metadata.get("input_dims")
     if not metadata.get("arch") or metadata.get("n_layers") is None or not dims or len(dims) != 3:
