@@ -14,8 +14,9 @@ accuracy, per-class F1 and the confusion matrix in the Kubeflow UI.
 
 from kfp import dsl
 
-from tlt.orchestration.pipeline_parts import (MODEL_DAG_STAGES, load_components,
-                                              model_dag_local_outputs)
+from tlt.orchestration.model_dag import (MODEL_DAG_STAGES, deploy, gate_passed,
+                                         model_dag_local_outputs, pick_and_gate)
+from tlt.orchestration.pipeline_parts import load_components
 from tlt.orchestration.pipelines import DEFAULT_CLASSIFICATION_SPEC
 from tlt.orchestration.task_settings import configure_task
 
@@ -26,21 +27,6 @@ ops = load_components(*MODEL_DAG_STAGES)
 
 #: What a local run reports as the pipeline's outputs (see `model_dag_local_outputs`).
 LOCAL_OUTPUTS = model_dag_local_outputs(confusion=("evaluate", "confusion"))
-
-
-def _deploy(model, train_dataset, eval_dataset, engine_precision, calibration_batches,
-            calibration_batch_size) -> None:
-    """Export the gated model, build the fp32 and final engines and evaluate the final one."""
-    export_task = configure_task(ops.export(data_type="int8", batches=calibration_batches,
-                                            cal_batch_size=calibration_batch_size,
-                                            cal_data_dir=train_dataset, model=model))
-    fp32_engine = configure_task(ops.build_engine(precision="fp32",
-                                                  export=export_task.outputs["export"]))
-    engine_task = configure_task(ops.build_engine(precision=engine_precision,
-                                                  export=export_task.outputs["export"]))
-    configure_task(ops.evaluate(task="classification", data_dir=eval_dataset, framework="engine",
-                                model=engine_task.outputs["engine"], compare_a=model,
-                                compare_b=fp32_engine.outputs["engine"]))
 
 
 @dsl.pipeline(name="tlt-classification",
@@ -115,14 +101,10 @@ def classification(train_dataset: str, val_dataset: str, eval_dataset: str,
                                                        model=retrain_task.outputs["model"],
                                                        compare_a=train_task.outputs["model"],
                                                        labels="unpruned,pruned + retrained"))
-        pick = configure_task(ops.pick_pruned(
-            task="classification", tolerance=sweep_tolerance,
-            candidates=dsl.Collected(pruning_eval.outputs["scored_model"]),
-            pruned_models=dsl.Collected(prune_task.outputs["pruned_model"])))
-        gate = configure_task(ops.quality_gate(task="classification", threshold=quality_threshold,
-                                               model=pick.outputs["model"]))
-        # The gate's one result is its plain output ("Output"): kfp.local evaluates a dsl.If on a
-        # task's output only under that name (see registry_gates.SINGLE_OUTPUT_STAGES).
-        with dsl.If(gate.outputs["Output"] == True, name="quality-gate-passed"):  # noqa: E712
-            _deploy(pick.outputs["model"], train_dataset, eval_dataset, engine_precision,
-                    calibration_batches, calibration_batch_size)
+        pick, gate = pick_and_gate(ops, "classification", pruning_eval, prune_task,
+                                   tolerance=sweep_tolerance, threshold=quality_threshold)
+        with gate_passed(gate):
+            deploy(ops, pick.outputs["model"], export_data={"cal_data_dir": train_dataset},
+                   evaluate_args={"task": "classification", "data_dir": eval_dataset},
+                   engine_precision=engine_precision, calibration_batches=calibration_batches,
+                   calibration_batch_size=calibration_batch_size)

@@ -16,8 +16,9 @@ and after pruning; the engine's report compares the Keras model, the fp32 and th
 
 from kfp import dsl
 
-from tlt.orchestration.pipeline_parts import (MODEL_DAG_STAGES, load_components,
-                                              model_dag_local_outputs)
+from tlt.orchestration.model_dag import (MODEL_DAG_STAGES, deploy, gate_passed,
+                                         model_dag_local_outputs, pick_and_gate)
+from tlt.orchestration.pipeline_parts import load_components
 from tlt.orchestration.pipelines import DEFAULT_CONVERT_SPEC, DEFAULT_DETECTION_SPEC
 from tlt.orchestration.task_settings import configure_task
 
@@ -28,22 +29,6 @@ ops = load_components("convert", *MODEL_DAG_STAGES)
 
 #: What a local run reports as the pipeline's outputs (see `model_dag_local_outputs`).
 LOCAL_OUTPUTS = model_dag_local_outputs(dataset=("convert", "dataset"))
-
-
-def _deploy(model, dataset, evaluation_mode, train_spec, engine_precision, calibration_batches,
-            calibration_batch_size) -> None:
-    """Export the gated model, build the fp32 and final engines and evaluate the final one."""
-    export_task = configure_task(ops.export(data_type="int8", batches=calibration_batches,
-                                            cal_batch_size=calibration_batch_size, model=model,
-                                            dataset=dataset))
-    fp32_engine = configure_task(ops.build_engine(precision="fp32",
-                                                  export=export_task.outputs["export"]))
-    engine_task = configure_task(ops.build_engine(precision=engine_precision,
-                                                  export=export_task.outputs["export"]))
-    configure_task(ops.evaluate(task="detection", mode=evaluation_mode, spec=train_spec,
-                                framework="engine", dataset=dataset,
-                                model=engine_task.outputs["engine"],
-                                compare_a=model, compare_b=fp32_engine.outputs["engine"]))
 
 
 @dsl.pipeline(name="tlt-detection",
@@ -126,14 +111,11 @@ def detection(dataset_root: str = "", convert_spec: str = DEFAULT_CONVERT_SPEC,
                                                        model=retrain_task.outputs["model"],
                                                        compare_a=train_task.outputs["model"],
                                                        labels="unpruned,pruned + retrained"))
-        pick = configure_task(ops.pick_pruned(
-            task="detection", tolerance=sweep_tolerance,
-            candidates=dsl.Collected(pruning_eval.outputs["scored_model"]),
-            pruned_models=dsl.Collected(prune_task.outputs["pruned_model"])))
-        gate = configure_task(ops.quality_gate(task="detection", threshold=quality_threshold,
-                                               model=pick.outputs["model"]))
-        # The gate's one result is its plain output ("Output"): kfp.local evaluates a dsl.If on a
-        # task's output only under that name (see registry_gates.SINGLE_OUTPUT_STAGES).
-        with dsl.If(gate.outputs["Output"] == True, name="quality-gate-passed"):  # noqa: E712
-            _deploy(pick.outputs["model"], dataset, evaluation_mode, train_spec, engine_precision,
-                    calibration_batches, calibration_batch_size)
+        pick, gate = pick_and_gate(ops, "detection", pruning_eval, prune_task,
+                                   tolerance=sweep_tolerance, threshold=quality_threshold)
+        with gate_passed(gate):
+            deploy(ops, pick.outputs["model"], export_data={"dataset": dataset},
+                   evaluate_args={"task": "detection", "mode": evaluation_mode, "spec": train_spec,
+                                  "dataset": dataset},
+                   engine_precision=engine_precision, calibration_batches=calibration_batches,
+                   calibration_batch_size=calibration_batch_size)
