@@ -149,8 +149,15 @@ def _default_cell(p: Param) -> str:
 
 def render_readme(stage: Stage, image: str | None = None) -> str:
     """Markdown of ``components/<stage>/README.md``: what the component takes and makes."""
+    lines = [*_readme_header(stage, image), *_readme_params(stage), *_readme_artifacts(stage),
+             *_readme_secrets(stage)]
+    return "\n".join(lines)
+
+
+def _readme_header(stage: Stage, image: str | None) -> list[str]:
+    """Title, description, CLI, image, Argo template, resources and retries."""
     r = stage.resources
-    lines = [
+    return [
         f"<!-- {GENERATED_MARK} -->",
         f"# Component `{stage.name}`",
         "",
@@ -166,6 +173,12 @@ def render_readme(stage: Stage, image: str | None = None) -> str:
         f"- Retries: {stage.retry.num_retries} (backoff {stage.retry.backoff_seconds}s x "
         f"{stage.retry.backoff_factor:g}, at most {stage.retry.backoff_max_seconds}s)",
         "",
+    ]
+
+
+def _readme_params(stage: Stage) -> list[str]:
+    """The parameter table."""
+    return [
         "## Parameters",
         "",
         "| name | type | default | description |",
@@ -173,6 +186,11 @@ def render_readme(stage: Stage, image: str | None = None) -> str:
         *[f"| `{p.name}` | {p.type.__name__} | {_default_cell(p)} | {p.help} |" for p in stage.params],
         "",
     ]
+
+
+def _readme_artifacts(stage: Stage) -> list[str]:
+    """The input and output artifact tables, the scalar results and the exit-task note."""
+    lines: list[str] = []
     for title, arts in (("Inputs", stage.inputs), ("Outputs", stage.outputs)):
         lines += [f"## {title}", ""]
         if arts:
@@ -190,13 +208,19 @@ def render_readme(stage: Stage, image: str | None = None) -> str:
         fields = ", ".join(f"`{n}` <- `{f}`" for n, f in FINAL_STATUS_PARAMS[stage.name].items())
         lines += [f"An exit task: in KFP these parameters come from `dsl.PipelineTaskFinalStatus` "
                   f"({fields}); in Argo from the workflow's status.", ""]
-    if stage.env_secrets():
-        lines += ["## Secrets", ""]
-        for s in stage.env_secrets():
-            envs = ", ".join(f"`{env}`" if k == env else f"`{env}` (from key `{k}`)" for k, env in s.keys)
-            lines.append(f"- `{s.secret}` ({'optional' if s.optional else 'required'}): environment {envs}")
-        lines.append("")
-    return "\n".join(lines)
+    return lines
+
+
+def _readme_secrets(stage: Stage) -> list[str]:
+    """The Kubernetes secrets the container reads, and into which environment variables."""
+    if not stage.env_secrets():
+        return []
+    lines = ["## Secrets", ""]
+    for s in stage.env_secrets():
+        envs = ", ".join(f"`{env}`" if k == env else f"`{env}` (from key `{k}`)" for k, env in s.keys)
+        lines.append(f"- `{s.secret}` ({'optional' if s.optional else 'required'}): environment {envs}")
+    lines.append("")
+    return lines
 
 
 # Set by `using_components` while a pipeline file is imported: the tree its components come from
