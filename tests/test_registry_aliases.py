@@ -18,7 +18,7 @@ import pytest
 
 from tlt.errors import RegistryError, StorageError
 from tlt.gates.promotion import decide_promotion
-from tlt.io import registry_aliases, storage
+from tlt.io import registry_alias_records, registry_aliases, storage
 from tlt.io.registry import Registry, aliases, current, history, promote, resolve
 
 BACKENDS = ["local", "s3_bucket", "gcs_bucket"]
@@ -297,7 +297,7 @@ def test_other_aliases_and_errors(tmp_path):
 def test_record_keys_are_the_dataclass_fields():
     """The stored JSON is the dataclass: a new field cannot be forgotten by the parser."""
     record = registry_aliases.PromotionRecord("m", "production", 1, None, "1", "w", "t", "r")
-    parsed = registry_aliases._parse_record("x", record.to_bytes(), "m", "production")
+    parsed = registry_alias_records.parse_record("x", record.to_bytes(), "m", "production")
     assert parsed == record
 
 

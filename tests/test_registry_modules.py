@@ -22,6 +22,7 @@ def test_public_names_are_the_modules_objects():
 
 
 @pytest.mark.parametrize("module", ["registry_types", "registry_files", "registry_pull",
+                                    "registry_alias_records", "registry_promotion",
                                     "registry_publish", "registry_aliases", "champion"])
 def test_modules_do_not_import_the_facade_except_champion(module):
     code = (f"import sys; import tlt.io.{module}; "
