@@ -51,6 +51,16 @@ def _relu(x, name):
     return keras.layers.ReLU(name=name)(x)
 
 
+def _stem(x, spec: BackboneSpec, opts: LayerOptions, *, bn_name: str, relu_name: str, **bn):
+    """The stem both versions share (freeze block 0): symmetric pad, `conv1` 32x3x3/2 (valid),
+    batch norm and ReLU; only the names of the last two and the batch-norm settings differ."""
+    x = zero_pad(x, 1, name="conv1_pad")
+    x = conv2d(x, 32, 3, strides=2, padding="valid", name="conv1", opts=opts,
+               trainable=0 not in spec.freeze_blocks)
+    x = batch_norm(x, name=bn_name, opts=opts, **bn)
+    return _relu(x, relu_name)
+
+
 def build_mobilenet_v1(spec: BackboneSpec, x, opts: LayerOptions, *,
                        for_detection: bool) -> Trunk:
     """Build the MobileNet v1 trunk on a channels-last tensor.
@@ -65,11 +75,7 @@ def build_mobilenet_v1(spec: BackboneSpec, x, opts: LayerOptions, *,
         The trunk's last feature map, model name and stride.
     """
     frozen = spec.freeze_blocks
-    x = zero_pad(x, 1, name="conv1_pad")
-    x = conv2d(x, 32, 3, strides=2, padding="valid", name="conv1", opts=opts,
-               trainable=0 not in frozen)
-    x = batch_norm(x, name="conv1_bn", opts=opts)
-    x = _relu(x, "conv_block_relu")
+    x = _stem(x, spec, opts, bn_name="conv1_bn", relu_name="conv_block_relu")
     stride = 2
     last = _V1_STRIDE16_BLOCKS if for_detection else len(_V1_BLOCKS)
     for k, (filters, block_stride) in enumerate(_V1_BLOCKS[:last], 1):
@@ -128,11 +134,7 @@ def build_mobilenet_v2(spec: BackboneSpec, x, opts: LayerOptions, *,
         The trunk's last feature map, model name and stride.
     """
     frozen = spec.freeze_blocks
-    x = zero_pad(x, 1, name="conv1_pad")
-    x = conv2d(x, 32, 3, strides=2, padding="valid", name="conv1", opts=opts,
-               trainable=0 not in frozen)
-    x = batch_norm(x, name="bn_conv1", opts=opts, **_V2_BN)
-    x = _relu(x, "re_lu_0")
+    x = _stem(x, spec, opts, bn_name="bn_conv1", relu_name="re_lu_0", **_V2_BN)
     stride = 2
     last = _V2_STRIDE16_BLOCKS if for_detection else len(_V2_BLOCKS)
     for block_id, (filters, block_stride, expansion) in enumerate(_V2_BLOCKS[:last]):
