@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from model_helpers import cfg, counts
 from tlt.errors import SpecError
 from tlt.models.backbones import build_backbone, parse_model_config, to_channels_first
 
@@ -16,18 +15,6 @@ from tlt.models.backbones import build_backbone, parse_model_config, to_channels
 RESNET18_BACKBONE_PARAMS = 11_548_288
 RESNET18_NON_TRAINABLE = 11_648
 DETECTNET_RESNET18_3CLASS_PARAMS = 11_555_983
-
-
-def cfg(**fields):
-    """A model config read by attribute, like the proto message."""
-    return SimpleNamespace(**fields)
-
-
-def counts(model) -> tuple[int, int, int]:
-    """(total, trainable, non-trainable) parameter counts, as Keras' summary reports them."""
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
-    return trainable + frozen, trainable, frozen
 
 
 def build_detectnet_reference(num_classes: int, input_image_size: str = "3,544,960"):

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import keras
 import numpy as np
 import pytest
 
+from model_helpers import cfg, counts
 from tlt.errors import SpecError
 from tlt.models.classifier import build_classifier
-
-
-def cfg(**fields):
-    """A model config read by attribute, like the proto message."""
-    return SimpleNamespace(**fields)
-
-
-def counts(model) -> tuple[int, int, int]:
-    """(total, trainable, non-trainable) parameter counts, as Keras' summary reports them."""
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
-    return trainable + frozen, trainable, frozen
 
 
 def test_resnet18_twenty_classes_matches_tlt_training_log():

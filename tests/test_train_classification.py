@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 
+from checkpoint_helpers import latest_epoch
 from cli_processes import run_two_workers
 from cls_fixtures import (VENV_BIN, make_shapes, read_csv_rows, read_json, run_cli,
                           subprocess_env, write_spec, write_truncated_png)
@@ -199,13 +199,6 @@ def test_gpus_below_one_is_refused(shapes, tmp_path, capsys):
 
 # ------------------------------------------------------------------ resume after kill -9
 
-def _poll_latest(path: Path) -> int:
-    try:
-        return int(json.loads(path.read_text())["epoch"])
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 def test_resume_after_kill_9_finishes_the_run_exactly_once(tmp_path):
     data = make_shapes(tmp_path / "data", per_class=(16, 4, 1))
     epochs = 5
@@ -221,7 +214,7 @@ def test_resume_after_kill_9_finishes_the_run_exactly_once(tmp_path):
         try:
             deadline = time.monotonic() + 400
             while time.monotonic() < deadline and proc.poll() is None:
-                if _poll_latest(latest) >= 1:
+                if latest_epoch(latest) >= 1:
                     # Let it get into the steps of the next epoch, then pull the plug.
                     time.sleep(0.4)
                     break
@@ -233,7 +226,7 @@ def test_resume_after_kill_9_finishes_the_run_exactly_once(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    killed_at = _poll_latest(latest)
+    killed_at = latest_epoch(latest)
     assert 1 <= killed_at < epochs
     assert not (out / "model.tlt").exists()
     assert read_json(out / "status.json")["state"] == "running"

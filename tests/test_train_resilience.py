@@ -3,9 +3,7 @@ temporaries, a results path that is a file, a batch larger than the data set, ``
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import signal
 import subprocess
 import time
@@ -13,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from checkpoint_helpers import latest_epoch
 from cls_fixtures import (VENV_BIN, make_shapes, read_csv_rows, read_json, subprocess_env,
                           write_spec)
 from tlt.cli.train import build_parser
@@ -34,13 +33,6 @@ def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
     """Every file under ``root``: relative path -> (mtime in ns, content)."""
     return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
             for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _latest_epoch(path: Path) -> int:
-    try:
-        return int(json.loads(path.read_text())["epoch"])
-    except (OSError, ValueError, KeyError):
-        return 0
 
 
 # ------------------------------------------------------------------ leftovers of a killed run
@@ -206,7 +198,7 @@ def test_sigterm_stops_cleanly_marks_interrupted_and_the_rerun_resumes(tmp_path,
         try:
             deadline = time.monotonic() + 400
             while time.monotonic() < deadline and proc.poll() is None \
-                    and _latest_epoch(latest) < 1:
+                    and latest_epoch(latest) < 1:
                 time.sleep(0.02)
             assert proc.poll() is None, log_path.read_text()[-3000:]
             proc.send_signal(signal.SIGTERM)  # what `timeout` and a Kubernetes eviction send
@@ -221,7 +213,7 @@ def test_sigterm_stops_cleanly_marks_interrupted_and_the_rerun_resumes(tmp_path,
     assert "Traceback" not in output
     status = read_json(out / "status.json")
     assert (status["state"], status["message"]) == ("interrupted", INTERRUPTED)
-    stopped_at = _latest_epoch(latest)
+    stopped_at = latest_epoch(latest)
     assert 1 <= stopped_at < epochs
     # Nothing partial is visible: no model, no lineage, no temporary or torn file.
     assert not (out / "model.tlt").exists() and not (out / "metadata.json").exists()
