@@ -139,6 +139,24 @@ def _wait_gone(sid: int, seconds: float) -> list[int]:
     return _session_alive(sid)
 
 
+def _slow_convert_at_work(dataset: Path, tmp_path: Path, out: Path, *,
+                          seconds_per_frame: float) -> subprocess.Popen:
+    """Start a convert with two workers, every frame slowed down; return once a frame is being
+    encoded. The process leads its own session: the caller kills it and its workers as a group."""
+    marker = tmp_path / "started"
+    proc = _hooked(("tlt.data.convert_shards", "encode_example", seconds_per_frame, "slow"),
+                   _new_args(dataset, tmp_path, out, "--workers", "2"), tmp_path / "log",
+                   env={"HOOK_MARKER": str(marker)}, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not marker.exists():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError((tmp_path / "log").read_text())
+    return proc
+
+
 def _rerun_gives_new_output(dataset: Path, tmp_path: Path, out: Path) -> None:
     assert convert_main(_new_args(dataset, tmp_path, out, "--workers", "1")) == 0
     assert _output(out) == "new" and _state(out) == "done"
@@ -179,15 +197,8 @@ def test_kill_9_then_rerun_gives_one_consistent_output(point, dataset, tmp_path)
 def test_kill_9_takes_the_workers_down_too(dataset, tmp_path):
     out = tmp_path / "out"
     _old_output(dataset, tmp_path, out)
-    marker = tmp_path / "started"
-    proc = _hooked(("tlt.data.convert_shards", "encode_example", 1.5, "slow"),
-                   _new_args(dataset, tmp_path, out, "--workers", "2"), tmp_path / "log",
-                   env={"HOOK_MARKER": str(marker)}, start_new_session=True)
+    proc = _slow_convert_at_work(dataset, tmp_path, out, seconds_per_frame=1.5)
     try:
-        deadline = time.monotonic() + 60
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert marker.exists(), (tmp_path / "log").read_text()
         assert len(_session_alive(proc.pid)) == 3  # the CLI and two workers
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -203,15 +214,8 @@ def test_kill_9_takes_the_workers_down_too(dataset, tmp_path):
 def test_sigterm_stops_cleanly_and_rerun_works(dataset, tmp_path):
     out = tmp_path / "out"
     _old_output(dataset, tmp_path, out)
-    marker = tmp_path / "started"
-    proc = _hooked(("tlt.data.convert_shards", "encode_example", 0.5, "slow"),
-                   _new_args(dataset, tmp_path, out, "--workers", "2"), tmp_path / "log",
-                   env={"HOOK_MARKER": str(marker)}, start_new_session=True)
+    proc = _slow_convert_at_work(dataset, tmp_path, out, seconds_per_frame=0.5)
     try:
-        deadline = time.monotonic() + 60
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert marker.exists(), (tmp_path / "log").read_text()
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)  # a worker surviving the pool's SIGTERM would hang the CLI
         assert _wait_gone(proc.pid, 3.0) == []
