@@ -266,3 +266,54 @@ def test_engine_sessions_do_not_spin_unless_asked(tmp_path, spin, expected):
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == expected
     assert load_engine(engine_path, threads=1)._session.get_session_options() \
         .get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def _residual_detector(head_kernel: int):
+    """x -> Conv -> Relu -> Conv -> Add(residual) -> Relu -> (bbox Conv, cov Conv -> Sigmoid)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = {"w1": (4, 3, 3, 3), "w2": (4, 4, 3, 3), "wb": (4, 4, head_kernel, head_kernel),
+               "wc": (1, 4, 1, 1)}
+    inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)
+             for n, s in weights.items()]
+    pads = [head_kernel // 2] * 4
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c2", "r1"], ["s"], name="residual"),
+             helper.make_node("Relu", ["s"], ["h"], name="relu2"),
+             helper.make_node("Conv", ["h", "wb"], ["bbox"], name="bbox_head", pads=pads),
+             helper.make_node("Conv", ["h", "wc"], ["logits"], name="cov_head"),
+             helper.make_node("Sigmoid", ["logits"], ["cov"], name="sigmoid")]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("cov", "bbox")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 3, 8, 8])], outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_int8_keeps_the_last_residual_sum_and_a_cheap_head_in_float():
+    """The last residual Add, its Relu and the coverage logits were the largest single sources
+    of the detector's int8 output error (`_float_tail`); 1x1 heads after them cost nothing."""
+    from tlt.engines.onnxruntime_engine import _float_tail
+
+    assert _float_tail(_residual_detector(1)) == ["residual", "relu2", "bbox_head", "cov_head",
+                                                  "sigmoid"]
+    # A 3x3 convolution after the last residual Add is real work: only the output nodes stay fp32.
+    assert _float_tail(_residual_detector(3)) == ["bbox_head", "sigmoid"]
+
+
+def test_int8_engine_leaves_the_head_inputs_unquantized(tmp_path):
+    from tlt.engines.calibration_cache import CalibrationCache
+    from tlt.engines.onnxruntime_engine import build_onnxruntime_engine
+
+    model = _residual_detector(1)
+    amax = {"x": 1.0, "c1": 4.0, "r1": 4.0, "c2": 6.0, "s": 8.0, "h": 8.0, "bbox": 9.0,
+            "logits": 5.0, "cov": 1.0}
+    path = tmp_path / "int8.engine"
+    build_onnxruntime_engine(model.SerializeToString(), path, precision="int8",
+                             cache=CalibrationCache.from_ranges(amax))
+    built = onnx.load(path)
+    quantized = {n.input[0] for n in built.graph.node if n.op_type == "QuantizeLinear"}
+    assert {"x", "r1", "c2"} <= quantized
+    assert not quantized & {"s", "h", "logits"}
