@@ -17,7 +17,7 @@ ONNX Runtime intra-op = cores for both engines, with the engines' default of no 
 (`tlt.engines.onnxruntime_engine.OnnxRuntimeEngine`), TensorFlow intra-op = cores and inter-op
 = 1 (ONNX Runtime's sequential executor runs one node at a time too). The int8 engines are what
 tlt-converter builds: batch norm folded into the convolutions, per-channel 7-bit weights, uint8
-activations (the fast u8 x s8 path on AVX2), fp32 output nodes.
+activations (the fast u8 x s8 path on AVX2), the last residual sum and a 1x1 head kept fp32.
 
 Physical limit: the float32 matrix-multiply rate of numpy's BLAS (2 n^3 flops per n x n product).
 Model FLOPs are counted from the fp32 ONNX graph after shape inference: 2 x MACs of Conv, Gemm and
