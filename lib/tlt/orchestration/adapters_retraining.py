@@ -26,7 +26,16 @@ _log = logging.getLogger(__name__)
 
 def champion(params: Mapping[str, Any], inputs: Mapping[str, str],
              outputs: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """Run `tlt.stages.champion`: the production model (or "none yet") into ``champion``."""
+    """Run `tlt.stages.champion`: the production model (or "none yet") into ``champion``.
+
+    With ``finetune_spec`` (and ``train_spec``) given, the run stops here, in one line, when
+    finetune_spec's model is not the champion's (as promote recorded it) or not train_spec's:
+    fine-tuning would otherwise keep only the layers that happen to fit.
+
+    Raises:
+        SpecError: the specs' models differ (or a spec does not parse).
+        RegistryError: as `tlt.stages.champion.run`.
+    """
     from tlt.stages import champion as champion_stage
 
     outcome = champion_stage.run(params["registry_uri"], params["model_name"],
@@ -228,7 +237,8 @@ def promote(params: Mapping[str, Any], inputs: Mapping[str, str],
              "held-out set": held_out, f"challenger {metric}": d.challenger,
              f"champion {metric}": d.champion, "margin": d.margin,
              "challenger model": str(scores["new_model"] or "not recorded"),
-             "champion model": str(scores["old_model"] or "none"),
+             "champion model": str(scores["old_model"] or ("none" if d.champion is None
+                                                           else "not recorded")),
              "challenger version": outcome.version, f"{params['alias']} now": outcome.production}
     atomic_write_text(outputs["report"], promotion_report_html(d, facts))
     folder = Path(outputs["decision"])
