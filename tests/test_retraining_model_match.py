@@ -183,3 +183,14 @@ def test_champion_stage_compares_finetune_spec_with_train_spec_on_a_first_run(tm
                  {}, {"champion": str(tmp_path / "champion")})
     assert str(err.value).startswith("finetune_spec model_config (resnet 18, 3x64x128) differs "
                                      "from train_spec's (resnet 10, 3x64x128)")
+
+
+def test_the_champion_stage_declares_the_params_the_check_reads(world):
+    # Through the stage door every component uses: unknown parameters would be refused there.
+    from tlt.orchestration.entrypoints import run_stage
+
+    params = {"registry_uri": str(world["registry"]), "model_name": NAME,
+              "finetune_spec": _spec_text(width=160, height=96), "train_spec": _spec_text()}
+    with pytest.raises(SpecError, match=r"^finetune_spec model_config \(resnet 10, 3x96x160\) "
+                                        r"differs from the champion's \(resnet 10, 3x64x128\)"):
+        run_stage("champion", params, {}, {"champion": str(world["root"] / "fifth")})
