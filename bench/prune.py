@@ -29,8 +29,9 @@ best round is reported (and the median).
 
     .venv/bin/python bench/prune.py [--quick] [--plan-only] [--thresholds 0.1,0.2,...]
         [--normalizer max|L2] [--rounds 5] [--cls-epochs 5] [--cls-retrain-epochs 1]
-        [--cls-l1 2e-3] [--cls-retrain-lr 2e-3] [--det-frames 160] [--det-epochs 14]
-        [--det-retrain-epochs 3] [--det-l1 1e-6] [--det-retrain-lr 5e-4] [--work DIR]
+        [--cls-l1 2e-3] [--cls-retrain-lr 2e-3] [--cls-retrain-l1 L1] [--det-frames 160]
+        [--det-epochs 14] [--det-retrain-epochs 3] [--det-l1 1e-6] [--det-retrain-lr 5e-4]
+        [--det-retrain-l1 L1] [--work DIR]
 
 Progress lines (elapsed seconds, load) go to stderr; ``--plan-only`` trains the two models and
 prints the parameters each threshold keeps (cheap: no retraining, no timing). A rerun on the same
@@ -89,6 +90,8 @@ def _parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cls-l1", type=float, default=2e-3, help="digits L1 weight")
     parser.add_argument("--cls-retrain-lr", type=float, default=2e-3,
                         help="digits retrain SGD learning rate (training: 0.02)")
+    parser.add_argument("--cls-retrain-l1", type=float, default=None,
+                        help="digits retrain L1 weight (default: the training's; 0: none)")
     parser.add_argument("--cls-batch", type=int, default=32)
     parser.add_argument("--det-frames", type=int, default=None,
                         help="synthetic detection frames, 20 %% validate (160, quick 40)")
@@ -98,6 +101,8 @@ def _parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--det-l1", type=float, default=1e-6, help="detection L1 weight")
     parser.add_argument("--det-retrain-lr", type=float, default=5e-4,
                         help="detection retrain max learning rate (training: 5e-3)")
+    parser.add_argument("--det-retrain-l1", type=float, default=None,
+                        help="detection retrain L1 weight (default: the training's; 0: none)")
     parser.add_argument("--det-width", type=int, default=240)
     parser.add_argument("--det-height", type=int, default=128)
     parser.add_argument("--det-batch", type=int, default=8)
@@ -151,21 +156,31 @@ def _train(spec, task: str):
                                     progress=False).model_path
 
 
-def _retrain_spec(spec, task: str, lr: float):
-    """The training spec with the retrain learning rate (fine-tuning, not a fresh schedule)."""
+def _retrain_spec(spec, task: str, lr: float, l1: float | None = None):
+    """The training spec with the retrain learning rate (fine-tuning, not a fresh schedule) and,
+    when ``l1`` is given, that L1 weight instead of the training's (0: no regularizer)."""
     copy = _copy(spec)
     if task == "classification":
         copy.train_config.lr_config.learning_rate = lr
+        if l1 is not None:  # weight 0 is no regularizer (tlt.training.regularizers)
+            copy.train_config.reg_config.weight_decay = l1
     else:
         schedule = copy.training_config.learning_rate.soft_start_annealing_schedule
         schedule.max_learning_rate, schedule.min_learning_rate = lr, lr / 100
+        if l1 is not None:
+            copy.training_config.regularizer.weight = l1
     return copy
 
 
-def _retrain(spec, task: str, pruned: str, epochs: int, lr: float):
+def _retrain_label(epochs: int, lr: float, l1: float | None) -> str:
+    """The retrain budget in a folder name (the L1 part only when it is not the training's)."""
+    return f"retrain_e{epochs}_lr{lr:g}" + ("" if l1 is None else f"_l1_{l1:g}")
+
+
+def _retrain(spec, task: str, pruned: str, epochs: int, lr: float, l1: float | None = None):
     from tlt.stages import retrain
 
-    return lambda folder: retrain.run(_retrain_spec(spec, task, lr), folder / "results",
+    return lambda folder: retrain.run(_retrain_spec(spec, task, lr, l1), folder / "results",
                                       pretrained_model=pruned, task=task, epochs=epochs,
                                       progress=False).model_path
 
@@ -216,30 +231,33 @@ def _task_models(work: Path, name: str, spec, task: str, args):
     cls = task == "classification"
     epochs = args.cls_retrain_epochs if cls else args.det_retrain_epochs
     lr = args.cls_retrain_lr if cls else args.det_retrain_lr
-    rows = [_control(work / name, spec, task, base, epochs, lr)]
+    l1 = args.cls_retrain_l1 if cls else args.det_retrain_l1
+    rows = [_control(work / name, spec, task, base, epochs, lr, l1)]
     for threshold in args.thresholds:
-        folder = work / name / f"pth_{threshold:g}_{args.normalizer}_retrain_e{epochs}_lr{lr:g}"
+        budget = _retrain_label(epochs, lr, l1)
+        folder = work / name / f"pth_{threshold:g}_{args.normalizer}_{budget}"
         folder.mkdir(parents=True, exist_ok=True)
         pruned, before, after = _prune(base, folder / "pruned.tlt", threshold, args.normalizer)
         _progress(f"{name}: {args.normalizer} pth {threshold:g} keeps {after:,d} of {before:,d} "
                   f"({100 * after / before:.1f}%); retraining {epochs} epochs")
         model, retrain_took = engine_bench._train_once(
-            folder, "retrain", _retrain(spec, task, pruned, epochs, lr))
+            folder, "retrain", _retrain(spec, task, pruned, epochs, lr, l1))
         rows.append({"threshold": threshold, "model": model, "before": before, "after": after,
                      "retrain": retrain_took})
         _progress(f"{name}: pth {threshold:g} retrained in {retrain_took}")
     return base, took, [row for row in rows if row is not None]
 
 
-def _control(folder: Path, spec, task: str, base: Path, epochs: int, lr: float):
+def _control(folder: Path, spec, task: str, base: Path, epochs: int, lr: float,
+             l1: float | None):
     """The unpruned model retrained with the same budget: the fair reference for quality (the
     pruned models get that much more training). None when retraining it fails."""
-    folder = folder / f"control_retrain_e{epochs}_lr{lr:g}"
+    folder = folder / f"control_{_retrain_label(epochs, lr, l1)}"
     folder.mkdir(parents=True, exist_ok=True)
     _progress(f"{task}: retraining the unpruned model {epochs} epochs (control)")
     try:
         model, took = engine_bench._train_once(folder, "retrain",
-                                               _retrain(spec, task, str(base), epochs, lr))
+                                               _retrain(spec, task, str(base), epochs, lr, l1))
     except Exception as exc:  # noqa: BLE001 - the control is optional; report and go on
         _progress(f"{task}: control retrain failed: {exc}")
         return None
