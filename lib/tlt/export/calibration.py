@@ -34,7 +34,10 @@ CALIBRATION_ALGORITHMS = ("entropy", "minmax")
 # (batch norm folded, 7-bit weights), entropy ranges gave car AP -6.6 pt combined and abs-max
 # -4.1 (mean coverage-logit error 0.31 vs 0.30); before folding entropy cost ~24 pt. 24 instead of
 # 16 calibration images changed 2 of its 56 abs-max ranges and no AP. Classifiers are within
-# their tolerance either way.
+# their tolerance either way. Percentile ranges (not offered) were measured on the demo's pruned
+# detector against abs-max over the same 80 images: 99.9 / 99.99 / 99.999 % gave mean box error
+# 0.024 / 0.014 / 0.015 vs 0.016 and largest box error 9.0 / 3.9 / 1.3 vs 0.7 (clipped objects):
+# no gain worth the outliers. Asymmetric (min, max) ranges instead of +-amax: no gain either.
 DEFAULT_ALGORITHM = "minmax"
 
 _log = logging.getLogger(__name__)
