@@ -43,8 +43,8 @@ def _amax(model, batches) -> dict[str, float]:
 def test_each_activation_gets_the_error_its_rounding_adds():
     batches = _batches()
     amax = _amax(_model(), batches)
-    errors = activation_sensitivity(_model().SerializeToString(), CalibrationCache.from_ranges(amax),
-                                     batches)
+    errors = activation_sensitivity(_model().SerializeToString(),
+                                    CalibrationCache.from_ranges(amax), batches)
     assert set(errors) == {"a", "r"}  # the graph output is never quantized by the builder
     # Tight ranges: the error is about a quarter of a step, propagated through the 1x1 conv.
     step = amax["r"] / 255
@@ -57,9 +57,8 @@ def test_a_range_far_too_wide_shows_up_as_the_largest_error():
     batches = _batches()
     amax = _amax(_model(), batches)
     wide = {**amax, "r": 50 * amax["r"]}
-    errors = activation_sensitivity(_model().SerializeToString(), CalibrationCache.from_ranges(wide),
-                                    batches)
-    tight = activation_sensitivity(_model().SerializeToString(), CalibrationCache.from_ranges(amax),
-                                   batches)
+    model = _model().SerializeToString()
+    errors = activation_sensitivity(model, CalibrationCache.from_ranges(wide), batches)
+    tight = activation_sensitivity(model, CalibrationCache.from_ranges(amax), batches)
     assert errors["r"]["y"] > 10 * tight["r"]["y"]
     assert errors["a"]["y"] == pytest.approx(tight["a"]["y"])

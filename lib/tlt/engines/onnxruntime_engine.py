@@ -8,8 +8,8 @@ An ONNX Runtime "engine" is an ONNX graph prepared for this runtime:
   activations: on x86 CPUs without VNNI signed activations run slower than fp32) with the
   activation ranges of the calibration cache, so no calibration image is needed here. The last
   residual ``Add`` and the cheap head after it stay fp32 (`_float_tail`). Before quantizing,
-  the per-channel ``Mul``/``Add`` that tf2onnx leaves after a biased convolution (inference batch norm) are folded into it
-  (`tlt.engines.onnx_folding`), and weights use 7 of their 8 bits (``reduce_range``): ONNX
+  the per-channel ``Mul``/``Add`` that tf2onnx leaves after a biased convolution (inference
+  batch norm) are folded into it (`tlt.engines.onnx_folding`), and weights use 7 of their 8 bits (``reduce_range``): ONNX
   Runtime's uint8 x int8 kernels on AVX2 CPUs without VNNI add pairs of products in int16
   (``vpmaddubsw``), which saturates with full-range weights.
 
