@@ -92,8 +92,11 @@ def retraining(new_data_uri: str = "data/sample-kitti", registry_uri: str = "dat
         checkpoint_root: folder (s3://, gs://, local) under which training mirrors its checkpoints
             so a retried pod resumes; "" turns the mirror off.
     """
+    # finetune_spec is checked against the champion's and train_spec's model before any work.
     champ = configure_task(ops.champion(registry_uri=registry_uri, model_name=model_name,
-                                        alias=alias, require_champion=require_champion))
+                                        alias=alias, require_champion=require_champion,
+                                        task="detection", finetune_spec=finetune_spec,
+                                        train_spec=train_spec))
     gate = configure_task(ops.data_gate(task="detection", new_data_uri=new_data_uri,
                                         max_malformed_rate=max_malformed_rate,
                                         max_balance_shift=max_balance_shift,

@@ -150,7 +150,8 @@ def test_broken_new_data_stops_before_training_and_changes_no_registry(two_runs,
     with pytest.raises(PipelineError) as err:
         run_local("retraining", {"new_data_uri": str(batch),
                                  "registry_uri": str(two_runs["registry"]),
-                                 "model_name": MODEL, "train_spec": _tiny_spec()},
+                                 "model_name": MODEL, "train_spec": _tiny_spec(),
+                                 "finetune_spec": finetune_spec(_tiny_spec())},
                   pipeline_root=tmp_path / "runs")
     assert str(err.value).startswith(f"pipeline retraining: step data-gate failed: new data "
                                      f"{batch} holds no frames")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tlt.errors import PipelineError
-from tlt.orchestration.adapters import use_convert_output
+from tlt.orchestration.adapters_common import use_convert_output
 from tlt.orchestration.model_cards import model_file
 from tlt.orchestration.results import RESULTS_KEY
 from tlt.orchestration.stage_types import Adapter

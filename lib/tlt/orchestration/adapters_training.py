@@ -47,6 +47,7 @@ def retrain(params: Mapping[str, Any], inputs: Mapping[str, str],
 
     spec = _training_spec(params, inputs)
     pretrained = str(model_file(inputs["pretrained_model"]))
+    _check_pretrained(spec, params["task"], pretrained)
     with _checkpoint_mirror("retrain", params, inputs, outputs["model"]):
         result = retrain_stage.run(spec, outputs["model"], pretrained_model=pretrained,
                                    task=params["task"], epochs=int(params.get("epochs", 0)),
@@ -114,3 +115,14 @@ def _pruning_of(model_path: str) -> dict[str, Any]:
     meta = read_metadata(Path(model_path).parent)
     return jsonable({k: meta[k] for k in ("params_before", "params_after", "pruning_ratio", "settings")
                      if k in meta})
+
+
+def _check_pretrained(spec, task: str, pretrained: str) -> None:
+    """Fine-tuning starts from the pretrained model's weights: stop with one line when the spec's
+    architecture or input size is not that model's (a pruned file keeps its original's)."""
+    from tlt.io.modelfile import read_model_metadata, resolve_key
+    from tlt.retraining.model_match import check_pretrained_matches
+
+    if pretrained.endswith((".tlt", ".etlt")):
+        check_pretrained_matches(spec, task, read_model_metadata(pretrained, key=resolve_key(None)),
+                                 pretrained)

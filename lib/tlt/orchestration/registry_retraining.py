@@ -4,14 +4,12 @@ convert, train and retrain are the model stages of `tlt.orchestration.registry`)
 
 from __future__ import annotations
 
-from tlt.orchestration.stage_types import Artifact, Param, Resources, RetryPolicy, Stage
+from tlt.orchestration.stage_types import QUICK_RETRY, Artifact, Param, Resources, Stage
 
 __all__ = ["RETRAINING_STAGES"]
 
 # Registry reads and writes and data checks: small containers, quick retries (a store hiccup).
 _SMALL = Resources(cpu_request="500m", cpu_limit="1", memory_request="1Gi", memory_limit="2Gi")
-_QUICK_RETRY = RetryPolicy(num_retries=2, backoff_seconds=10, backoff_factor=2,
-                           backoff_max_seconds=120)
 
 _REGISTRY_URI = Param("registry_uri", str, "Model registry root (local folder, gs:// or s3://).")
 _MODEL_NAME = Param("model_name", str, "Model name in the registry.")
@@ -41,7 +39,7 @@ RETRAINING_STAGES: tuple[Stage, ...] = (
                           "(has_champion, version, metrics, class_counts)."),),
         results=(Param("has_champion", bool, "True when the alias names a version."),),
         resources=_SMALL,
-        retry=_QUICK_RETRY,
+        retry=QUICK_RETRY,
         caching=False,  # the alias moves between runs: a cached answer would be a stale champion
     ),
     Stage(
@@ -76,7 +74,7 @@ RETRAINING_STAGES: tuple[Stage, ...] = (
                      "new data's class counts)."),
         ),
         resources=_SMALL,
-        retry=_QUICK_RETRY,
+        retry=QUICK_RETRY,
         caching=False,  # the champion it compares with may have changed since
     ),
     Stage(
@@ -110,9 +108,7 @@ RETRAINING_STAGES: tuple[Stage, ...] = (
             Artifact("decision", "Metrics", "promoted (1/0), both metrics and the margin; "
                      "decision.json."),
         ),
-        resources=Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi",
-                            memory_limit="4Gi"),
-        retry=_QUICK_RETRY,
+        retry=QUICK_RETRY,
         model_key=True,
         caching=False,  # publishing and moving the alias must happen on every run
     ),
