@@ -147,6 +147,22 @@ def test_regularization_only_on_scoped_layer_classes_and_weights_kept():
     np.testing.assert_allclose(both(x).numpy(), model(x).numpy(), rtol=1e-5)
 
 
+def test_the_specs_regularization_replaces_the_one_a_saved_model_carries():
+    # A pruned model is rebuilt from its saved graph, whose layer configs keep the L1 of the run
+    # that trained it: a retrain spec without regularization must train without it, and one
+    # with another scope or weight must get exactly that.
+    baked = apply_regularization(_small_model(), "L1", 0.01, "Conv2D, Dense")
+    assert len(baked.losses) == 3
+    plain = apply_regularization(baked, "NONE", 0.0, "Conv2D")
+    assert plain.losses == []
+    assert all(getattr(layer, "kernel_regularizer", None) is None for layer in plain.layers)
+    x = np.ones((1, 8, 8, 3), "float32")
+    np.testing.assert_allclose(plain(x).numpy(), baked(x).numpy(), rtol=1e-5)
+    conv_only = apply_regularization(baked, "L2", 0.5, "Conv2D")
+    assert conv_only.get_layer("predictions").kernel_regularizer is None
+    assert conv_only.get_layer("conv_a").kernel_regularizer.l2 == pytest.approx(0.5)
+
+
 def test_regularization_none_or_out_of_scope_returns_the_model_unchanged():
     model = _small_model()
     assert apply_regularization(model, "NONE", 0.01, "Conv2D") is model

@@ -27,7 +27,12 @@ def build_regularizer(reg_type: str, weight: float):
 
 
 def apply_regularization(model: keras.Model, reg_type: str, weight: float, scope: str) -> keras.Model:
-    """Return ``model`` with kernel regularisers on the layers whose class is in ``scope``.
+    """Return ``model`` with the spec's kernel regulariser on the layers whose class is in
+    ``scope`` and none on the others.
+
+    A model loaded from a file (a pruned model, a pretrained graph) carries the regularisers of
+    the run that saved it in its layer configs; retraining must use this spec's instead, or a
+    retrain meant to run without L1 keeps shrinking every kernel.
 
     Args:
         model: a functional Keras model.
@@ -36,14 +41,17 @@ def apply_regularization(model: keras.Model, reg_type: str, weight: float, scope
         scope: comma-separated layer class names, e.g. "Conv2D,Dense".
     """
     regularizer = build_regularizer(reg_type, weight)
-    if regularizer is None:
-        return model
+    wanted = None if regularizer is None else keras.regularizers.serialize(regularizer)
     classes = {s.strip() for s in (scope or "").split(",") if s.strip()}
     config = model.get_config()
     touched = 0
     for layer_cfg in config["layers"]:
-        if layer_cfg["class_name"] in classes and "kernel_regularizer" in layer_cfg["config"]:
-            layer_cfg["config"]["kernel_regularizer"] = keras.regularizers.serialize(regularizer)
+        layer = layer_cfg["config"]
+        if "kernel_regularizer" not in layer:
+            continue
+        target = wanted if layer_cfg["class_name"] in classes else None
+        if layer["kernel_regularizer"] != target:
+            layer["kernel_regularizer"] = target
             touched += 1
     if touched == 0:
         return model
