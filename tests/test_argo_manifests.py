@@ -206,7 +206,7 @@ def test_workflow_translation_of_artifact_passing_dependencies_and_conditions():
 
 
 def test_gpu_stage_with_inputs_makes_a_valid_template(schema_definitions):
-    from tlt.orchestration.registry import Artifact, Param, Resources, Stage
+    from tlt.orchestration.stage_types import Artifact, Param, Resources, Stage
 
     stage = Stage("train", "tlt-train", "Train a model.", params=(Param("spec", str, "spec"),),
                   inputs=(Artifact("dataset", "Dataset", "TFRecords"),),

@@ -5,14 +5,15 @@ import inspect
 import pytest
 
 from tlt.errors import PipelineError
-from tlt.orchestration import adapter_table, registry
+from tlt.orchestration import adapter_table, registry, stage_types
 from tlt.orchestration.components import (
     GENERATED_MARK, load_component, render_component_source, render_readme,
 )
 from tlt.orchestration.entrypoints import build_stage_parser, run_stage
 from tlt.orchestration.paths import DEFAULT_IMAGE, project_image, stage_image
 from tlt.orchestration.paths import repo_root as find_repo_root
-from tlt.orchestration.registry import Artifact, Param, Stage, get_stage
+from tlt.orchestration.registry import get_stage
+from tlt.orchestration.stage_types import Artifact, Param, Stage
 from tlt.orchestration.task_settings import configure_task
 
 _KFP_TYPES = {str: "String", int: "Integer", float: "Float", bool: "Boolean"}
@@ -164,10 +165,10 @@ def test_model_key_is_a_per_stage_setting():
     assert [name for name, stage in registry.STAGES.items() if stage.model_key][:6] == [
         "train", "evaluate", "prune", "retrain", "export", "build_engine"]
     assert not get_stage("convert").model_key
-    assert get_stage("train").env_secrets() == (registry.STORAGE_SECRET, registry.MODEL_KEY_SECRET)
-    assert get_stage("convert").env_secrets() == (registry.STORAGE_SECRET,)
-    assert registry.MODEL_KEY_SECRET.keys == (("key", "TLT_KEY"),)
-    assert registry.MODEL_KEY_SECRET.optional is False
+    assert get_stage("train").env_secrets() == (stage_types.STORAGE_SECRET, stage_types.MODEL_KEY_SECRET)
+    assert get_stage("convert").env_secrets() == (stage_types.STORAGE_SECRET,)
+    assert stage_types.MODEL_KEY_SECRET.keys == (("key", "TLT_KEY"),)
+    assert stage_types.MODEL_KEY_SECRET.optional is False
     # A new stage opts in with one field.
     later = Stage("export", "tlt-export", "Export a model.", model_key=True)
     assert [env for s in later.env_secrets() for _, env in s.keys][-1] == "TLT_KEY"

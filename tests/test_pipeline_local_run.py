@@ -10,7 +10,8 @@ from tlt.cli import pipeline as cli
 from tlt.errors import PipelineError
 from tlt.orchestration.local_run import parse_params, run_local
 from tlt.orchestration.pipelines import load_pipeline
-from tlt.orchestration.registry import get_stage, output_path
+from tlt.orchestration.registry import get_stage
+from tlt.orchestration.stage_types import output_path
 from tlt.orchestration.summary import render_summary
 
 

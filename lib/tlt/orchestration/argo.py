@@ -19,7 +19,8 @@ from typing import Any
 
 from tlt.errors import PipelineError
 from tlt.orchestration.paths import project_image, stage_image
-from tlt.orchestration.registry import Param, SecretEnv, Stage, input_path, output_path, result_path
+from tlt.orchestration.stage_types import (Param, SecretEnv, Stage, input_path, output_path,
+                                            result_path)
 from tlt.orchestration.stage_types import (GPU_NODE_SELECTOR_PARAM, GPU_RESOURCE, GPU_TOLERATION, SHM_MOUNT_PATH,
                                            SHM_VOLUME)
 

@@ -33,7 +33,8 @@ from tlt.errors import PipelineError
 from tlt.orchestration.argo import (API_VERSION, ARTIFACT_REPOSITORY_CONFIGMAP, ARTIFACT_REPOSITORY_KEY,
                                     LABELS, argo_value, build_workflow_template, inner_template_name,
                                     template_name)
-from tlt.orchestration.registry import Stage, get_stage
+from tlt.orchestration.registry import get_stage
+from tlt.orchestration.stage_types import Stage
 
 __all__ = ["EXIT_TEMPLATE", "ITEM_PARAM", "build_workflow", "collected_key"]
 

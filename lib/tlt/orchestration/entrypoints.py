@@ -25,7 +25,8 @@ from typing import Any, Mapping, Sequence
 
 from tlt.errors import PipelineError, TLTError
 from tlt.orchestration.adapter_table import get_adapter
-from tlt.orchestration.registry import Stage, get_stage
+from tlt.orchestration.registry import get_stage
+from tlt.orchestration.stage_types import Stage
 from tlt.orchestration.registry_gates import SINGLE_OUTPUT_STAGES
 from tlt.orchestration.results import RESULTS_KEY, split_results, write_result_files
 from tlt.signals import sigterm_raises

@@ -23,12 +23,8 @@ from __future__ import annotations
 from tlt.orchestration.catalogue import lookup
 from tlt.orchestration.registry_gates import GATE_STAGES
 from tlt.orchestration.registry_retraining import RETRAINING_STAGES
-from tlt.orchestration.stage_types import CHECKPOINT_PARAMS, Artifact, Param, Resources, RetryPolicy, Stage
-# Re-exported for the modules that still take the stage types from the registry (argo.py and the
-# tests); `tlt.orchestration.stage_types` is their home.
-from tlt.orchestration.stage_types import (ARTIFACT_KINDS, MODEL_KEY_SECRET, REQUIRED,  # noqa: F401
-                                           STORAGE_SECRET, SecretEnv, input_path, output_path,
-                                           result_path)
+from tlt.orchestration.stage_types import (CHECKPOINT_PARAMS, Artifact, Param, Resources,
+                                           RetryPolicy, Stage)
 
 __all__ = ["STAGES", "get_stage", "stage_names"]
 
