@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import zipfile
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import keras
@@ -66,7 +67,7 @@ def find_latest_checkpoint(ckpt_dir: str | Path) -> tuple[int, Path] | None:
     return find_latest(ckpt_dir, _NAME, lambda p: zip_has_member(p, "config.json"))
 
 
-class PeriodicCheckpoint(keras.callbacks.Callback):
+class PeriodicCheckpoint(keras.callbacks.Callback, ABC):
     """Base of the per-epoch checkpoint callbacks: when to save, ``latest.json`` and pruning.
 
     A subclass sets ``pattern`` (its file names, epoch in group 1) and implements `_write`, which
@@ -94,9 +95,9 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
         self.keep = max(1, int(keep))
         self.enabled = enabled
 
+    @abstractmethod
     def _write(self, done: int, logs: dict | None) -> Path:
         """Save the checkpoint of epoch ``done`` (1-based); return its path."""
-        raise NotImplementedError
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1

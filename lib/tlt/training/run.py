@@ -9,6 +9,7 @@ MultiWorkerMirroredStrategy, with `tlt.training.distributed_loop` (`fit_epochs`)
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ _log = logging.getLogger(__name__)
 
 
 @dataclass
-class RunBase:
+class RunBase(ABC):
     """What the steps of one training run share (decided once, up front).
 
     A trainer's own run adds its task's fields and an ``epochs`` property.
@@ -42,9 +43,9 @@ class RunBase:
         return self.results / "checkpoints"
 
     @property
+    @abstractmethod
     def epochs(self) -> int:
         """The run's epoch count (each task's spec names it differently)."""
-        raise NotImplementedError
 
 
 def claim_results_dir(run: RunBase, identity: dict[str, Any], *, resuming: bool) -> None:
