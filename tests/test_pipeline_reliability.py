@@ -372,11 +372,22 @@ def test_sigterm_stops_the_running_task_and_the_run_resumes(tmp_path):
     assert (tmp_path / "ledger.txt").read_text().split("\n") == ["prep", "work from 0", f"work from {cut_at}", ""]
 
 
+def _first_cmdline(pid: int) -> list[bytes]:
+    """The first two words of the command line of `pid`'s first descendant ([] while it has none)."""
+    found = descendants(pid)
+    try:
+        return Path(f"/proc/{found[0]}/cmdline").read_bytes().split(b"\0")[:2] if found else []
+    except OSError:
+        return []
+
+
 def test_descendants_lists_children_and_grandchildren():
     child = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
     try:
         deadline = time.monotonic() + 10
-        while len(descendants(child.pid)) < 1 and time.monotonic() < deadline:
+        # The grandchild shows up at fork, before it has exec'd `sleep`; mid-exec its cmdline
+        # reads empty, so wait for the command line rather than only for the process.
+        while _first_cmdline(child.pid) != [b"sleep", b"30"] and time.monotonic() < deadline:
             time.sleep(0.05)
         [grandchild] = descendants(child.pid)
         assert Path(f"/proc/{grandchild}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", b"30"]
