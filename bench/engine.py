@@ -10,14 +10,18 @@ engines (tlt-converter's CPU backend):
   as ``bench/detection_quality.py`` does (its data set, convert and spec, fewer frames/epochs).
 
 Every candidate runs on the same in-memory validation tensors (the numpy pixels the deployed
-evaluation feeds an engine) in the same process. Timing is interleaved: each round times one
+evaluation feeds an engine) in the same process. The detection mAP is scored on
+``--det-score-frames`` frames of the same generator with another seed, none of them trained on:
+the 32 validation frames are timed, but on them one object moves an AP column by several points. Timing is interleaved: each round times one
 numpy sgemm and one full pass of every candidate over its validation set, the order rotating per
 round, so all see the same machine load; the best round is reported (and the median). Threads:
 ONNX Runtime intra-op = cores for both engines, with the engines' default of no spin-waiting
 (`tlt.engines.onnxruntime_engine.OnnxRuntimeEngine`), TensorFlow intra-op = cores and inter-op
 = 1 (ONNX Runtime's sequential executor runs one node at a time too). The int8 engines are what
 tlt-converter builds: batch norm folded into the convolutions, per-channel 7-bit weights, uint8
-activations (the fast u8 x s8 path on AVX2), the last residual sum and a 1x1 head kept fp32.
+activations (the fast u8 x s8 path on AVX2), the last residual sum, the convolutions feeding it and
+a 1x1 head kept fp32 (``--int8_float_tail residual``); "ort int8 head" is the faster
+``--int8_float_tail head`` (the convolutions feeding the sum int8 too).
 
 Physical limit: the float32 matrix-multiply rate of numpy's BLAS (2 n^3 flops per n x n product).
 Model FLOPs are counted from the fp32 ONNX graph after shape inference: 2 x MACs of Conv, Gemm and
@@ -25,7 +29,7 @@ MatMul per image (batch norm is folded into the convolutions; activations, pooli
 not counted). Achieved GFLOP/s = FLOPs x images/s.
 
     .venv/bin/python bench/engine.py [--quick] [--rounds 7] [--cls-epochs 4] [--det-frames 160]
-        [--det-epochs 16] [--work DIR]
+        [--det-epochs 16] [--det-score-frames 480] [--work DIR]
 
 Targets (issue 9): ONNX Runtime fp32 >= 0.9 of the sgemm rate; int8 >= 2x fp32 with <= 1 pt loss
 of accuracy / mAP. The last line printed is the int8/fp32 speed ratio (the lower of the two models).
@@ -69,6 +73,10 @@ def _parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--det-frames", type=int, default=None,
                         help="synthetic detection frames, 20 %% validate (160, quick 60)")
     parser.add_argument("--det-epochs", type=int, default=None, help="detection epochs (16, quick 1)")
+    parser.add_argument("--det-score-frames", type=int, default=None,
+                        help="unseen frames (another seed) the detection mAP is scored on (480, "
+                             "quick 40): on the 32 validation frames one object moves a column "
+                             "by several points")
     parser.add_argument("--det-width", type=int, default=240)
     parser.add_argument("--det-height", type=int, default=128)
     parser.add_argument("--cls-batch", type=int, default=32, help="classification batch")
@@ -76,8 +84,9 @@ def _parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work", default=None,
                         help="work folder; trained models found there are reused (default: new temp)")
     args = parser.parse_args(argv)
-    quick = {"rounds": 2, "cls_epochs": 1, "det_frames": 60, "det_epochs": 1}
-    full = {"rounds": 7, "cls_epochs": 4, "det_frames": 160, "det_epochs": 16}
+    quick = {"rounds": 2, "cls_epochs": 1, "det_frames": 60, "det_epochs": 1, "det_score_frames": 40}
+    full = {"rounds": 7, "cls_epochs": 4, "det_frames": 160, "det_epochs": 16,
+            "det_score_frames": 480}
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -220,12 +229,19 @@ def _export_and_build(model: Path, out: Path, dims, cal_images: Path, batch: int
         output=str(out / "int8.onnx"), data_type="int8", cal_data_file=str(cal_images),
         cal_cache_file=str(cal), batches=batches, cal_batch_size=8, max_batch_size=batch)).output
     engines = {}
-    for precision, source in (("fp32", fp32), ("int8", int8)):
-        path = out / f"{precision}.engine"
+    # int8: tlt-converter's default (--int8_float_tail auto: for the detector the last residual
+    # sum, its input convolutions and the head fp32; for the classifier, whose pooling averages
+    # the 8-bit steps away, only the sum and the head) and --int8_float_tail head, the faster
+    # choice for the detector (for the classifier the same engine as the default).
+    for name, source, precision, tail in (("fp32", fp32, "fp32", "auto"),
+                                          ("int8", int8, "int8", "auto"),
+                                          ("int8 head", int8, "int8", "head")):
+        path = out / f"{name.replace(' ', '-')}.engine"
         build_engine(source, None, BuildOptions(input_dims=tuple(dims), engine_path=str(path),
                                                 cache_file=str(cal), precision=precision,
-                                                max_batch_size=batch, backend="onnxruntime"))
-        engines[precision] = path
+                                                max_batch_size=batch, backend="onnxruntime",
+                                                int8_float_tail=tail))
+        engines[name] = path
     return {"fp32_export": Path(fp32), **engines}
 
 
@@ -291,14 +307,14 @@ class _EnginePredictor:
 
 
 def _candidates(model_path: Path, built: dict, batch: int) -> dict:
-    """``{name: (run(x) -> outputs list, predictor)}`` for Keras, ORT fp32 and ORT int8."""
+    """``{name: (run(x) -> outputs list, predictor)}`` for Keras, ORT fp32 and the two ORT int8."""
     from tlt.engines import load_engine
     from tlt.io.modelfile import load_keras_model
 
     keras_model, _ = load_keras_model(str(model_path), compile=False)
     found = {"keras": (lambda x: _as_list(keras_model.predict(x, batch_size=batch, verbose=0)),
                        keras_model)}
-    for precision in ("fp32", "int8"):
+    for precision in ("fp32", "int8", "int8 head"):
         engine = load_engine(built[precision], threads=CORES)
         names = sorted(engine.output_names, key=lambda n: (not n.startswith("output_cov"), n))
         predictor = _EnginePredictor(engine, names)
@@ -362,7 +378,7 @@ def _report(task: str, flops: int, speeds: dict, gemm_best: float, quality: dict
     median = {name: statistics.median(v) for (t, name), v in speeds.items() if t == task}
     for name in best:
         gflops = flops * best[name] / 1e9
-        print(f"  {name:9s} {best[name]:9.1f} images/s (median {median[name]:8.1f})  "
+        print(f"  {name:13s} {best[name]:9.1f} images/s (median {median[name]:8.1f})  "
               f"{gflops:6.1f} GFLOP/s = {gflops / gemm_best:.3f} of sgemm   {unit} "
               f"{_quality_text(quality[name])}")
     ratio = best["ort int8"] / best["ort fp32"]
@@ -375,6 +391,10 @@ def _report(task: str, flops: int, speeds: dict, gemm_best: float, quality: dict
     print(f"  targets: fp32 >= 0.9 of sgemm: {_met(fp32_share >= 0.9)} ({fp32_share:.3f}); "
           f"int8 >= 2x fp32: {_met(ratio >= 2.0)} ({ratio:.2f}); "
           f"int8 loss <= 1 pt: {_met(loss <= 1.0)} ({loss:.2f} pt)")
+    head_ratio = best["ort int8 head"] / best["ort fp32"]
+    print(f"  --int8_float_tail head (only the last sum and the head fp32): {head_ratio:.2f}x fp32 "
+          f"(median {median['ort int8 head'] / median['ort fp32']:.2f}), {unit} worst drop vs fp32 "
+          f"{_worst_drop(quality['ort fp32'], quality['ort int8 head']):+.2f} pt")
     return ratio
 
 
@@ -416,6 +436,29 @@ def _prepare_digits(work: Path, args) -> dict:
             "training": took}
 
 
+def _scoring_spec(work: Path, spec, args):
+    """``spec`` pointed at ``--det-score-frames`` new frames (seed + 1), all in validation fold 0."""
+    from tlt.data.synthetic import make_detection_dataset
+    from tlt.stages import convert
+
+    folder = work / "det-score" / str(args.det_score_frames)
+    root, records = folder / "kitti", folder / "tfrecords"
+    if not (folder / "converted").is_file():
+        make_detection_dataset(root, num_frames=args.det_score_frames, width=args.det_width,
+                               height=args.det_height, seed=det_bench.SEED + 1, overwrite=True)
+        text = det_bench._CONVERT.format(root=root).replace("val_split: 20", "val_split: 100")
+        (folder / "convert.txt").write_text(text, encoding="utf-8")
+        convert.run(str(folder / "convert.txt"), str(records), output_name="score",
+                    num_workers=1, progress=False)
+        (folder / "converted").write_text("ok\n")
+    scoring = type(spec)()
+    scoring.CopyFrom(spec)
+    source = scoring.dataset_config.data_sources[0]
+    source.tfrecords_path, source.image_directory_path = f"{records}/score*", str(root)
+    scoring.dataset_config.validation_fold = 0
+    return scoring
+
+
 def _prepare_detection(work: Path, args) -> dict:
     from tlt.data.detection_frames_numpy import iter_validation_frames_numpy
     from tlt.data.classification_input import PREPROCESSING
@@ -426,12 +469,16 @@ def _prepare_detection(work: Path, args) -> dict:
     dims = (3, args.det_height, args.det_width)
     built = _export_and_build(model, work / "det" / "engines", dims, root / "images", args.det_batch)
     meta = load_export(str(built["fp32_export"]))
-    frames = list(iter_validation_frames_numpy(
-        spec, batch_size=args.det_batch,
-        preprocessing=meta.metadata.get("preprocessing") or PREPROCESSING))
+    preprocessing = meta.metadata.get("preprocessing") or PREPROCESSING
+    frames = list(iter_validation_frames_numpy(spec, batch_size=args.det_batch,
+                                               preprocessing=preprocessing))
+    scoring = _scoring_spec(work, spec, args)
+    scored = list(iter_validation_frames_numpy(scoring, batch_size=args.det_batch,
+                                               preprocessing=preprocessing))
     x = np.concatenate([f.images for f in frames])
-    return {"model": model, "built": built, "x": x, "frames": frames, "spec": spec,
-            "flops": onnx_flops(meta.onnx_bytes), "training": took}
+    return {"model": model, "built": built, "x": x, "frames": scored, "spec": scoring,
+            "flops": onnx_flops(meta.onnx_bytes), "training": took,
+            "scored": sum(len(f.images) for f in scored)}
 
 
 def main(argv=None) -> int:
@@ -474,8 +521,9 @@ def main(argv=None) -> int:
           f"{args.cls_batch}; {_flops_text(flops, counts)}")
     cls_ratio = _report("cls", flops, speeds, max(gemm), accuracy, "accuracy %:")
     flops, counts = det["flops"]
-    print(f"\ndetection: DetectNet_v2 ResNet-10 3x{args.det_height}x{args.det_width}, "
-          f"{len(det['x'])} val frames, batch {args.det_batch}; {_flops_text(flops, counts)}")
+    print(f"\ndetection: DetectNet_v2 ResNet-10 3x{args.det_height}x{args.det_width}, timed on "
+          f"{len(det['x'])} val frames, mAP on {det['scored']} unseen frames, batch "
+          f"{args.det_batch}; {_flops_text(flops, counts)}")
     det_ratio = _report("det", flops, speeds, max(gemm), maps, "mAP %:")
     print(f"\nratio int8/fp32: {min(cls_ratio, det_ratio):.2f} (classification {cls_ratio:.2f}, "
           f"detection {det_ratio:.2f}; lower of the two)")

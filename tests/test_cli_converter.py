@@ -35,6 +35,28 @@ def test_int8_engine_from_etlt_and_cache(tmp_path):
     assert np.abs(out - model.predict(batch, verbose=0)).max() < 0.1
 
 
+def test_int8_float_tail_is_recorded_in_the_sidecar(tmp_path):
+    """``residual`` keeps the last residual sum, the convolutions it adds and the head fp32,
+    ``head`` the sum and the head, ``outputs`` only the node that makes the output (the Softmax);
+    the default for a classifier (its head pools) is ``head``."""
+    sides = {}
+    for policy in ("residual", "head", "outputs"):
+        folder = tmp_path / policy
+        args = [str(a) for a in _args(folder, "-t", "int8", "--int8_float_tail", policy)]
+        code, _, stderr = run_main(main, *args)
+        assert code == 0, stderr
+        sides[policy] = json.loads((folder / "saved.engine.json").read_text())["float_nodes"]
+    default_dir = tmp_path / "default"
+    assert run_main(main, *_args(default_dir, "-t", "int8"))[0] == 0
+    assert json.loads((default_dir / "saved.engine.json").read_text())["float_nodes"] == \
+        sides["head"]
+    assert len(sides["outputs"]) == 1 and sides["outputs"][0] in sides["head"]
+    assert set(sides["head"]) < set(sides["residual"])
+    assert [n for n in sides["residual"] if n not in sides["head"]], sides
+    assert run_main(main, *_args(tmp_path / "fp32"))[0] == 0
+    assert json.loads((tmp_path / "fp32" / "saved.engine.json").read_text())["float_nodes"] == []
+
+
 def _error_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.startswith("tlt-converter: error:")]
     assert len(lines) == 1, stderr

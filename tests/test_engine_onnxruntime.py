@@ -12,7 +12,7 @@ from export_fixtures import (CLS_DIMS, DET_DIMS, KEY, classifier_tlt, detector_t
                              random_batch)
 from tlt.engines import BuildOptions, build_engine, load_engine, sidecar_path
 from tlt.engines.calibration_cache import read_cache
-from tlt.engines.onnxruntime_engine import nonnegative_tensors
+from tlt.engines.onnxruntime_engine import float_tail_nodes, nonnegative_tensors
 from tlt.errors import DataError, ModelFileError
 
 
@@ -293,17 +293,46 @@ def _residual_detector(head_kernel: int):
 
 
 def test_int8_keeps_the_last_residual_sum_and_a_cheap_head_in_float():
-    """The last residual Add, its Relu and the coverage logits were the largest single sources
-    of the detector's int8 output error (`_float_tail`); 1x1 heads after them cost nothing."""
-    from tlt.engines.onnxruntime_engine import _float_tail
+    """The last residual Add, the convolutions it sums, its Relu and the coverage logits were the
+    largest sources of the detector's int8 output error (`float_tail_nodes`); 1x1 heads after
+    them cost nothing, and each policy keeps less."""
 
-    assert _float_tail(_residual_detector(1)) == ["residual", "relu2", "bbox_head", "cov_head",
-                                                  "sigmoid"]
+    head = ["residual", "relu2", "bbox_head", "cov_head", "sigmoid"]
+    # The Add sums conv2 and relu1's output (an identity shortcut): only the convolution is added.
+    # auto: a detector's heads predict per cell, nothing averages the sum's 8-bit steps away.
+    assert float_tail_nodes(_residual_detector(1)) == ["conv2"] + head
+    assert float_tail_nodes(_residual_detector(1), "auto") == ["conv2"] + head
+    assert float_tail_nodes(_residual_detector(1), "residual") == ["conv2"] + head
+    assert float_tail_nodes(_residual_detector(1), "head") == head
+    assert float_tail_nodes(_residual_detector(1), "outputs") == ["bbox_head", "sigmoid"]
     # A 3x3 convolution after the last residual Add is real work: only the output nodes stay fp32.
-    assert _float_tail(_residual_detector(3)) == ["bbox_head", "sigmoid"]
+    assert float_tail_nodes(_residual_detector(3)) == ["bbox_head", "sigmoid"]
+    with pytest.raises(DataError, match="int8 fp32 tail 'all': expected one of auto, outputs, "
+                                        "head, residual"):
+        float_tail_nodes(_residual_detector(1), "all")
 
 
-def test_int8_engine_leaves_the_head_inputs_unquantized(tmp_path):
+def test_int8_auto_tail_of_a_classifier_leaves_the_sums_inputs_int8():
+    """A head that pools first averages the 8-bit steps of the residual sum's inputs away, so
+    ``auto`` keeps only the sum and the head fp32 there (the convolutions feeding it are costly)."""
+    from onnx import helper
+
+    model = _residual_detector(1)
+    pool = helper.make_node("GlobalAveragePool", ["h"], ["pooled"], name="pool")
+    model.graph.node.insert(5, pool)  # after relu2: h -> pool, the heads read the pooled tensor
+    for node in model.graph.node[6:8]:
+        node.input[0] = "pooled"
+    assert float_tail_nodes(model) == ["residual", "relu2", "pool", "bbox_head", "cov_head",
+                                       "sigmoid"]
+    assert float_tail_nodes(model, "residual")[0] == "conv2"
+
+
+# The tensors quantized (given to a QuantizeLinear) under each policy. With "outputs" the Relu
+# after the residual Add is fused into it, so the sum `s` itself is not quantized, `h` is.
+@pytest.mark.parametrize("policy, quantized_tensors", [
+    ("residual", {"x", "r1"}), ("head", {"x", "r1", "c2"}),
+    ("outputs", {"x", "r1", "c2", "h", "logits"})])
+def test_int8_engine_leaves_the_tail_inputs_unquantized(tmp_path, policy, quantized_tensors):
     from tlt.engines.calibration_cache import CalibrationCache
     from tlt.engines.onnxruntime_engine import build_onnxruntime_engine
 
@@ -311,9 +340,9 @@ def test_int8_engine_leaves_the_head_inputs_unquantized(tmp_path):
     amax = {"x": 1.0, "c1": 4.0, "r1": 4.0, "c2": 6.0, "s": 8.0, "h": 8.0, "bbox": 9.0,
             "logits": 5.0, "cov": 1.0}
     path = tmp_path / "int8.engine"
-    build_onnxruntime_engine(model.SerializeToString(), path, precision="int8",
-                             cache=CalibrationCache.from_ranges(amax))
+    kept = build_onnxruntime_engine(model.SerializeToString(), path, precision="int8",
+                                    cache=CalibrationCache.from_ranges(amax), float_tail=policy)
+    assert kept == float_tail_nodes(model, policy)
     built = onnx.load(path)
     quantized = {n.input[0] for n in built.graph.node if n.op_type == "QuantizeLinear"}
-    assert {"x", "r1", "c2"} <= quantized
-    assert not quantized & {"s", "h", "logits"}
+    assert quantized & {"x", "r1", "c2", "s", "h", "logits"} == quantized_tensors

@@ -9,6 +9,7 @@ import argparse
 from typing import Sequence
 
 from tlt.cli._common import HelpFormatter, run_main, setup_logging
+from tlt.engines.onnxruntime_engine import DEFAULT_FLOAT_TAIL, FLOAT_TAILS
 
 __all__ = ["build_parser", "main"]
 
@@ -41,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="input dimension order (TLT exports are nchw)")
     parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto",
                         help="auto: TensorRT when it and a GPU are present, else ONNX Runtime")
+    parser.add_argument("--int8_float_tail", choices=FLOAT_TAILS, default=DEFAULT_FLOAT_TAIL,
+                        help="ONNX Runtime int8: how much of the network's end stays fp32. "
+                             "residual: the last residual sum, the convolutions feeding it and "
+                             "the 1x1 heads (most accurate); head: the sum and the heads; "
+                             "outputs: only the output nodes (fastest); auto: residual for "
+                             "detectors, head for classifiers (their pooling averages the "
+                             "8-bit steps away)")
     parser.add_argument("-v", "--verbose", action="store_true", help="detailed logs")
     return parser
 
@@ -58,7 +66,7 @@ def _main(argv: Sequence[str] | None) -> int:
         outputs=parse_names(args.outputs), engine_path=args.engine, cache_file=args.cache,
         batch_size=args.batch_size, max_batch_size=args.max_batch_size,
         precision=args.data_type, workspace=args.max_workspace_size,
-        input_order=args.input_order, backend=args.backend)
+        input_order=args.input_order, backend=args.backend, int8_float_tail=args.int8_float_tail)
     print(f"Built a {info.precision} {info.backend} engine {args.engine} (sidecar "
           f"{sidecar_path(args.engine)}): input {info.input_name} N x "
           f"{' x '.join(map(str, info.input_dims))}, outputs {', '.join(info.output_names)}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tlt.engines.base import BackendUnavailable
 from tlt.engines.calibration_cache import CalibrationCache, check_cache_matches, read_cache
+from tlt.engines.onnxruntime_engine import DEFAULT_FLOAT_TAIL, FLOAT_TAILS
 from tlt.engines.sidecar import EngineInfo, write_sidecar
 from tlt.engines.signature import GraphSignature, format_dims, read_signature, tensor_names
 from tlt.errors import DataError
@@ -46,6 +47,9 @@ class BuildOptions:
         input_order: ``-i``: nchw (TLT exports), nhwc or nc.
         backend: ``auto`` (TensorRT when it and a GPU are present, else ONNX Runtime),
             ``onnxruntime`` or ``tensorrt``.
+        int8_float_tail: ONNX Runtime int8 only: how much of the end of the network stays fp32,
+            ``auto`` (the default), ``outputs``, ``head`` or ``residual`` (see
+            `tlt.engines.onnxruntime_engine.float_tail_nodes`).
     """
 
     input_dims: tuple[int, ...]
@@ -58,6 +62,7 @@ class BuildOptions:
     workspace: int = 1 << 30
     input_order: str = "nchw"
     backend: str = "auto"
+    int8_float_tail: str = DEFAULT_FLOAT_TAIL
 
 
 def parse_dims(text: str, flag: str = "-d") -> tuple[int, ...]:
@@ -133,6 +138,9 @@ def _check_options(options: BuildOptions) -> str:
         raise DataError(f"-t {options.precision!r}: expected one of {', '.join(PRECISIONS)}")
     if options.backend not in BACKENDS:
         raise DataError(f"--backend {options.backend!r}: expected one of {', '.join(BACKENDS)}")
+    if options.int8_float_tail not in FLOAT_TAILS:
+        raise DataError(f"--int8_float_tail {options.int8_float_tail!r}: expected one of "
+                        f"{', '.join(FLOAT_TAILS)}")
     for flag, value in (("-b", options.batch_size), ("-m", options.max_batch_size),
                         ("-w", options.workspace)):
         if int(value) < 1:
@@ -165,8 +173,8 @@ def build_engine(source: str, key: str | None, options: BuildOptions) -> EngineI
     outputs = _check_outputs(list(options.outputs), signature, source)
     _check_order(options.input_order, signature)
     cache = _load_cache(options, exported)
-    version = _build(backend, exported, options, signature, dims, cache, outputs)
-    info = EngineInfo(backend=backend, precision=options.precision,
+    version, kept_float = _build(backend, exported, options, signature, dims, cache, outputs)
+    info = EngineInfo(backend=backend, precision=options.precision, float_nodes=kept_float,
                       input_name=signature.input_name, input_dims=list(dims), output_names=outputs,
                       max_batch_size=int(options.max_batch_size), source=str(source),
                       source_digest=exported.digest, runtime_version=version,
@@ -176,8 +184,9 @@ def build_engine(source: str, key: str | None, options: BuildOptions) -> EngineI
 
 
 def _build(backend: str, exported: ExportedModel, options: BuildOptions,
-           signature: GraphSignature, dims, cache, outputs) -> str:
-    """Run the backend's builder; return the backend's version."""
+           signature: GraphSignature, dims, cache, outputs) -> tuple[str, list[str]]:
+    """Run the backend's builder; return the backend's version and the nodes an ONNX Runtime int8
+    engine keeps fp32."""
     if backend == "tensorrt":
         from tlt.engines import tensorrt_engine as trt_engine
 
@@ -187,13 +196,13 @@ def _build(backend: str, exported: ExportedModel, options: BuildOptions,
             input_name=signature.input_name, input_dims=dims,
             max_batch_size=int(options.max_batch_size), batch_size=int(options.batch_size),
             workspace=int(options.workspace), cache=cache, source=exported.path)
-        return trt_engine.runtime_version()
+        return trt_engine.runtime_version(), []
     from tlt.engines import onnxruntime_engine as ort_engine
 
     if options.precision == "fp16":
         raise BackendUnavailable("fp16 engines need TensorRT on a GPU (--backend tensorrt); the "
                                  "ONNX Runtime CPU backend builds fp32 or int8 (-t fp32 / -t int8)")
-    ort_engine.build_onnxruntime_engine(exported.onnx_bytes, options.engine_path,
-                                        precision=options.precision, cache=cache,
-                                        source=str(options.cache_file))
-    return ort_engine.runtime_version()
+    kept_float = ort_engine.build_onnxruntime_engine(
+        exported.onnx_bytes, options.engine_path, precision=options.precision, cache=cache,
+        source=str(options.cache_file), float_tail=options.int8_float_tail)
+    return ort_engine.runtime_version(), kept_float

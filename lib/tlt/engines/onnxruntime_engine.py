@@ -6,8 +6,9 @@ An ONNX Runtime "engine" is an ONNX graph prepared for this runtime:
   across CPUs; the hardware-specific layout passes run again when a session loads it);
 - int8: the export statically quantized to QDQ form (per-channel int8 weights, uint8
   activations: on x86 CPUs without VNNI signed activations run slower than fp32) with the
-  activation ranges of the calibration cache, so no calibration image is needed here. The last
-  residual ``Add`` and the cheap head after it stay fp32 (`_float_tail`). Before quantizing,
+  activation ranges of the calibration cache, so no calibration image is needed here. The end
+  of the network stays fp32 (`float_tail_nodes`): the last residual ``Add`` and the cheap head
+  after it, for a detector also the convolutions feeding that ``Add``. Before quantizing,
   the per-channel ``Mul``/``Add`` that tf2onnx leaves after a biased convolution (inference
   batch norm) are folded into it (`tlt.engines.onnx_folding`), and weights use 7 of their 8 bits (``reduce_range``): ONNX
   Runtime's uint8 x int8 kernels on AVX2 CPUs without VNNI add pairs of products in int16
@@ -35,12 +36,19 @@ from tlt.engines.signature import tensor_names
 from tlt.errors import DataError, ModelFileError
 from tlt.io.atomic import atomic_path
 
-__all__ = ["PRECISIONS", "runtime_version", "build_onnxruntime_engine", "nonnegative_tensors",
-           "OnnxRuntimeEngine"]
+__all__ = ["PRECISIONS", "FLOAT_TAILS", "DEFAULT_FLOAT_TAIL", "runtime_version",
+           "build_onnxruntime_engine", "float_tail_nodes", "nonnegative_tensors", "OnnxRuntimeEngine"]
 
 _log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "int8")
+# How much of the end of the network an int8 engine keeps fp32 (`float_tail_nodes`): auto, then
+# the explicit choices, fastest first.
+FLOAT_TAILS = ("auto", "outputs", "head", "residual")
+DEFAULT_FLOAT_TAIL = "auto"
+# Ops after which a head averages many cells' values (a classifier's pooling): the 8-bit steps of
+# the tensors before them average out, unlike in a detector's per-cell heads.
+_AVERAGING_OPS = {"GlobalAveragePool", "AveragePool", "ReduceMean"}
 _NONNEGATIVE_OPS = {"Relu", "Sigmoid", "Softmax"}
 # Ops whose output is a selection / rearrangement / average of their data input: non-negative in,
 # non-negative out.
@@ -91,27 +99,44 @@ def _tensor_ranges(model, cache: CalibrationCache, source: str):
     return TensorsData(CalibrationMethod.MinMax, ranges)
 
 
-def _float_tail(model) -> list[str]:
-    """Nodes that stay fp32: the last residual ``Add`` and every node after it (for DetectNet_v2
-    the final Relu and the 1x1 coverage / box heads with the Sigmoid; for a classifier the pooling,
-    the Dense layer and the Softmax), or only the output-producing nodes of a graph without one.
+def float_tail_nodes(model, policy: str = DEFAULT_FLOAT_TAIL) -> list[str]:
+    """Names of the nodes an int8 engine keeps fp32, by ``policy`` (one of `FLOAT_TAILS`):
 
-    Why (measured on the demo's pruned DetectNet_v2, 48 validation frames, by fake-quantizing one
-    activation at a time in the fp32 graph): the largest single sources of output error are the
-    last residual sum (box-offset error 0.018, coverage-logit error 0.040), the coverage logits
-    (logit 0.031) and the Relu feeding the heads (box 0.009); the next ones are under half that.
-    Nothing after them averages their 8-bit steps away. Keeping them float costs no measurable
-    speed (the heads are 1x1 convolutions with a handful of output channels; the Add is
-    elementwise): on that detector the engine's coverage-logit error vs fp32 fell from 0.063 to
-    0.042, and on bench/engine.py's from 0.108 to 0.068 (box error 0.055 -> 0.045).
+    - ``outputs``: only the nodes that produce the graph's outputs;
+    - ``head``: the last residual ``Add`` and every node after it (for DetectNet_v2 the final
+      Relu and the 1x1 coverage / box heads with the Sigmoid; for a classifier the pooling, the
+      Dense layer and the Softmax), when that head is cheap (`_is_cheap_head`); else ``outputs``;
+    - ``residual``: ``head`` plus the convolutions whose outputs that ``Add`` sums (the last
+      block's second convolution and its projection shortcut);
+    - ``auto`` (the default): ``residual`` for a head that predicts per cell (DetectNet_v2),
+      ``head`` for one that averages over the image first (a classifier's pooling averages the
+      8-bit steps away: the digits ResNet-10 loses no accuracy with ``head``, while ``residual``
+      runs its last block's 3x3 convolution, a third of its multiply-adds, in fp32).
+
+    Why (measured on the demo's pruned DetectNet_v2 by fake-quantizing one activation at a time
+    in the fp32 graph, `tlt.engines.quant_sensitivity`): the largest sources of output error are
+    the last residual sum and its two inputs, the coverage logits and the Relu feeding the heads;
+    nothing after them averages their 8-bit steps away. Scored on 480 fresh frames of the demo's
+    data against the Keras model's 85.56 voc mAP, the worst AP column moved 0.83 pt with
+    ``head`` (85.15 mAP), 0.67 and 0.83 with only one of the two convolutions fp32, and 0.22 with
+    ``residual`` (85.45): the two quantized inputs of the sum add their errors. The price is the
+    multiply-adds of those convolutions (21 % of the demo's pruned detector: 189 vs 212 images/s,
+    fp32 120); bench/RESULTS.md has the figures.
     """
-    producer = {out: node for node in model.graph.node for out in node.output
-                if node.op_type != "Constant"}
+    if policy == "auto":
+        averages = any(node.op_type in _AVERAGING_OPS for node in model.graph.node)
+        policy = "head" if averages else "residual"
+    if policy not in FLOAT_TAILS:
+        raise DataError(f"int8 fp32 tail {policy!r}: expected one of {', '.join(FLOAT_TAILS)}")
     nodes = list(model.graph.node)
+    producer = {out: node for node in nodes for out in node.output if node.op_type != "Constant"}
     residual = [i for i, node in enumerate(nodes) if node.op_type == "Add" and len(node.input) == 2
                 and all(name in producer for name in node.input)]
-    if residual and _is_cheap_head(model, nodes[residual[-1]:]):
-        return [node.name for node in nodes[residual[-1]:]]
+    if policy != "outputs" and residual and _is_cheap_head(model, nodes[residual[-1]:]):
+        last_sum = nodes[residual[-1]]
+        feeding = [producer[name].name for name in last_sum.input
+                   if policy == "residual" and producer[name].op_type == "Conv"]
+        return feeding + [node.name for node in nodes[residual[-1]:]]
     outputs = {o.name for o in model.graph.output}
     return [n.name for n in nodes if outputs.intersection(n.output)]
 
@@ -129,7 +154,9 @@ def _is_cheap_head(model, tail) -> bool:
     return len(products) <= 3 and one_by_one
 
 
-def _quantize(onnx_bytes: bytes, cache: CalibrationCache, dest: Path, source: str) -> None:
+def _quantize(onnx_bytes: bytes, cache: CalibrationCache, dest: Path, source: str,
+              float_tail: str) -> list[str]:
+    """Write the int8 QDQ graph to ``dest``; return the names of the nodes left fp32."""
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static, save_tensors_data)
@@ -142,6 +169,7 @@ def _quantize(onnx_bytes: bytes, cache: CalibrationCache, dest: Path, source: st
     # folding cut the int8 engine's mean coverage-logit error vs fp32 from 0.74 to 0.28
     # (0.30 together with the 7-bit weights below).
     fold_channel_affine(model)
+    keep_float = float_tail_nodes(model, float_tail)
     with tempfile.TemporaryDirectory(prefix="tlt-quant-") as tmp, _quiet_root_advice():
         # quantize_static takes precomputed ranges through its calibration-cache file.
         ranges_file = Path(tmp) / "ranges.json"
@@ -152,10 +180,11 @@ def _quantize(onnx_bytes: bytes, cache: CalibrationCache, dest: Path, source: st
                         # where full-range weights saturated (a box-offset error of 16 px on
                         # that detector fell to 1.9); on VNNI CPUs it costs one weight bit.
                         reduce_range=True,
-                        nodes_to_exclude=_float_tail(model),
+                        nodes_to_exclude=keep_float,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
                         calibration_cache_path=str(ranges_file))
+    return keep_float
 
 
 class _DropPreprocessingAdvice(logging.Filter):
@@ -189,7 +218,8 @@ def _optimize(onnx_bytes: bytes, dest: Path) -> None:
 
 
 def build_onnxruntime_engine(onnx_bytes: bytes, engine_path: str | Path, *, precision: str,
-                             cache: CalibrationCache | None = None, source: str = "<export>") -> None:
+                             cache: CalibrationCache | None = None, source: str = "<export>",
+                             float_tail: str = DEFAULT_FLOAT_TAIL) -> list[str]:
     """Write an ONNX Runtime engine file (atomically).
 
     Args:
@@ -198,10 +228,15 @@ def build_onnxruntime_engine(onnx_bytes: bytes, engine_path: str | Path, *, prec
         precision: ``fp32`` or ``int8``.
         cache: the calibration cache (int8 only).
         source: the calibration cache's name, for messages.
+        float_tail: int8 only: how much of the end of the network stays fp32 (`FLOAT_TAILS`,
+            see `float_tail_nodes`).
+
+    Returns:
+        The names of the nodes an int8 engine runs in fp32 (empty for fp32 engines).
 
     Raises:
         DataError: fp16 (no CPU kernels for it), int8 without a cache, or a cache made for
-            another export.
+            another export; an unknown ``float_tail``.
     """
     if precision not in PRECISIONS:
         raise DataError(f"the ONNX Runtime backend builds {' or '.join(PRECISIONS)} engines, not "
@@ -209,12 +244,16 @@ def build_onnxruntime_engine(onnx_bytes: bytes, engine_path: str | Path, *, prec
     if precision == "int8" and cache is None:
         raise DataError("an int8 engine needs the calibration cache (-c) written by tlt-export "
                         "--data_type int8")
+    kept_float: list[str] = []
     with atomic_path(engine_path) as tmp:
         if precision == "int8":
-            _quantize(onnx_bytes, cache, tmp, source)
+            kept_float = _quantize(onnx_bytes, cache, tmp, source, float_tail)
+            _log.info("int8 engine: %d nodes stay fp32 (--int8_float_tail %s): %s",
+                      len(kept_float), float_tail, ", ".join(kept_float))
         else:
             _optimize(onnx_bytes, tmp)
     _log.info("wrote the %s ONNX Runtime engine %s", precision, engine_path)
+    return kept_float
 
 
 class OnnxRuntimeEngine(Engine):

@@ -5,7 +5,7 @@ pair (uint8, the builder's range for that tensor: [0, amax] when the tensor cann
 else [-amax, amax]) is inserted into the fp32 graph after batch norm folding, every other tensor
 stays float, and the graph outputs are compared with the fp32 graph's on the same batches. The
 result ranks the tensors by the error each alone adds, which is what choosing the nodes to keep
-in float (`tlt.engines.onnxruntime_engine._float_tail`) needs; the errors of several tensors add
+in float (`tlt.engines.onnxruntime_engine.float_tail_nodes`) needs; the errors of several tensors add
 roughly in quadrature.
 
     errors = activation_sensitivity(onnx_bytes, cache, batches)

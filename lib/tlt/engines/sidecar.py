@@ -46,6 +46,8 @@ class EngineInfo:
         runtime_version: version of the backend that built it.
         export: the export's metadata (task, classes, preprocessing ...).
         created: UTC build time.
+        float_nodes: the graph nodes an ONNX Runtime int8 engine runs in fp32 (the end of the
+            network, chosen by tlt-converter's ``--int8_float_tail``); empty otherwise.
     """
 
     backend: str
@@ -60,6 +62,7 @@ class EngineInfo:
     runtime_version: str = ""
     export: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    float_nodes: list[str] = field(default_factory=list)
 
     @property
     def task(self) -> str | None:
