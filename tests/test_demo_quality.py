@@ -17,21 +17,6 @@ import pytest
 from cli_processes import VENV_BIN, subprocess_env
 
 
-_CONVERT_ALL = """\
-kitti_config {{
-  root_directory_path: "{root}"
-  image_dir_name: "images"
-  label_dir_name: "labels"
-  image_extension: ".png"
-  partition_mode: "random"
-  num_partitions: 2
-  val_split: 20
-  num_shards: 2
-}}
-image_directory_path: "{root}"
-"""
-
-
 def _demo_sample_data_args(repo_root) -> list[str]:
     """The `tlt-sample-data detection` flags `./build.sh demo` uses (so this test follows the demo)."""
     text = (repo_root / "build.sh").read_text().replace("\\\n", " ")
@@ -74,7 +59,7 @@ def test_demo_detector_reaches_50_map_with_clean_boxes(repo_root, tmp_path):
 
 def _fresh_frames_spec(args: list[str], folder: Path) -> Path:
     """480 new frames of the demo's generator (another seed), converted; the default spec on them."""
-    from tlt.orchestration.pipelines import DEFAULT_DETECTION_SPEC
+    from tlt.orchestration.pipelines import DEFAULT_CONVERT_SPEC, DEFAULT_DETECTION_SPEC
 
     flags = {args[i]: args[i + 1] for i in range(len(args) - 1)
              if args[i].startswith("--") and not args[i + 1].startswith("--")}
@@ -83,7 +68,7 @@ def _fresh_frames_spec(args: list[str], folder: Path) -> Path:
     subprocess.run([str(VENV_BIN / "tlt-sample-data"), "detection", str(frames),
                     *[word for pair in flags.items() for word in pair]],
                    check=True, env=subprocess_env(), capture_output=True)
-    (folder / "convert.txt").write_text(_CONVERT_ALL.format(root=frames))
+    (folder / "convert.txt").write_text(DEFAULT_CONVERT_SPEC.replace("data/sample-kitti", str(frames)))
     subprocess.run([str(VENV_BIN / "tlt-dataset-convert"), "-d", str(folder / "convert.txt"), "-o",
                     str(folder / "tfrecords" / "tfrecords")], check=True, env=subprocess_env(),
                    capture_output=True)
@@ -130,7 +115,7 @@ def _check_engines_score_as_keras(result, args: list[str], folder: Path) -> None
 def test_demo_data_matches_the_pipeline_default_spec(repo_root):
     """The frames build.sh makes are the size the default spec trains at (no resize, no padding)."""
     from tlt import spec
-    from tlt.orchestration.pipelines import DEFAULT_DETECTION_SPEC
+    from tlt.orchestration.pipelines import DEFAULT_CONVERT_SPEC, DEFAULT_DETECTION_SPEC
 
     args = _demo_sample_data_args(repo_root)
     flags = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--")}
