@@ -325,6 +325,12 @@ def test_int8_auto_tail_of_a_classifier_leaves_the_sums_inputs_int8():
     assert float_tail_nodes(model) == ["residual", "relu2", "pool", "bbox_head", "cov_head",
                                        "sigmoid"]
     assert float_tail_nodes(model, "residual")[0] == "conv2"
+    # Averaging inside the backbone (before the last sum) does not make a detector a classifier.
+    detector = _residual_detector(1)
+    detector.graph.node.insert(2, helper.make_node("AveragePool", ["r1"], ["r1p"], name="avg",
+                                                   kernel_shape=[1, 1]))
+    detector.graph.node[3].input[0] = "r1p"  # conv2 reads the pooled tensor
+    assert float_tail_nodes(detector)[0] == "conv2"
 
 
 # The tensors quantized (given to a QuantizeLinear) under each policy. With "outputs" the Relu

@@ -123,20 +123,20 @@ def float_tail_nodes(model, policy: str = DEFAULT_FLOAT_TAIL) -> list[str]:
     multiply-adds of those convolutions (21 % of the demo's pruned detector: 189 vs 212 images/s,
     fp32 120); bench/RESULTS.md has the figures.
     """
-    if policy == "auto":
-        averages = any(node.op_type in _AVERAGING_OPS for node in model.graph.node)
-        policy = "head" if averages else "residual"
     if policy not in FLOAT_TAILS:
         raise DataError(f"int8 fp32 tail {policy!r}: expected one of {', '.join(FLOAT_TAILS)}")
     nodes = list(model.graph.node)
     producer = {out: node for node in nodes for out in node.output if node.op_type != "Constant"}
     residual = [i for i, node in enumerate(nodes) if node.op_type == "Add" and len(node.input) == 2
                 and all(name in producer for name in node.input)]
-    if policy != "outputs" and residual and _is_cheap_head(model, nodes[residual[-1]:]):
-        last_sum = nodes[residual[-1]]
-        feeding = [producer[name].name for name in last_sum.input
+    tail = nodes[residual[-1]:] if residual else []
+    if policy == "auto":
+        averages = any(node.op_type in _AVERAGING_OPS for node in tail)
+        policy = "head" if averages else "residual"
+    if policy != "outputs" and tail and _is_cheap_head(model, tail):
+        feeding = [producer[name].name for name in tail[0].input
                    if policy == "residual" and producer[name].op_type == "Conv"]
-        return feeding + [node.name for node in nodes[residual[-1]:]]
+        return feeding + [node.name for node in tail]
     outputs = {o.name for o in model.graph.output}
     return [n.name for n in nodes if outputs.intersection(n.output)]
 
