@@ -19,9 +19,10 @@ ONNX Runtime intra-op = cores for both engines, with the engines' default of no 
 (`tlt.engines.onnxruntime_engine.OnnxRuntimeEngine`), TensorFlow intra-op = cores and inter-op
 = 1 (ONNX Runtime's sequential executor runs one node at a time too). The int8 engines are what
 tlt-converter builds: batch norm folded into the convolutions, per-channel 7-bit weights, uint8
-activations (the fast u8 x s8 path on AVX2), the last residual sum, the convolutions feeding it and
-a 1x1 head kept fp32 (``--int8_float_tail residual``); "ort int8 head" is the faster
-``--int8_float_tail head`` (the convolutions feeding the sum int8 too).
+activations (the fast u8 x s8 path on AVX2) and, by tlt-converter's default
+``--int8_float_tail auto``, the last residual sum and the 1x1 head kept fp32, for the detector also
+the two convolutions feeding that sum. "ort int8 head" is ``--int8_float_tail head`` (those
+convolutions int8 too: faster, less accurate; for the classifier the default's own engine).
 
 Physical limit: the float32 matrix-multiply rate of numpy's BLAS (2 n^3 flops per n x n product).
 Model FLOPs are counted from the fp32 ONNX graph after shape inference: 2 x MACs of Conv, Gemm and
