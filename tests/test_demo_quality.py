@@ -49,7 +49,7 @@ def test_demo_detector_reaches_50_map_with_clean_boxes(repo_root, tmp_path):
         assert cell["num_detections"] <= 1.5 * cell["num_ground_truth"], (name, cell)
         assert cell["true_positives"] >= 0.4 * cell["num_ground_truth"], (name, cell)
     # Pruning keeps the demo's detector working: -n max 0.8 then 20 retrain epochs (measured:
-    # 58 % of the parameters, 85.5 mAP; the int8 engine 85.2).
+    # 58 % of the parameters, 85.5 mAP; the int8 engine 85.5, 85.2 before its fp32 tail grew).
     kept = result.outputs["retrained_model"].metadata
     assert kept["params_after"] < 0.8 * kept["params_before"], kept
     assert result.outputs["retrained_metrics"].metadata["mAP"] >= 50.0
