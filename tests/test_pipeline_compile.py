@@ -98,6 +98,7 @@ def _copy_checkout(repo_root, dest):
         shutil.copytree(repo_root / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
 
 
+@pytest.mark.slow  # five full compiles (90 s); the default run keeps one check of freshness
 def test_compile_check_reports_stale_files_and_compile_fixes_them(repo_root, tmp_path, monkeypatch, capsys):
     _copy_checkout(repo_root, tmp_path)
     monkeypatch.setenv("TLT_REPO_ROOT", str(tmp_path))
